@@ -1,0 +1,269 @@
+"""Typed, frozen experiment configuration loaded from YAML with inheritance and overrides.
+
+A YAML file may start with `base: other.yaml` (a path relative to the file): the base
+is loaded first and the file lists only what differs. Overrides are `section.key=value`
+strings typed like the field (`--set optim.lr=0.5`). OmegaConf structured configs do the
+merging and type checks; ranges and choices are checked in `__post_init__`. Every error
+is a `ConfigError` that names the key, the value and, for a typo, the closest valid key.
+"""
+
+import dataclasses
+import difflib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import List, Optional
+
+import yaml
+from omegaconf import OmegaConf
+from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
+
+DATASETS = ("cifar10", "cifar100", "digits", "synthetic", "linear_regression")
+SOURCES = ("tfds", "binary")
+FAMILIES = ("vgg", "dln")
+STRATEGIES = ("auto", "default", "mirrored", "multi_worker", "tpu")
+PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
+
+
+class ConfigError(ValueError):
+    """An invalid configuration; the message says which key and what to do."""
+
+
+def _choice(key, value, choices):
+    if value not in choices:
+        raise ConfigError(f"{key}={value!r} is not valid; choose one of: {', '.join(map(str, choices))}")
+
+
+def _at_least(key, value, low):
+    if value is not None and value < low:
+        raise ConfigError(f"{key}={value!r} is out of range; it must be >= {low}")
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    name: str = "synthetic"
+    source: str = "tfds"            # cifar only: tensorflow-datasets or the binary archive
+    data_dir: Optional[str] = None  # tfds data_dir, or the archive file / its folder
+    download: bool = True           # tfds may download when the data is not in data_dir
+    batch_size: int = 128           # global batch, split across replicas
+    eval_batch_size: int = 500
+    n_train: Optional[int] = None   # use only the first n_train training examples
+    n_test: Optional[int] = None
+    augment: bool = False           # 4-pixel pad + random crop + flip; off in the paper
+    standardize: bool = True        # per-channel, with training-set statistics
+    seed: int = 0                   # seed of the data set itself (synthetic, A, digits split)
+    synthetic_train_size: int = 5000
+    synthetic_test_size: int = 1000
+    regression_dim: int = 10        # DLN: x in R^dim, A is dim x dim
+    regression_train_size: int = 1000
+    regression_test_size: int = 1000
+
+    def __post_init__(self):
+        _choice("data.name", self.name, DATASETS)
+        _choice("data.source", self.source, SOURCES)
+        for key in ("batch_size", "eval_batch_size", "n_train", "n_test",
+                    "synthetic_train_size", "synthetic_test_size", "regression_dim",
+                    "regression_train_size", "regression_test_size"):
+            _at_least(f"data.{key}", getattr(self, key), 1)
+
+
+@dataclass(frozen=True)
+class NoiseConfig:
+    """Algorithm-1 constants (paper values)."""
+    n_mu: float = 0.5
+    n_sigma: float = 1.25
+    r_mu: float = 0.1
+    r_sigma: float = 0.1
+
+    def __post_init__(self):
+        for key in ("n_mu", "r_mu", "r_sigma"):
+            _at_least(f"model.noise.{key}", getattr(self, key), 0.0)
+        _at_least("model.noise.n_sigma", self.n_sigma, 1.0)
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    family: str = "vgg"
+    depth: int = 16                 # VGG 11/13/16/19; DLN number of layers
+    norm: str = "batch"
+    width_multiplier: float = 1.0   # VGG channels x this; the DLN's width is data.regression_dim
+    head: str = "linear"
+    hidden_units: int = 512
+    sync_batch_norm: bool = False   # all-reduce BN statistics across replicas
+    noise: NoiseConfig = field(default_factory=NoiseConfig)
+
+    def __post_init__(self):
+        from pipeline.layers import NORM_LAYERS
+        from pipeline.models import HEADS, VGG_SPECS
+        _choice("model.family", self.family, FAMILIES)
+        _choice("model.norm", self.norm, sorted(NORM_LAYERS))
+        _choice("model.head", self.head, HEADS)
+        if self.family == "vgg":
+            _choice("model.depth", self.depth, sorted(VGG_SPECS))
+        _at_least("model.depth", self.depth, 1)
+        if self.width_multiplier <= 0:
+            raise ConfigError(f"model.width_multiplier={self.width_multiplier!r} must be > 0")
+        _at_least("model.hidden_units", self.hidden_units, 1)
+
+
+@dataclass(frozen=True)
+class OptimConfig:
+    lr: float = 0.1
+    momentum: float = 0.0           # plain SGD in the paper
+    weight_decay: float = 0.0
+
+    def __post_init__(self):
+        if not self.lr > 0:
+            raise ConfigError(f"optim.lr={self.lr!r} must be > 0")
+        if not 0.0 <= self.momentum < 1.0:
+            raise ConfigError(f"optim.momentum={self.momentum!r} must be in [0, 1)")
+        _at_least("optim.weight_decay", self.weight_decay, 0.0)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    steps: int = 15000
+    log_every: int = 100            # train metrics on the current batch
+    eval_every: int = 1000          # test metrics on the whole test split
+    checkpoint_every: int = 500
+    keep_checkpoints: int = 2
+    strategy: str = "auto"
+    precision: str = "float32"
+    xla: bool = False
+    deterministic: bool = True      # TF op determinism: same seed, same bits (CPU)
+    progress: bool = True
+
+    def __post_init__(self):
+        for key in ("steps", "log_every", "eval_every", "checkpoint_every", "keep_checkpoints"):
+            _at_least(f"train.{key}", getattr(self, key), 1)
+        _choice("train.strategy", self.strategy, STRATEGIES)
+        _choice("train.precision", self.precision, PRECISIONS)
+
+
+@dataclass(frozen=True)
+class LandscapeProbeConfig:
+    enabled: bool = False
+    every: int = 100
+    # step sizes as multiples of optim.lr; None = family default (VGG {0.5,1,2,4},
+    # DLN a log grid over [0.01, 30])
+    multipliers: Optional[List[float]] = None
+
+
+@dataclass(frozen=True)
+class LayerProbeConfig:
+    enabled: bool = False
+    every: int = 100
+    layers: Optional[List[int]] = None  # 1-based weight-layer indices; None = family default
+
+
+@dataclass(frozen=True)
+class DistributionsProbeConfig(LayerProbeConfig):
+    sample_size: int = 256          # raw activation values kept per layer per record
+
+
+@dataclass(frozen=True)
+class CurvatureProbeConfig:
+    enabled: bool = False
+    every: int = 500
+    iterations: int = 20            # power-iteration steps on Hessian-vector products
+
+
+@dataclass(frozen=True)
+class ProbesConfig:
+    landscape: LandscapeProbeConfig = field(default_factory=LandscapeProbeConfig)
+    ics: LayerProbeConfig = field(default_factory=LayerProbeConfig)
+    distributions: DistributionsProbeConfig = field(default_factory=DistributionsProbeConfig)
+    curvature: CurvatureProbeConfig = field(default_factory=CurvatureProbeConfig)
+
+    def __post_init__(self):
+        for name in ("landscape", "ics", "distributions", "curvature"):
+            _at_least(f"probes.{name}.every", getattr(self, name).every, 1)
+
+
+@dataclass(frozen=True)
+class Config:
+    description: str = ""
+    seed: int = 0                   # init, data order, noise, augmentation
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    probes: ProbesConfig = field(default_factory=ProbesConfig)
+
+    def __post_init__(self):
+        if (self.model.family == "dln") != (self.data.name == "linear_regression"):
+            raise ConfigError(
+                f"model.family={self.model.family!r} does not fit data.name={self.data.name!r}: "
+                "the DLN trains on linear_regression and VGG on image data sets")
+
+
+def _valid_keys(node, prefix=""):
+    keys = []
+    for key, value in node.items():
+        keys.append(prefix + key)
+        if dataclasses.is_dataclass(value):
+            keys += _valid_keys(dataclasses.asdict(value), prefix + key + ".")
+        elif isinstance(value, dict):
+            keys += _valid_keys(value, prefix + key + ".")
+    return keys
+
+
+def _explain(error):
+    """Turn an OmegaConf error into a ConfigError naming the closest valid key."""
+    key = getattr(error, "full_key", None) or ""
+    message = str(error).split("\n")[0]
+    if isinstance(error, ConfigKeyError) and key:
+        close = difflib.get_close_matches(key, _valid_keys(dataclasses.asdict(Config())), n=1,
+                                          cutoff=0.5)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        return ConfigError(f"unknown config key {key!r}{hint}")
+    return ConfigError(f"{key}: {message}" if key else message)
+
+
+def _read_yaml(path, seen=()):
+    path = Path(path).resolve()
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    if path in seen:
+        raise ConfigError(f"config inheritance loops back to {path}")
+    data = yaml.safe_load(path.read_text()) or {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path} must hold a mapping of sections, not {type(data).__name__}")
+    base = data.pop("base", None)
+    layers = _read_yaml(path.parent / base, seen + (path,)) if base else []
+    return layers + [(path, data)]
+
+
+def build_config(layers=(), overrides=()):
+    """Merge mappings (`layers`, lowest first) and dotted overrides into a `Config`."""
+    schema = OmegaConf.structured(Config)
+    try:
+        merged = schema
+        for source, data in layers:
+            try:
+                merged = OmegaConf.merge(merged, data)
+            except OmegaConfBaseException as error:
+                raise ConfigError(f"{source}: {_explain(error)}") from None
+        for item in overrides:
+            if "=" not in item:
+                raise ConfigError(f"override {item!r} must look like section.key=value")
+            try:
+                merged = OmegaConf.merge(merged, OmegaConf.from_dotlist([item]))
+            except OmegaConfBaseException as error:
+                raise ConfigError(f"override {item!r}: {_explain(error)}") from None
+        return OmegaConf.to_object(merged)
+    except OmegaConfBaseException as error:
+        cause = error.__cause__ or error.__context__
+        if isinstance(cause, ConfigError):
+            raise cause from None
+        raise _explain(error) from None
+
+
+def load_config(path=None, overrides=()):
+    """Load a YAML file (with its `base:` chain) and apply `section.key=value` overrides."""
+    layers = _read_yaml(path) if path else []
+    return build_config(layers, overrides)
+
+
+def to_yaml(config):
+    """The resolved config as YAML, loadable again with `load_config`."""
+    return yaml.safe_dump(dataclasses.asdict(config), sort_keys=False)

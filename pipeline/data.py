@@ -1,0 +1,279 @@
+"""Data sets -> `tf.data.Dataset` of `(inputs, targets)` batches.
+
+Every source is first loaded as NumPy arrays (`load_arrays`): CIFAR through
+tensorflow-datasets or the official *binary* archive, scikit-learn's digits, a seeded
+synthetic CIFAR-shaped set, and the deep-linear-network regression task. The same
+pipeline then serves all of them (`make_dataset`).
+
+The training stream is indexed by step: batch `s` is a pure function of (run seed, s),
+so a resumed run starts at any step in O(1) with exactly the batches an uninterrupted
+run would see, and a probe can ask for the batch of any step (`batch_at`).
+"""
+
+import io
+import tarfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import tensorflow as tf
+
+AUGMENT_PAD = 4  # pixels of zero padding before the random 32x32 crop
+
+# CIFAR binary format (https://www.cs.toronto.edu/~kriz/cifar.html): each record is the
+# label byte(s) then 3072 pixel bytes as three 32x32 planes (R, G, B).
+BINARY_FORMATS = {
+    # name: (archive file, training members, test members, label bytes, classes)
+    "cifar10": ("cifar-10-binary.tar.gz",
+                [f"cifar-10-batches-bin/data_batch_{i}.bin" for i in range(1, 6)],
+                ["cifar-10-batches-bin/test_batch.bin"], 1, 10),
+    "cifar100": ("cifar-100-binary.tar.gz", ["cifar-100-binary/train.bin"],
+                 ["cifar-100-binary/test.bin"], 2, 100),
+}
+IMAGE_BYTES = 32 * 32 * 3
+
+
+class DatasetUnavailableError(RuntimeError):
+    """A data set cannot be read; the message says which, where we looked and what to do."""
+
+
+@dataclass(frozen=True)
+class Arrays:
+    """A data set in memory. Images are uint8 NHWC; regression inputs float32."""
+    x_train: np.ndarray
+    y_train: np.ndarray
+    x_test: np.ndarray
+    y_test: np.ndarray
+    num_classes: int  # 0 for regression
+
+    @property
+    def is_image(self):
+        return self.x_train.ndim == 4
+
+
+def _how_to_get(name):
+    archive = BINARY_FORMATS[name][0]
+    return (f"Either run once on a machine with network access (tensorflow-datasets downloads "
+            f"{name} into data.data_dir), or download {archive} from "
+            f"https://www.cs.toronto.edu/~kriz/cifar.html and set data.source=binary "
+            f"data.data_dir=/path/to/{archive}. Offline, use data.name=digits or synthetic.")
+
+
+def _load_tfds(config):
+    import tensorflow_datasets as tfds
+    where = config.data_dir or "the tensorflow-datasets default folder (~/tensorflow_datasets)"
+    try:
+        splits = tfds.load(config.name, split=["train", "test"], data_dir=config.data_dir,
+                           as_supervised=True, download=config.download)
+        # Read in chunks rather than with batch_size=-1, which needs a known cardinality.
+        arrays = []
+        for split in splits:
+            chunks = list(tfds.as_numpy(split.batch(10_000)))
+            arrays += [np.concatenate([c[0] for c in chunks]).astype(np.uint8),
+                       np.concatenate([c[1] for c in chunks]).astype(np.int64)]
+    except Exception as error:  # tfds raises many kinds (network, assertion, file errors)
+        raise DatasetUnavailableError(
+            f"Could not load {config.name} with tensorflow-datasets from {where} "
+            f"(download={config.download}): {type(error).__name__}: {str(error)[:300]}. "
+            + _how_to_get(config.name)) from None
+    return Arrays(*arrays, BINARY_FORMATS[config.name][4])
+
+
+def _read_records(archive, members, label_bytes, path):
+    """Concatenate the records of `members`; returns (images NHWC uint8, fine labels)."""
+    record = label_bytes + IMAGE_BYTES
+    chunks = []
+    for member in members:
+        try:
+            raw = archive.extractfile(member).read()
+        except KeyError:
+            raise DatasetUnavailableError(
+                f"{path} has no member {member}: not an official CIFAR binary archive") from None
+        if len(raw) == 0 or len(raw) % record:
+            raise DatasetUnavailableError(
+                f"{path}: {member} holds {len(raw)} bytes, not a whole number of "
+                f"{record}-byte records; the archive is corrupt or truncated")
+        chunks.append(np.frombuffer(raw, np.uint8).reshape(-1, record))
+    records = np.concatenate(chunks)
+    labels = records[:, label_bytes - 1].astype(np.int64)  # CIFAR-100: the fine label
+    images = records[:, label_bytes:].reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)
+    return np.ascontiguousarray(images), labels
+
+
+def _load_binary(config):
+    filename, train_members, test_members, label_bytes, classes = BINARY_FORMATS[config.name]
+    path = Path(config.data_dir or ".").expanduser()
+    if path.is_dir():
+        path = path / filename
+    if not path.is_file():
+        raise DatasetUnavailableError(
+            f"{config.name} binary archive not found at {path}. " + _how_to_get(config.name))
+    try:
+        with tarfile.open(path, "r:gz") as archive:
+            x_train, y_train = _read_records(archive, train_members, label_bytes, path)
+            x_test, y_test = _read_records(archive, test_members, label_bytes, path)
+    except (tarfile.TarError, OSError, EOFError) as error:
+        raise DatasetUnavailableError(
+            f"{path} cannot be read as a {filename} archive ({error}); the file is corrupt "
+            "or truncated. " + _how_to_get(config.name)) from None
+    if y_train.max() >= classes or y_test.max() >= classes:
+        raise DatasetUnavailableError(f"{path}: labels above {classes - 1}; wrong archive?")
+    return Arrays(x_train, y_train, x_test, y_test, classes)
+
+
+def _load_digits(config):
+    """scikit-learn's 1,797 real 8x8 digits, upsampled 4x (nearest) to 32x32x3."""
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+    digits = load_digits()
+    images = (digits.images * (255.0 / 16.0)).round().astype(np.uint8)  # 0..16 -> 0..255
+    images = images.repeat(4, axis=1).repeat(4, axis=2)[..., None].repeat(3, axis=3)
+    x_train, x_test, y_train, y_test = train_test_split(
+        images, digits.target.astype(np.int64), test_size=0.2, random_state=config.seed,
+        stratify=digits.target)
+    return Arrays(x_train, y_train, x_test, y_test, 10)
+
+
+def _load_synthetic(config):
+    """Seeded CIFAR-shaped images: a smooth per-class template plus pixel noise.
+
+    Templates are 4x4x3 Gaussian patterns upsampled 8x, so classes differ in coarse
+    colour layout that a conv net learns in a few hundred steps; the noise (std 48 on
+    a 0..255 scale) keeps the task from being trivial.
+    """
+    rng = np.random.default_rng(config.seed)
+    templates = rng.normal(0.0, 1.0, (10, 4, 4, 3)).repeat(8, axis=1).repeat(8, axis=2)
+
+    def sample(n):
+        labels = rng.integers(0, 10, n)
+        pixels = 128 + 40 * templates[labels] + rng.normal(0.0, 48.0, (n, 32, 32, 3))
+        return np.clip(pixels, 0, 255).astype(np.uint8), labels.astype(np.int64)
+
+    x_train, y_train = sample(config.synthetic_train_size)
+    x_test, y_test = sample(config.synthetic_test_size)
+    return Arrays(x_train, y_train, x_test, y_test, 10)
+
+
+def _load_linear_regression(config):
+    """The DLN task: x ~ N(0, I), targets A x with A_ij ~ N(0, 1) (fixed by data.seed)."""
+    rng = np.random.default_rng(config.seed)
+    dim = config.regression_dim
+    matrix = rng.normal(size=(dim, dim))
+    x_train = rng.normal(size=(config.regression_train_size, dim))
+    x_test = rng.normal(size=(config.regression_test_size, dim))
+    f32 = np.float32
+    return Arrays(x_train.astype(f32), (x_train @ matrix.T).astype(f32),
+                  x_test.astype(f32), (x_test @ matrix.T).astype(f32), 0)
+
+
+def load_arrays(config):
+    """Load the data set of `config.data` (a `DataConfig`) as `Arrays`, subset to n_train/n_test."""
+    if config.name in BINARY_FORMATS:
+        loader = _load_binary if config.source == "binary" else _load_tfds
+    else:
+        loader = {"digits": _load_digits, "synthetic": _load_synthetic,
+                  "linear_regression": _load_linear_regression}[config.name]
+    arrays = loader(config)
+    return Arrays(arrays.x_train[:config.n_train], arrays.y_train[:config.n_train],
+                  arrays.x_test[:config.n_test], arrays.y_test[:config.n_test],
+                  arrays.num_classes)
+
+
+def channel_stats(arrays):
+    """Per-channel mean and std of the training images on the 0..1 scale, shape (3,)."""
+    x = arrays.x_train.astype(np.float64) / 255.0
+    return x.mean(axis=(0, 1, 2)), x.std(axis=(0, 1, 2))
+
+
+def _preprocess(standardize, stats):
+    """uint8 image -> float32 (standardized per channel); regression inputs pass through."""
+    mean, std = (tf.constant(s, tf.float32) for s in stats)
+
+    def apply(x):
+        if x.dtype != tf.uint8:
+            return x
+        x = tf.cast(x, tf.float32) / 255.0
+        return (x - mean) / std if standardize else x
+    return apply
+
+
+def augment_image(image, seed):
+    """Zero-pad 4 pixels, take a random crop of the original size, maybe flip; stateless."""
+    height, width = image.shape[0], image.shape[1]
+    padded = tf.pad(image, [[AUGMENT_PAD, AUGMENT_PAD], [AUGMENT_PAD, AUGMENT_PAD], [0, 0]])
+    cropped = tf.image.stateless_random_crop(padded, tf.shape(image), seed=seed)
+    return tf.image.stateless_random_flip_left_right(cropped, seed=seed + 1)
+
+
+def batch_indices(step, seed, num_examples, batch_size):
+    """Training-set rows of global batch `step`: epoch e is a seeded permutation and
+    its last incomplete batch is dropped (the paper's fixed batch size)."""
+    steps_per_epoch = num_examples // batch_size
+    epoch = step // steps_per_epoch
+    order = tf.random.experimental.stateless_shuffle(
+        tf.range(num_examples, dtype=tf.int64), seed=tf.stack([tf.cast(seed, tf.int64), epoch]))
+    start = (step % steps_per_epoch) * batch_size
+    return order[start:start + batch_size]
+
+
+def make_dataset(config, split, arrays=None, start_step=0, input_context=None):
+    """Batched, prefetched `tf.data.Dataset` of `(inputs, targets)` for `split`.
+
+    Args:
+        config: the experiment `Config` (uses `config.data` and `config.seed`).
+        split: "train" (endless, from `start_step`, `drop_remainder` by construction) or
+            "test" (one pass, in order, last batch partial so every example counts).
+        arrays: already loaded `Arrays` (loaded from `config.data` when None).
+        start_step: first training step of the stream (resume).
+        input_context: a `tf.distribute.InputContext` when called from
+            `distribute_datasets_from_function`: this input pipeline then yields, for each
+            step, its consecutive slice of the global batch in per-replica batches, so the
+            replicas together see exactly the single-device global batch.
+    """
+    if split not in ("train", "test"):
+        raise ValueError(f"split must be 'train' or 'test'. Received: {split!r}")
+    data = config.data
+    arrays = arrays if arrays is not None else load_arrays(data)
+    stats = channel_stats(arrays) if arrays.is_image else (np.zeros(1), np.ones(1))
+    preprocess = _preprocess(data.standardize, stats)
+    if split == "test":
+        # Cached after preprocessing: the test set is re-read at every evaluation.
+        ds = tf.data.Dataset.from_tensor_slices((arrays.x_test, arrays.y_test))
+        return ds.map(lambda x, y: (preprocess(x), y)).cache().batch(
+            data.eval_batch_size).prefetch(tf.data.AUTOTUNE)
+
+    global_batch = data.batch_size
+    num_examples = len(arrays.x_train)
+    if num_examples < global_batch:
+        raise ValueError(f"data.batch_size={global_batch} exceeds the {num_examples} training "
+                         f"examples of {data.name}; lower data.batch_size or raise data.n_train")
+    pipelines, pipeline_id, replica_batch = 1, 0, global_batch
+    if input_context is not None:
+        pipelines, pipeline_id = input_context.num_input_pipelines, input_context.input_pipeline_id
+        replica_batch = input_context.get_per_replica_batch_size(global_batch)
+    local_batch = global_batch // pipelines
+    lo = pipeline_id * local_batch
+    x_train, y_train = tf.constant(arrays.x_train), tf.constant(arrays.y_train)
+    seed = config.seed
+
+    def rows_of_step(step):
+        rows = batch_indices(step, seed, num_examples, global_batch)[lo:lo + local_batch]
+        # Position in the whole stream, the per-example augmentation seed.
+        positions = step * global_batch + lo + tf.range(local_batch, dtype=tf.int64)
+        return tf.data.Dataset.from_tensor_slices((rows, positions))
+
+    def load(row, position):
+        x = preprocess(tf.gather(x_train, row))
+        if data.augment and arrays.is_image:
+            x = augment_image(x, tf.stack([tf.cast(seed, tf.int64), position]))
+        return x, tf.gather(y_train, row)
+
+    ds = tf.data.Dataset.range(start_step, np.iinfo(np.int64).max).flat_map(rows_of_step)
+    # Per-example map before batching, deterministic so the order never depends on timing.
+    ds = ds.map(load, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    return ds.batch(replica_batch, drop_remainder=True).prefetch(tf.data.AUTOTUNE)
+
+
+def batch_at(config, arrays, step):
+    """The global training batch of `step` as tensors (what the train step saw)."""
+    return next(iter(make_dataset(config, "train", arrays=arrays, start_step=step).take(1)))

@@ -1,0 +1,254 @@
+"""Normalization layers of the paper and the name -> layer registry.
+
+- `NoisyBatchNormalization`: BatchNorm followed by the covariate-shift noise of the
+  paper's Algorithm 1 (Santurkar et al. 2018, Section 2.1).
+- `CovariateShiftNoise`: the same noise with no normalization (the paper notes that a
+  network without BN stops training under it).
+- `LpNormalization`: the l_p normalizations of Section 3.3 (p in {1, 2, inf}).
+- `make_norm_layer(name, ...)`: the registry used by the model factories.
+
+All layers normalize over every axis but `axis` (batch, and height/width for conv
+inputs), so a "unit" is a channel of a conv layer or a neuron of a dense layer.
+"""
+
+import math
+
+import keras
+from keras import ops
+
+# Paper constants of Algorithm 1: mu_j ~ U(-n_mu, n_mu), sigma_j ~ U(1, n_sigma);
+# per element m ~ U(mu_j - r_mu, mu_j + r_mu), s ~ N(sigma_j, r_sigma).
+PAPER_NOISE = dict(n_mu=0.5, n_sigma=1.25, r_mu=0.1, r_sigma=0.1)
+# BN hyperparameters of PROTOCOL.md section 1 (Keras convention: 0.9 = PyTorch's 0.1).
+PAPER_MOMENTUM = 0.9
+PAPER_EPSILON = 1e-5
+
+
+def _check_noise_args(n_mu, n_sigma, r_mu, r_sigma):
+    if n_mu < 0 or r_mu < 0 or r_sigma < 0:
+        raise ValueError(
+            "Noise ranges must be non-negative. Received: "
+            f"n_mu={n_mu}, r_mu={r_mu}, r_sigma={r_sigma}"
+        )
+    if n_sigma < 1:
+        raise ValueError(
+            "`n_sigma` is the upper end of U(1, n_sigma) and must be >= 1. "
+            f"Received: n_sigma={n_sigma}"
+        )
+
+
+def sample_shift_noise(shape, axis, seed, n_mu, n_sigma, r_mu, r_sigma, dtype):
+    """Draw one step's Algorithm-1 noise for a tensor of `shape`.
+
+    Returns `(scale, shift)`, both of `shape`, to be applied as `scale * a + shift`.
+    Per unit j (index along `axis`): mu_j ~ U(-n_mu, n_mu), sigma_j ~ U(1, n_sigma);
+    per element: shift ~ U(mu_j - r_mu, mu_j + r_mu), scale ~ N(sigma_j, r_sigma).
+    """
+    rank = len(shape)
+    axis = axis % rank
+    units = shape[axis]
+    # Broadcast shape of a per-unit quantity: 1 everywhere but the unit axis.
+    unit_shape = [1] * rank
+    unit_shape[axis] = units
+    mu = keras.random.uniform(unit_shape, -n_mu, n_mu, dtype=dtype, seed=seed)
+    sigma = keras.random.uniform(unit_shape, 1.0, n_sigma, dtype=dtype, seed=seed)
+    shift = mu + keras.random.uniform(shape, -r_mu, r_mu, dtype=dtype, seed=seed)
+    scale = sigma + r_sigma * keras.random.normal(shape, dtype=dtype, seed=seed)
+    return scale, shift
+
+
+@keras.saving.register_keras_serializable(package="pipeline")
+class NoisyBatchNormalization(keras.layers.BatchNormalization):
+    """BatchNorm whose training-mode output gets fresh Algorithm-1 noise every call.
+
+    The noise is applied to the output after gamma/beta (PROTOCOL.md section 2 [D]),
+    only when `training=True` and `apply_noise=True`. Inference is plain BatchNorm.
+    With `apply_noise=False` outputs, gradients and moving statistics equal
+    `keras.layers.BatchNormalization`'s with the same arguments.
+
+    Args:
+        n_mu, n_sigma, r_mu, r_sigma: noise constants (paper defaults).
+        apply_noise: switch the noise off without changing the architecture.
+        seed: seed of the layer's noise stream (a `keras.random.SeedGenerator`).
+        **kwargs: passed to `keras.layers.BatchNormalization`.
+    """
+
+    def __init__(self, n_mu=0.5, n_sigma=1.25, r_mu=0.1, r_sigma=0.1,
+                 apply_noise=True, seed=None, momentum=PAPER_MOMENTUM,
+                 epsilon=PAPER_EPSILON, **kwargs):
+        super().__init__(momentum=momentum, epsilon=epsilon, **kwargs)
+        _check_noise_args(n_mu, n_sigma, r_mu, r_sigma)
+        self.n_mu, self.n_sigma = float(n_mu), float(n_sigma)
+        self.r_mu, self.r_sigma = float(r_mu), float(r_sigma)
+        self.apply_noise = bool(apply_noise)
+        self.seed = seed
+        self.seed_generator = keras.random.SeedGenerator(seed)
+
+    def call(self, inputs, training=None, mask=None):
+        outputs = super().call(inputs, training=training, mask=mask)
+        if not (training and self.apply_noise):
+            return outputs
+        scale, shift = sample_shift_noise(
+            ops.shape(outputs), self.axis, self.seed_generator,
+            self.n_mu, self.n_sigma, self.r_mu, self.r_sigma, outputs.dtype)
+        return scale * outputs + shift
+
+    def get_config(self):
+        return {**super().get_config(), "n_mu": self.n_mu, "n_sigma": self.n_sigma,
+                "r_mu": self.r_mu, "r_sigma": self.r_sigma,
+                "apply_noise": self.apply_noise, "seed": self.seed}
+
+
+@keras.saving.register_keras_serializable(package="pipeline")
+class CovariateShiftNoise(keras.layers.Layer):
+    """Algorithm-1 noise alone (no normalization), active only in training mode."""
+
+    def __init__(self, n_mu=0.5, n_sigma=1.25, r_mu=0.1, r_sigma=0.1, axis=-1,
+                 seed=None, **kwargs):
+        super().__init__(**kwargs)
+        _check_noise_args(n_mu, n_sigma, r_mu, r_sigma)
+        self.n_mu, self.n_sigma = float(n_mu), float(n_sigma)
+        self.r_mu, self.r_sigma = float(r_mu), float(r_sigma)
+        self.axis = int(axis)
+        self.seed = seed
+        self.seed_generator = keras.random.SeedGenerator(seed)
+        self.supports_masking = True
+
+    def call(self, inputs, training=False):
+        if not training:
+            return inputs
+        scale, shift = sample_shift_noise(
+            ops.shape(inputs), self.axis, self.seed_generator,
+            self.n_mu, self.n_sigma, self.r_mu, self.r_sigma, inputs.dtype)
+        return scale * inputs + shift
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        return {**super().get_config(), "n_mu": self.n_mu, "n_sigma": self.n_sigma,
+                "r_mu": self.r_mu, "r_sigma": self.r_sigma, "axis": self.axis,
+                "seed": self.seed}
+
+
+@keras.saving.register_keras_serializable(package="pipeline")
+class LpNormalization(keras.layers.Layer):
+    """l_p normalization of Section 3.3: y_hat = (y - mean(y)) / N_p(y), then gamma, beta.
+
+    Per unit over the batch (and positions): N_1 = mean|y|, N_2 = sqrt(mean y^2),
+    N_inf = max|y|, all on the *uncentered* y (PROTOCOL.md section 5). `epsilon` is
+    added to N_p (inside the square root for p=2) so a dead unit does not divide by 0.
+    Inference uses moving averages of mean and N_p, updated like BatchNorm's.
+    """
+
+    def __init__(self, p=2, axis=-1, momentum=PAPER_MOMENTUM, epsilon=PAPER_EPSILON,
+                 **kwargs):
+        super().__init__(**kwargs)
+        if p not in (1, 2, "inf", math.inf):
+            raise ValueError(f"`p` must be 1, 2 or 'inf'. Received: p={p}")
+        if not 0.0 <= momentum <= 1.0:
+            raise ValueError(f"`momentum` must be in [0, 1]. Received: momentum={momentum}")
+        if epsilon <= 0:
+            raise ValueError(f"`epsilon` must be positive. Received: epsilon={epsilon}")
+        self.p = "inf" if p in ("inf", math.inf) else int(p)
+        self.axis = int(axis)
+        self.momentum = float(momentum)
+        self.epsilon = float(epsilon)
+        self.supports_masking = True
+
+    def build(self, input_shape):
+        units = input_shape[self.axis]
+        self.gamma = self.add_weight(shape=(units,), initializer="ones", name="gamma")
+        self.beta = self.add_weight(shape=(units,), initializer="zeros", name="beta")
+        self.moving_mean = self.add_weight(
+            shape=(units,), initializer="zeros", trainable=False, name="moving_mean")
+        self.moving_norm = self.add_weight(
+            shape=(units,), initializer="ones", trainable=False, name="moving_norm")
+
+    def _reduction_axes(self, rank):
+        return [a for a in range(rank) if a != self.axis % rank]
+
+    def lp_norm(self, inputs):
+        """N_p of the uncentered inputs per unit, shape (units,)."""
+        axes = self._reduction_axes(len(inputs.shape))
+        if self.p == 1:
+            return ops.mean(ops.abs(inputs), axis=axes) + self.epsilon
+        if self.p == 2:
+            return ops.sqrt(ops.mean(ops.square(inputs), axis=axes) + self.epsilon)
+        return ops.max(ops.abs(inputs), axis=axes) + self.epsilon
+
+    def call(self, inputs, training=False):
+        # Like BatchNorm, compute in float32 even under a mixed-precision policy.
+        x = ops.cast(inputs, "float32")
+        rank = len(x.shape)
+        if training and self.trainable:
+            mean = ops.mean(x, axis=self._reduction_axes(rank))
+            norm = self.lp_norm(x)
+            m = self.momentum
+            self.moving_mean.assign(m * self.moving_mean + (1.0 - m) * mean)
+            self.moving_norm.assign(m * self.moving_norm + (1.0 - m) * norm)
+        else:
+            mean = ops.cast(self.moving_mean, "float32")
+            norm = ops.cast(self.moving_norm, "float32")
+        shape = [1] * rank
+        shape[self.axis % rank] = -1
+        y = (x - ops.reshape(mean, shape)) / ops.reshape(norm, shape)
+        y = y * ops.reshape(ops.cast(self.gamma, "float32"), shape) + ops.reshape(
+            ops.cast(self.beta, "float32"), shape)
+        return ops.cast(y, self.compute_dtype)
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        return {**super().get_config(), "p": self.p, "axis": self.axis,
+                "momentum": self.momentum, "epsilon": self.epsilon}
+
+
+def _batch(**kw):
+    return keras.layers.BatchNormalization(momentum=PAPER_MOMENTUM, epsilon=PAPER_EPSILON, **kw)
+
+
+def _group(channels, **kw):
+    # GroupNorm needs a group count dividing the channels: 32 groups (Wu & He's
+    # default) where possible, else the largest divisor of 32 that fits.
+    return keras.layers.GroupNormalization(groups=math.gcd(32, channels),
+                                           epsilon=PAPER_EPSILON, **kw)
+
+
+# name -> builder(channels, seed, synchronized, noise, name). `None` for "none".
+NORM_LAYERS = {
+    "none": None,
+    "batch": lambda c, seed, sync, noise, name: _batch(synchronized=sync, name=name),
+    "noisy_batch": lambda c, seed, sync, noise, name: NoisyBatchNormalization(
+        seed=seed, synchronized=sync, name=name, **noise),
+    "noise_only": lambda c, seed, sync, noise, name: CovariateShiftNoise(
+        seed=seed, name=name, **noise),
+    "l1": lambda c, seed, sync, noise, name: LpNormalization(p=1, name=name),
+    "l2": lambda c, seed, sync, noise, name: LpNormalization(p=2, name=name),
+    "linf": lambda c, seed, sync, noise, name: LpNormalization(p="inf", name=name),
+    "layer": lambda c, seed, sync, noise, name: keras.layers.LayerNormalization(
+        epsilon=PAPER_EPSILON, name=name),
+    "group": lambda c, seed, sync, noise, name: _group(c, name=name),
+}
+
+
+def make_norm_layer(norm, channels, name, seed=None, synchronized=False, noise=None):
+    """Build the normalization layer called `norm` for `channels` units, or None.
+
+    Args:
+        norm: a key of `NORM_LAYERS`.
+        channels: units of the normalized axis (last axis).
+        name: the layer's name (stable names let probes find it).
+        seed: noise seed for `noisy_batch` / `noise_only`.
+        synchronized: BatchNorm statistics all-reduced across replicas.
+        noise: Algorithm-1 constants (dict with n_mu, n_sigma, r_mu, r_sigma);
+            the paper's when None.
+    """
+    if norm not in NORM_LAYERS:
+        raise ValueError(
+            f"Unknown norm {norm!r}. Valid norms: {', '.join(sorted(NORM_LAYERS))}.")
+    builder = NORM_LAYERS[norm]
+    if builder is None:
+        return None
+    return builder(channels, seed, synchronized, dict(PAPER_NOISE, **(noise or {})), name)

@@ -1,0 +1,107 @@
+"""Model factories: VGG (conv -> norm -> ReLU) and the deep linear network (DLN).
+
+Layer names are stable so that probes can find layers by name:
+VGG `block{b}_conv{i}`, `block{b}_norm{i}`, `block{b}_relu{i}`, `block{b}_pool`,
+`head_flatten`, `head_dense` (or `head_dense1..3` for the MLP head);
+DLN `dense{i}` and `norm{i}` (1-based). `weight_layers(model)` lists the conv/dense
+layers in forward order: "layer #i" of PROTOCOL.md is `weight_layers(model)[i - 1]`.
+"""
+
+import keras
+
+from pipeline.layers import make_norm_layer
+
+# Channel specs, "M" = 2x2 max-pool (Simonyan & Zisserman 2015, configs A, B, D, E).
+VGG_SPECS = {
+    11: [64, "M", 128, "M", 256, 256, "M", 512, 512, "M", 512, 512, "M"],
+    13: [64, 64, "M", 128, 128, "M", 256, 256, "M", 512, 512, "M", 512, 512, "M"],
+    16: [64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M",
+         512, 512, 512, "M"],
+    19: [64, 64, "M", 128, 128, "M", 256, 256, 256, 256, "M", 512, 512, 512, 512, "M",
+         512, 512, 512, 512, "M"],
+}
+HEADS = ("linear", "mlp")
+
+
+def build_vgg(depth=16, norm="batch", width_multiplier=1.0, num_classes=10,
+              input_shape=(32, 32, 3), head="linear", hidden_units=512, seed=0,
+              sync_batch_norm=False, noise=None):
+    """VGG-`depth` with `norm` between every conv and its ReLU; returns logits.
+
+    Args:
+        depth: 11, 13, 16 or 19 (number of weight layers of the original VGG).
+        norm: a key of `pipeline.layers.NORM_LAYERS` ("none" = the paper's standard VGG).
+        width_multiplier: scales every conv's channel count (at least 1 channel).
+        head: "linear" (flatten -> Dense(num_classes), PROTOCOL.md [D]) or "mlp"
+            (two hidden Dense(hidden_units) layers with norm and ReLU, as in VGG).
+        seed: base seed of the noise layers (layer k gets seed + k).
+        sync_batch_norm, noise: passed to `make_norm_layer`.
+    """
+    if depth not in VGG_SPECS:
+        raise ValueError(f"Unknown VGG depth {depth}. Valid depths: {sorted(VGG_SPECS)}.")
+    if head not in HEADS:
+        raise ValueError(f"Unknown head {head!r}. Valid heads: {', '.join(HEADS)}.")
+    if width_multiplier <= 0:
+        raise ValueError(f"`width_multiplier` must be positive. Received: {width_multiplier}")
+    norm_count = 0
+
+    def norm_relu(x, channels, prefix, index):
+        nonlocal norm_count
+        layer = make_norm_layer(norm, channels, f"{prefix}_norm{index}",
+                                seed=seed + norm_count, synchronized=sync_batch_norm,
+                                noise=noise)
+        norm_count += 1
+        if layer is not None:
+            x = layer(x)
+        return keras.layers.ReLU(name=f"{prefix}_relu{index}")(x)
+
+    inputs = keras.Input(input_shape, name="image")
+    x, block, conv = inputs, 1, 1
+    for item in VGG_SPECS[depth]:
+        if item == "M":
+            x = keras.layers.MaxPooling2D(2, name=f"block{block}_pool")(x)
+            block, conv = block + 1, 1
+            continue
+        channels = max(1, int(round(item * width_multiplier)))
+        x = keras.layers.Conv2D(channels, 3, padding="same",
+                                kernel_initializer="glorot_uniform",
+                                name=f"block{block}_conv{conv}")(x)
+        x = norm_relu(x, channels, f"block{block}", conv)
+        conv += 1
+    x = keras.layers.Flatten(name="head_flatten")(x)
+    if head == "mlp":
+        for i in (1, 2):
+            x = keras.layers.Dense(hidden_units, name=f"head_dense{i}")(x)
+            x = norm_relu(x, hidden_units, "head", i)
+        name = "head_dense3"
+    else:
+        name = "head_dense"
+    outputs = keras.layers.Dense(num_classes, kernel_initializer="glorot_uniform",
+                                 name=name)(x)
+    return keras.Model(inputs, outputs, name=f"vgg{depth}_{norm}")
+
+
+def build_dln(depth=25, width=10, norm="none", seed=0, sync_batch_norm=False, noise=None):
+    """Deep linear network: `depth` bias-free Dense(width) layers, no non-linearity.
+
+    `norm` follows every layer but the last (PROTOCOL.md section 1 [D]).
+    """
+    if depth < 1 or width < 1:
+        raise ValueError(f"`depth` and `width` must be >= 1. Received: {depth}, {width}")
+    inputs = keras.Input((width,), name="x")
+    x = inputs
+    for i in range(1, depth + 1):
+        x = keras.layers.Dense(width, use_bias=False, kernel_initializer="glorot_uniform",
+                               name=f"dense{i}")(x)
+        if i < depth:
+            layer = make_norm_layer(norm, width, f"norm{i}", seed=seed + i,
+                                    synchronized=sync_batch_norm, noise=noise)
+            if layer is not None:
+                x = layer(x)
+    return keras.Model(inputs, x, name=f"dln{depth}_{norm}")
+
+
+def weight_layers(model):
+    """Conv and dense layers in forward order ("layer #i" = index i - 1)."""
+    return [layer for layer in model.layers
+            if isinstance(layer, (keras.layers.Conv2D, keras.layers.Dense))]

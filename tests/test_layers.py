@@ -1,0 +1,149 @@
+"""Contract and property tests of the normalization layers and their registry."""
+
+import numpy as np
+import keras
+import pytest
+import tensorflow as tf
+
+from pipeline.layers import (NORM_LAYERS, CovariateShiftNoise, LpNormalization,
+                             NoisyBatchNormalization, make_norm_layer)
+
+OFF = dict(apply_noise=False)
+
+
+def _grads(layer, x):
+    with tf.GradientTape() as tape:
+        tape.watch(x)
+        y = layer(x, training=True)
+        loss = tf.reduce_sum(y * tf.cos(y))  # non-linear so gradients depend on y
+    return y, tape.gradient(loss, [x] + layer.trainable_variables)
+
+
+@pytest.mark.parametrize("noise_off", [OFF, dict(n_mu=0.0, n_sigma=1.0, r_mu=0.0, r_sigma=0.0)])
+def test_noisy_bn_without_noise_equals_keras_batchnorm_exactly(noise_off, rng):
+    x = tf.constant(rng.normal(2.0, 3.0, (8, 5, 5, 6)), tf.float32)
+    noisy = NoisyBatchNormalization(momentum=0.9, epsilon=1e-5, seed=1, **noise_off)
+    plain = keras.layers.BatchNormalization(momentum=0.9, epsilon=1e-5)
+    for layer in (noisy, plain):
+        layer.build(x.shape)
+        layer.gamma.assign(rng.normal(1.0, 0.2, 6).astype("float32"))
+    plain.gamma.assign(noisy.gamma.numpy())
+    y_noisy, g_noisy = _grads(noisy, x)
+    y_plain, g_plain = _grads(plain, x)
+    np.testing.assert_array_equal(y_noisy.numpy(), y_plain.numpy())
+    for a, b in zip(g_noisy, g_plain):
+        np.testing.assert_array_equal(a.numpy(), b.numpy())
+    np.testing.assert_array_equal(noisy.moving_mean.numpy(), plain.moving_mean.numpy())
+    np.testing.assert_array_equal(noisy.moving_variance.numpy(), plain.moving_variance.numpy())
+    assert not np.allclose(noisy.moving_mean.numpy(), 0.0)  # the statistics did move
+
+
+def _noise_parts(shape, seed=3):
+    """(scale, shift) of one draw, recovered from two identically seeded layers."""
+    on_zeros = CovariateShiftNoise(seed=seed)(tf.zeros(shape), training=True)
+    on_ones = CovariateShiftNoise(seed=seed)(tf.ones(shape), training=True)
+    return (on_ones - on_zeros).numpy(), on_zeros.numpy()
+
+
+def test_noise_follows_algorithm_1_per_channel():
+    scale, shift = _noise_parts((64, 8, 8, 128))
+    axes = (0, 1, 2)  # batch and positions count as batch for a conv channel
+    mu, sigma = shift.mean(axis=axes), scale.mean(axis=axes)
+    # Per-channel centres: mu_j ~ U(-0.5, 0.5), sigma_j ~ U(1, 1.25); each mean is over
+    # 4096 elements, so its error is ~0.1 / 64.
+    assert mu.min() >= -0.5 - 0.01 and mu.max() <= 0.5 + 0.01
+    assert sigma.min() >= 1.0 - 0.01 and sigma.max() <= 1.25 + 0.01
+    # ... and they really vary between channels like the uniform laws (var 1/12, 1/192).
+    assert abs(mu.var() - 1 / 12) < 0.03 and abs(sigma.var() - 0.0625 / 12) < 0.002
+    # Per element: shift ~ U(mu_j - 0.1, mu_j + 0.1), scale ~ N(sigma_j, 0.1).
+    spread = shift - mu
+    assert np.abs(spread).max() <= 0.1 + 0.01
+    np.testing.assert_allclose(spread.var(axis=axes), 0.2 ** 2 / 12, rtol=0.1)
+    np.testing.assert_allclose(scale.std(axis=axes), 0.1, rtol=0.1)
+
+
+def test_noise_is_redrawn_each_step_seeded_and_absent_in_inference(rng):
+    x = tf.constant(rng.normal(size=(16, 4, 4, 8)), tf.float32)
+    layer = NoisyBatchNormalization(seed=7)
+    first, second = layer(x, training=True), layer(x, training=True)
+    assert not np.allclose(first, second)
+    twin = NoisyBatchNormalization(seed=7)
+    np.testing.assert_array_equal(twin(x, training=True).numpy(), first.numpy())
+    reference = keras.layers.BatchNormalization(momentum=0.9, epsilon=1e-5)
+    reference.build(x.shape)
+    for name in ("gamma", "beta", "moving_mean", "moving_variance"):
+        getattr(reference, name).assign(getattr(layer, name))
+    np.testing.assert_array_equal(layer(x, training=False).numpy(), reference(x).numpy())
+    np.testing.assert_array_equal(CovariateShiftNoise(seed=1)(x, training=False).numpy(), x.numpy())
+
+
+def _numpy_lp(y, p, eps=1e-5):
+    axes = tuple(range(y.ndim - 1))
+    mean = y.mean(axis=axes)
+    if p == 1:
+        norm = np.abs(y).mean(axis=axes) + eps
+    elif p == 2:
+        norm = np.sqrt((y ** 2).mean(axis=axes) + eps)
+    else:
+        norm = np.abs(y).max(axis=axes) + eps
+    return mean, norm
+
+
+@pytest.mark.parametrize("p", [1, 2, "inf"])
+@pytest.mark.parametrize("shape", [(32, 6), (8, 5, 5, 4)])
+def test_lp_normalization_matches_numpy(p, shape, rng):
+    y = rng.normal(1.5, 2.0, shape)
+    layer = LpNormalization(p=p, momentum=0.9)
+    layer.build(shape)
+    gamma, beta = rng.normal(size=shape[-1]), rng.normal(size=shape[-1])
+    layer.gamma.assign(gamma.astype("float32"))
+    layer.beta.assign(beta.astype("float32"))
+    out = layer(tf.constant(y, tf.float32), training=True).numpy()
+    mean, norm = _numpy_lp(y, p)
+    np.testing.assert_allclose(out, (y - mean) / norm * gamma + beta, rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(layer.moving_mean.numpy(), 0.1 * mean, rtol=1e-5)
+    np.testing.assert_allclose(layer.moving_norm.numpy(), 0.9 + 0.1 * norm, rtol=1e-5)
+    inference = layer(tf.constant(y, tf.float32), training=False).numpy()
+    expected = (y - 0.1 * mean) / (0.9 + 0.1 * norm) * gamma + beta
+    np.testing.assert_allclose(inference, expected, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("norm", sorted(NORM_LAYERS))
+def test_every_registered_norm_honours_the_layer_contract(norm, tmp_path, rng):
+    layer = make_norm_layer(norm, channels=8, name=f"{norm}_under_test", seed=3)
+    if layer is None:
+        assert norm == "none"
+        return
+    inputs = keras.Input((4, 4, 8))
+    model = keras.Model(inputs, layer(inputs))
+    x = rng.normal(size=(6, 4, 4, 8)).astype("float32")
+    assert model(x, training=True).shape == x.shape
+    expected_weights = {"batch": 4, "noisy_batch": 4, "l1": 4, "l2": 4, "linf": 4,
+                        "layer": 2, "group": 2, "noise_only": 0}[norm]
+    assert len(layer.weights) == expected_weights
+    clone = type(layer).from_config(layer.get_config())
+    assert clone.get_config() == layer.get_config()
+    path = tmp_path / "model.keras"
+    model.save(path)
+    loaded = keras.saving.load_model(path)
+    np.testing.assert_array_equal(loaded(x, training=False).numpy(), model(x, training=False).numpy())
+
+
+def test_unknown_norm_lists_the_valid_ones():
+    with pytest.raises(ValueError, match="Valid norms: batch, group, l1"):
+        make_norm_layer("bn", channels=4, name="x")
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(n_mu=-1.0), "non-negative"), (dict(n_sigma=0.5), "n_sigma"),
+    (dict(r_sigma=-0.1), "non-negative")])
+def test_noise_arguments_are_validated(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        NoisyBatchNormalization(**kwargs)
+    with pytest.raises(ValueError, match=message):
+        CovariateShiftNoise(**kwargs)
+
+
+def test_lp_arguments_are_validated():
+    with pytest.raises(ValueError, match="`p` must be 1, 2 or 'inf'"):
+        LpNormalization(p=3)

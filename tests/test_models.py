@@ -1,0 +1,115 @@
+"""VGG and DLN factories: every variant builds, runs forward and backward, pinned sizes."""
+
+import numpy as np
+import keras
+import pytest
+import tensorflow as tf
+
+from pipeline.layers import NORM_LAYERS
+from pipeline.models import VGG_SPECS, build_dln, build_vgg, weight_layers
+
+# Trainable / non-trainable weights each norm adds per normalized unit.
+NORM_WEIGHTS = {"none": (0, 0), "batch": (2, 2), "noisy_batch": (2, 2), "l1": (2, 2),
+                "l2": (2, 2), "linf": (2, 2), "layer": (2, 0), "group": (2, 0),
+                "noise_only": (0, 0)}
+
+
+def expected_vgg_counts(depth, norm, width, num_classes=10):
+    """Closed-form (trainable, non-trainable) counts: 3x3 convs with bias, linear head."""
+    trainable, frozen, channels, pools = 0, 0, 3, 0
+    per_unit = NORM_WEIGHTS[norm]
+    for item in VGG_SPECS[depth]:
+        if item == "M":
+            pools += 1
+            continue
+        out = max(1, int(round(item * width)))
+        trainable += 9 * channels * out + out + per_unit[0] * out
+        frozen += per_unit[1] * out
+        channels = out
+    side = 32 // 2 ** pools
+    trainable += side * side * channels * num_classes + num_classes
+    return trainable, frozen
+
+
+def _counts(model):
+    # Seed-generator states are int variables, not weights of the network.
+    frozen = [w for w in model.non_trainable_weights if "seed_generator" not in w.path]
+    return (sum(int(np.prod(w.shape)) for w in model.trainable_weights),
+            sum(int(np.prod(w.shape)) for w in frozen))
+
+
+# Full-size counts pinned against the closed form above and published sizes: VGG16's
+# convs are Keras Applications' VGG16(include_top=False), 14,714,688 parameters; with BN
+# and the 512 -> 10 head it is pytorch-cifar's VGG16, 14,728,266.
+@pytest.mark.parametrize("depth, norm, trainable", [
+    (16, "none", 14_714_688 + 5_130), (16, "batch", 14_728_266), (11, "batch", 9_231_114),
+    (19, "noisy_batch", 20_040_522), (13, "l1", 9_416_010)])
+def test_full_size_parameter_counts_are_pinned(depth, norm, trainable):
+    model = build_vgg(depth, norm=norm)
+    assert _counts(model) == expected_vgg_counts(depth, norm, 1.0)
+    assert _counts(model)[0] == trainable
+
+
+def _forward_backward(model, x, y_dim):
+    with tf.GradientTape() as tape:
+        out = model(x, training=True)
+        loss = tf.reduce_mean(tf.square(out))
+    grads = tape.gradient(loss, model.trainable_variables)
+    assert out.shape == (x.shape[0], y_dim)
+    assert all(g is not None and np.isfinite(g.numpy()).all() for g in grads)
+    assert any(np.abs(g.numpy()).sum() > 0 for g in grads)
+
+
+@pytest.mark.parametrize("norm", sorted(NORM_LAYERS))
+def test_every_vgg_norm_variant_trains_forward_and_backward(norm, rng):
+    model = build_vgg(11, norm=norm, width_multiplier=0.125)
+    assert _counts(model) == expected_vgg_counts(11, norm, 0.125)
+    _forward_backward(model, rng.normal(size=(4, 32, 32, 3)).astype("float32"), 10)
+
+
+@pytest.mark.parametrize("depth", sorted(VGG_SPECS))
+def test_every_vgg_depth_builds_with_stable_names(depth, rng):
+    model = build_vgg(depth, norm="batch", width_multiplier=0.0625, num_classes=7, head="mlp",
+                      hidden_units=16)
+    convs = sum(1 for item in VGG_SPECS[depth] if item != "M")
+    layers = weight_layers(model)
+    assert len(layers) == convs + 3  # + the MLP head's three dense layers
+    assert layers[0].name == "block1_conv1" and layers[-1].name == "head_dense3"
+    assert model.get_layer("block1_norm1") is not None
+    assert model.get_layer("block1_relu1") is not None
+    _forward_backward(model, rng.normal(size=(2, 32, 32, 3)).astype("float32"), 7)
+
+
+def test_vgg16_layer_numbering_matches_protocol():
+    names = [layer.name for layer in weight_layers(build_vgg(16, width_multiplier=0.0625))]
+    # PROTOCOL.md: VGG layers #3, #5, #10, #11 are the 3rd, 5th, ... conv in forward order.
+    assert names[2] == "block2_conv1" and names[4] == "block3_conv1"
+    assert names[9] == "block4_conv3" and names[10] == "block5_conv1"
+    assert names[-1] == "head_dense" and len(names) == 14
+
+
+@pytest.mark.parametrize("norm", sorted(NORM_LAYERS))
+def test_every_dln_variant_is_linear_without_norm_and_builds(norm, rng):
+    model = build_dln(25, 10, norm=norm)
+    trainable, frozen = _counts(model)
+    per_unit = NORM_WEIGHTS[norm]
+    assert trainable == 25 * 100 + 24 * 10 * per_unit[0]
+    assert frozen == 24 * 10 * per_unit[1]
+    _forward_backward(model, rng.normal(size=(16, 10)).astype("float32"), 10)
+
+
+def test_plain_dln_computes_the_product_of_its_matrices(rng):
+    model = build_dln(5, 4, norm="none")
+    x = rng.normal(size=(3, 4)).astype("float32")
+    product = np.eye(4)
+    for layer in weight_layers(model):
+        product = product @ layer.kernel.numpy()
+    np.testing.assert_allclose(model(x).numpy(), x @ product, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(depth=12), "Valid depths: \\[11, 13, 16, 19\\]"), (dict(head="conv"), "Valid heads"),
+    (dict(norm="bn"), "Valid norms"), (dict(width_multiplier=0), "positive")])
+def test_bad_vgg_arguments_raise_clear_errors(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        build_vgg(**kwargs)
