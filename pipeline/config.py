@@ -40,7 +40,7 @@ def _at_least(key, value, low):
 
 @dataclass(frozen=True)
 class DataConfig:
-    name: str = "synthetic"
+    name: str = "cifar10"
     source: str = "tfds"            # cifar only: tensorflow-datasets or the binary archive
     data_dir: Optional[str] = None  # tfds data_dir, or the archive file / its folder
     download: bool = True           # tfds may download when the data is not in data_dir
@@ -207,9 +207,9 @@ def _valid_keys(node, prefix=""):
     return keys
 
 
-def _explain(error):
+def _explain(error, key=None):
     """Turn an OmegaConf error into a ConfigError naming the closest valid key."""
-    key = getattr(error, "full_key", None) or ""
+    key = key or getattr(error, "full_key", None) or ""
     message = str(error).split("\n")[0]
     if isinstance(error, ConfigKeyError) and key:
         close = difflib.get_close_matches(key, _valid_keys(dataclasses.asdict(Config())), n=1,
@@ -249,7 +249,9 @@ def build_config(layers=(), overrides=()):
             try:
                 merged = OmegaConf.merge(merged, OmegaConf.from_dotlist([item]))
             except OmegaConfBaseException as error:
-                raise ConfigError(f"override {item!r}: {_explain(error)}") from None
+                explained = _explain(error, item.partition("=")[0].strip()
+                                     if isinstance(error, ConfigKeyError) else None)
+                raise ConfigError(f"override {item!r}: {explained}") from None
         return OmegaConf.to_object(merged)
     except OmegaConfBaseException as error:
         cause = error.__cause__ or error.__context__

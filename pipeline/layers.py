@@ -14,6 +14,7 @@ inputs), so a "unit" is a channel of a conv layer or a neuron of a dense layer.
 import math
 
 import keras
+import tensorflow as tf
 from keras import ops
 
 # Paper constants of Algorithm 1: mu_j ~ U(-n_mu, n_mu), sigma_j ~ U(1, n_sigma);
@@ -37,23 +38,37 @@ def _check_noise_args(n_mu, n_sigma, r_mu, r_sigma):
         )
 
 
-def sample_shift_noise(shape, axis, seed, n_mu, n_sigma, r_mu, r_sigma, dtype):
+def _replica_id():
+    """This replica's index in its sync group (0 outside a distribution strategy)."""
+    context = tf.distribute.get_replica_context()
+    return 0 if context is None else context.replica_id_in_sync_group
+
+
+def sample_shift_noise(shape, axis, seed_generator, n_mu, n_sigma, r_mu, r_sigma, dtype):
     """Draw one step's Algorithm-1 noise for a tensor of `shape`.
 
     Returns `(scale, shift)`, both of `shape`, to be applied as `scale * a + shift`.
     Per unit j (index along `axis`): mu_j ~ U(-n_mu, n_mu), sigma_j ~ U(1, n_sigma);
     per element: shift ~ U(mu_j - r_mu, mu_j + r_mu), scale ~ N(sigma_j, r_sigma).
+
+    One draw of `seed_generator` per call. The unit draws are the same on every
+    replica (one distribution per step, as in the paper); the element draws fold in
+    the replica id so replicas do not repeat each other's noise. TensorFlow's stateless
+    ops are used because Keras' random functions take no tensor seeds.
     """
     rank = len(shape)
     axis = axis % rank
-    units = shape[axis]
     # Broadcast shape of a per-unit quantity: 1 everywhere but the unit axis.
     unit_shape = [1] * rank
-    unit_shape[axis] = units
-    mu = keras.random.uniform(unit_shape, -n_mu, n_mu, dtype=dtype, seed=seed)
-    sigma = keras.random.uniform(unit_shape, 1.0, n_sigma, dtype=dtype, seed=seed)
-    shift = mu + keras.random.uniform(shape, -r_mu, r_mu, dtype=dtype, seed=seed)
-    scale = sigma + r_sigma * keras.random.normal(shape, dtype=dtype, seed=seed)
+    unit_shape[axis] = shape[axis]
+    base = tf.cast(seed_generator.next(), tf.int64)
+    unit_seeds = tf.random.experimental.stateless_split(base, 2)
+    element_seeds = tf.random.experimental.stateless_split(
+        tf.random.experimental.stateless_fold_in(base, _replica_id() + 1), 2)
+    mu = tf.random.stateless_uniform(unit_shape, unit_seeds[0], -n_mu, n_mu, dtype=dtype)
+    sigma = tf.random.stateless_uniform(unit_shape, unit_seeds[1], 1.0, n_sigma, dtype=dtype)
+    shift = mu + tf.random.stateless_uniform(shape, element_seeds[0], -r_mu, r_mu, dtype=dtype)
+    scale = sigma + r_sigma * tf.random.stateless_normal(shape, element_seeds[1], dtype=dtype)
     return scale, shift
 
 

@@ -1,0 +1,61 @@
+"""Command line: `python -m pipeline train|sweep ...` (parses, then calls the library)."""
+
+import argparse
+import sys
+
+from pipeline.config import ConfigError
+
+
+def _parser():
+    parser = argparse.ArgumentParser(prog="python -m pipeline", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    train = commands.add_parser("train", help="train one run (resumes if the workdir has one)")
+    train.add_argument("config", help="YAML config file")
+    train.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                       help="override a config value, e.g. --set optim.lr=0.5 (repeatable)")
+    train.add_argument("--workdir", help="run directory (default: runs/<config name>)")
+
+    sweep = commands.add_parser("sweep", help="a grid of runs x seeds, resumable")
+    sweep.add_argument("config")
+    sweep.add_argument("--grid", action="append", default=[], metavar="KEY=V1,V2",
+                       help="values of one key to sweep, e.g. --grid model.norm=none,batch")
+    sweep.add_argument("--seeds", type=int, default=1, help="seeds 0..N-1 per combination")
+    sweep.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                       help="override for every run")
+    sweep.add_argument("--sweep-dir", help="parent folder of the runs (default: runs/<config name>)")
+    sweep.add_argument("--list", action="store_true",
+                       help="print the runs as shell commands instead of running them")
+    return parser
+
+
+def main(argv=None):
+    args = _parser().parse_args(argv)
+    from pipeline.data import DatasetUnavailableError
+    from pipeline.train import RunConfigMismatch
+    try:
+        if args.command == "train":
+            from pipeline.train import train_from_file
+            meta = train_from_file(args.config, args.set, args.workdir)
+            print(f"{meta['status']}: step {meta['step']} of {meta['steps']}")
+            return 0 if meta["status"] in ("finished", "diverged") else 1
+        from pipeline import sweep
+        if args.seeds < 1:
+            raise ConfigError(f"--seeds={args.seeds} must be >= 1")
+        runs = sweep.plan_sweep(args.config, args.grid, args.seeds, args.sweep_dir, args.set)
+        if args.list:
+            print(sweep.list_commands(args.config, runs))
+            return 0
+        rows = sweep.run_sweep(args.config, runs)
+        print(sweep.format_table(rows))
+        return 0
+    except (ConfigError, RunConfigMismatch, ValueError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    except DatasetUnavailableError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

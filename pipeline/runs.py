@@ -1,0 +1,168 @@
+"""Run directories: layout, atomic writes, crash-safe record files, loading for analysis.
+
+Layout of one run directory:
+    config.yaml              resolved config (what produced the run)
+    meta.json                versions, git revision, seed, device, strategy, status, wall time
+    records/<stream>.jsonl   one JSON object per line, appended and flushed as it happens:
+                             train, eval, and one stream per probe (landscape, ics, ...)
+    checkpoints/ckpt-<step>.npz   model + optimizer state for resume
+    tensorboard/             TensorBoard event files
+
+Records hold `step` = number of optimizer updates applied to the weights they describe.
+A killed run leaves at worst a torn last line, which readers skip and a resume rewrites.
+"""
+
+import json
+import os
+import tempfile
+from pathlib import Path
+
+CONFIG_FILE = "config.yaml"
+META_FILE = "meta.json"
+STATUSES = ("running", "finished", "diverged", "failed")
+
+
+def atomic_write_bytes(path, data):
+    """Write `data` so that readers see the old file or the new one, never a mix."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_text(path, text):
+    atomic_write_bytes(path, text.encode())
+
+
+def read_records(path):
+    """All complete records of a JSON-lines file (a torn last line is skipped)."""
+    path = Path(path)
+    if not path.exists():
+        return []
+    records = []
+    for line in path.read_text().splitlines():
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue  # a line cut by a crash
+    return records
+
+
+def keep_records(path, keep):
+    """Atomically rewrite `path` with the records for which `keep(record)` is true."""
+    path = Path(path)
+    if path.exists():
+        kept = [r for r in read_records(path) if keep(r)]
+        atomic_write_text(path, "".join(json.dumps(r) + "\n" for r in kept))
+
+
+class RecordWriter:
+    """Appends records to `records/<stream>.jsonl`, flushed per line (survives SIGKILL)."""
+
+    def __init__(self, path, enabled=True):
+        self.path = Path(path)
+        self.enabled = enabled
+        self._handle = None
+
+    def write(self, record):
+        if not self.enabled:
+            return
+        if self._handle is None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._handle = open(self.path, "a")
+        self._handle.write(json.dumps(record, allow_nan=True) + "\n")
+        self._handle.flush()
+
+    def close(self):
+        if self._handle is not None:
+            self._handle.close()
+            self._handle = None
+
+
+class RunDirectory:
+    """One run's folder. Only the chief worker writes (`writable=False` elsewhere)."""
+
+    def __init__(self, path, writable=True):
+        self.path = Path(path)
+        self.writable = writable
+        self._writers = {}
+
+    @property
+    def checkpoint_dir(self):
+        return self.path / "checkpoints"
+
+    @property
+    def tensorboard_dir(self):
+        return self.path / "tensorboard"
+
+    def records_path(self, stream):
+        return self.path / "records" / f"{stream}.jsonl"
+
+    def writer(self, stream):
+        if stream not in self._writers:
+            self._writers[stream] = RecordWriter(self.records_path(stream), self.writable)
+        return self._writers[stream]
+
+    def records(self, stream):
+        return read_records(self.records_path(stream))
+
+    def streams(self):
+        return sorted(p.stem for p in (self.path / "records").glob("*.jsonl"))
+
+    def read_meta(self):
+        path = self.path / META_FILE
+        return json.loads(path.read_text()) if path.exists() else {}
+
+    def write_meta(self, meta):
+        if self.writable:
+            atomic_write_text(self.path / META_FILE, json.dumps(meta, indent=2, sort_keys=True))
+
+    def write_text(self, name, text):
+        if self.writable:
+            atomic_write_text(self.path / name, text)
+
+    def drop_records_after(self, step):
+        """Forget what a killed run wrote beyond its last checkpoint at `step`.
+
+        Train and probe records describe the weights *before* an update (kept if
+        `step` < resume step); evaluation records the weights after (kept if <=).
+        """
+        if not self.writable:
+            return
+        for stream in self.streams():
+            limit = step + 1 if stream == "eval" else step
+            keep_records(self.records_path(stream), lambda r, limit=limit: r["step"] < limit)
+
+    def close(self):
+        for writer in self._writers.values():
+            writer.close()
+
+
+def load_run(path):
+    """A run as plain data: {'path', 'config' (dict), 'meta' (dict), 'records' {stream: DataFrame}}."""
+    import pandas as pd
+    import yaml
+    run = RunDirectory(path)
+    config_path = run.path / CONFIG_FILE
+    if not config_path.exists():
+        raise FileNotFoundError(f"{run.path} is not a run directory: it has no {CONFIG_FILE}")
+    return {
+        "path": str(run.path),
+        "config": yaml.safe_load(config_path.read_text()),
+        "meta": run.read_meta(),
+        "records": {s: pd.DataFrame(run.records(s)) for s in run.streams()},
+    }
+
+
+def find_runs(root):
+    """Run directories at or below `root` (folders holding a config.yaml), sorted."""
+    root = Path(root)
+    return sorted(p.parent for p in root.rglob(CONFIG_FILE))

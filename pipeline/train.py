@@ -1,0 +1,277 @@
+"""The training loop: `train_and_evaluate(config, workdir)`.
+
+Our own loop rather than `Model.fit`, which fails under MultiWorkerMirroredStrategy in
+Keras 3 (keras-team/keras#20585): a `tf.function` step run with `strategy.run` over
+`distribute_datasets_from_function`, with Keras models, optimizers and losses. Probes
+plug in before each step and see exactly the batch and weights that step uses.
+
+Step convention: step t is the t-th update (0-based). Train and probe records at step t
+describe the weights after t updates on batch t; evaluation records at step s describe
+the weights after s updates.
+"""
+
+import dataclasses
+import getpass
+import math
+import platform
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+import pipeline
+from pipeline.checkpoint import restore_latest, save_checkpoint
+from pipeline.config import load_config, to_yaml
+from pipeline.data import load_arrays, make_dataset
+from pipeline.models import build_dln, build_vgg
+from pipeline.runs import CONFIG_FILE, RunDirectory
+from pipeline.strategy import describe_devices, is_chief, make_strategy, strategy_name
+
+
+class RunConfigMismatch(ValueError):
+    """The work directory holds a run made with another config."""
+
+
+def build_model(config, num_classes):
+    """The model `config.model` describes (VGG logits or DLN outputs)."""
+    m = config.model
+    noise = dataclasses.asdict(m.noise)
+    if m.family == "dln":
+        return build_dln(m.depth, config.data.regression_dim, norm=m.norm, seed=config.seed,
+                         sync_batch_norm=m.sync_batch_norm, noise=noise)
+    return build_vgg(m.depth, norm=m.norm, width_multiplier=m.width_multiplier,
+                     num_classes=num_classes, head=m.head, hidden_units=m.hidden_units,
+                     seed=config.seed, sync_batch_norm=m.sync_batch_norm, noise=noise)
+
+
+def make_optimizer(config):
+    o = config.optim
+    optimizer = keras.optimizers.SGD(learning_rate=o.lr, momentum=o.momentum,
+                                     weight_decay=o.weight_decay or None)
+    if config.train.precision == "mixed_float16":
+        optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
+    return optimizer
+
+
+def example_losses(config, targets, outputs):
+    """Per-example loss, shape (batch,): cross-entropy, or the DLN's squared l2 error."""
+    outputs = tf.cast(outputs, tf.float32)
+    if config.model.family == "dln":
+        return tf.reduce_sum(tf.square(outputs - targets), axis=-1)
+    return keras.losses.sparse_categorical_crossentropy(targets, outputs, from_logits=True)
+
+
+def batch_loss(config, targets, outputs, global_batch):
+    """This replica's share of the global batch loss: mean over the global batch for
+    classification, the plain sum for the DLN (PROTOCOL.md: loss summed over samples)."""
+    total = tf.reduce_sum(example_losses(config, targets, outputs))
+    return total if config.model.family == "dln" else total / global_batch
+
+
+def _correct(config, targets, outputs):
+    if config.model.family == "dln":
+        return tf.constant(0.0)
+    predictions = tf.argmax(outputs, axis=-1, output_type=targets.dtype)
+    return tf.reduce_sum(tf.cast(predictions == targets, tf.float32))
+
+
+def make_train_step(config, model, optimizer, strategy):
+    """A compiled function: one optimizer update on the next distributed batch.
+    Returns (global loss, correct predictions) of that batch, before the update."""
+    global_batch = config.data.batch_size
+    scaled = isinstance(optimizer, keras.optimizers.LossScaleOptimizer)
+
+    @tf.function(jit_compile=config.train.xla)
+    def replica_step(x, y):
+        with tf.GradientTape() as tape:
+            outputs = model(x, training=True)
+            loss = batch_loss(config, y, outputs, global_batch)
+            to_differentiate = optimizer.scale_loss(loss) if scaled else loss
+        variables = model.trainable_variables
+        gradients = tape.gradient(to_differentiate, variables)
+        # Keras' optimizer sums the gradients over replicas before applying them.
+        optimizer.apply_gradients(zip(gradients, variables))
+        return loss, _correct(config, y, outputs)
+
+    @tf.function
+    def train_step(iterator):
+        loss, correct = strategy.run(replica_step, args=next(iterator))
+        reduce = tf.distribute.ReduceOp.SUM
+        return strategy.reduce(reduce, loss, axis=None), strategy.reduce(reduce, correct, axis=None)
+    return train_step
+
+
+def make_evaluate(config, model, strategy, test_dataset):
+    """A function returning {'test/loss', 'test/accuracy'} over the whole test split."""
+    distributed = strategy.experimental_distribute_dataset(test_dataset)
+
+    @tf.function
+    def replica_eval(x, y):
+        outputs = model(x, training=False)
+        return (tf.reduce_sum(example_losses(config, y, outputs)),
+                _correct(config, y, outputs), tf.cast(tf.shape(y)[0], tf.float32))
+
+    def evaluate():
+        totals = np.zeros(3)
+        for x, y in distributed:
+            parts = strategy.run(replica_eval, args=(x, y))
+            totals += [float(strategy.reduce(tf.distribute.ReduceOp.SUM, p, axis=None))
+                       for p in parts]
+        loss, correct, count = totals
+        if config.model.family == "dln":  # the DLN reports the summed loss, as in training
+            return {"test/loss": loss}
+        return {"test/loss": loss / count, "test/accuracy": correct / count}
+    return evaluate
+
+
+def _git_revision():
+    root = Path(pipeline.__file__).resolve().parent.parent
+    try:
+        revision = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True,
+                                  text=True, timeout=10).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain"], cwd=root,
+                               capture_output=True, text=True, timeout=10).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return (revision + ("-dirty" if dirty else "")) or None
+
+
+def describe_environment(strategy):
+    """What produced a run: versions, code revision, machine and strategy."""
+    return {
+        "versions": {"pipeline": pipeline.__version__, "python": platform.python_version(),
+                     "tensorflow": tf.__version__, "keras": keras.__version__,
+                     "numpy": np.__version__},
+        "git_revision": _git_revision(),
+        "host": socket.gethostname(), "user": getpass.getuser(), "platform": platform.platform(),
+        "devices": describe_devices(),
+        "strategy": strategy_name(strategy),
+        "replicas": strategy.num_replicas_in_sync,
+        "command": " ".join(sys.argv),
+    }
+
+
+def configure_runtime(config):
+    """Global TensorFlow/Keras settings a run depends on; call before building anything."""
+    keras.backend.clear_session()  # a fresh graph and fresh layer names for each run
+    keras.utils.set_random_seed(config.seed)
+    if config.train.deterministic:
+        tf.config.experimental.enable_op_determinism()
+    keras.mixed_precision.set_dtype_policy(config.train.precision)
+
+
+def _check_same_config(run, config):
+    saved = run.path / CONFIG_FILE
+    if saved.exists() and saved.read_text() != to_yaml(config):
+        raise RunConfigMismatch(
+            f"{run.path} already holds a run with a different config; resume it with the "
+            f"same config (python -m pipeline train {saved}) or choose another --workdir")
+
+
+def train_and_evaluate(config, workdir, probes_factory=None):
+    """Train `config` into `workdir`, resuming from its last checkpoint; returns meta.
+
+    The run's status is recorded in meta.json: `finished`, `diverged` (a non-finite
+    training loss: a result, with the step), or `failed` (an exception, re-raised).
+    `probes_factory(config, model, optimizer, arrays)` returns probes run before steps.
+    """
+    configure_runtime(config)
+    strategy = make_strategy(config.train.strategy)
+    run = RunDirectory(workdir, writable=is_chief(strategy))
+    _check_same_config(run, config)
+    meta = run.read_meta()
+    if meta.get("status") in ("finished", "diverged"):
+        return meta
+    run.write_text(CONFIG_FILE, to_yaml(config))
+
+    arrays = load_arrays(config.data)
+    with strategy.scope():
+        model = build_model(config, arrays.num_classes)
+        optimizer = make_optimizer(config)
+        optimizer.build(model.trainable_variables)
+    start = restore_latest(run.checkpoint_dir, model, optimizer)
+    run.drop_records_after(start)
+    meta = {**meta, **describe_environment(strategy), "seed": config.seed,
+            "sync_batch_norm": config.model.sync_batch_norm, "status": "running",
+            "start_step": start, "step": start, "steps": config.train.steps,
+            "restarts": meta.get("restarts", -1) + 1}
+    meta.setdefault("wall_time_s", 0.0)
+    run.write_meta(meta)
+    began, wall_before = time.time(), meta["wall_time_s"]
+    try:
+        meta = _train_loop(config, run, meta, model, optimizer, strategy, arrays, start,
+                           probes_factory(config, model, optimizer, arrays)
+                           if probes_factory else [])
+    except BaseException as error:
+        meta.update(status="failed", error=f"{type(error).__name__}: {error}")
+        raise
+    finally:
+        meta["wall_time_s"] = wall_before + time.time() - began
+        run.write_meta(meta)
+        run.close()
+    return meta
+
+
+def _train_loop(config, run, meta, model, optimizer, strategy, arrays, start, probes):
+    from tqdm.auto import tqdm
+    t = config.train
+    datasets = strategy.distribute_datasets_from_function(
+        lambda context: make_dataset(config, "train", arrays=arrays, start_step=start,
+                                     input_context=context))
+    iterator = iter(datasets)
+    train_step = make_train_step(config, model, optimizer, strategy)
+    evaluate = make_evaluate(config, model, strategy, make_dataset(config, "test", arrays=arrays))
+    summary = tf.summary.create_file_writer(str(run.tensorboard_dir)) if run.writable else None
+    bar = tqdm(total=t.steps, initial=start, disable=not (t.progress and run.writable),
+               desc=config.description or config.model.norm, unit="step", dynamic_ncols=True)
+
+    def record(stream, step, values):
+        run.writer(stream).write({"step": step, **values})
+        if summary is not None:
+            with summary.as_default(step=step):
+                for key, value in values.items():
+                    if isinstance(value, (int, float)):
+                        tf.summary.scalar(key, value)
+
+    meta["status"] = "finished"
+    for step in range(start, t.steps):
+        for probe in probes:
+            if step % probe.every == 0:
+                record(probe.name, step, probe(step))
+        loss, correct = (float(v) for v in train_step(iterator))
+        values = {"train/loss": loss}
+        if config.model.family != "dln":
+            values["train/accuracy"] = correct / config.data.batch_size
+        if not math.isfinite(loss):
+            record("train", step, values)
+            meta.update(status="diverged", diverged_step=step, step=step)
+            bar.write(f"diverged: training loss {loss} at step {step}")
+            break
+        if step % t.log_every == 0:
+            record("train", step, values)
+            bar.set_postfix({k.split("/")[1]: f"{v:.4g}" for k, v in values.items()})
+        done = step + 1
+        if done % t.eval_every == 0 or done == t.steps:
+            record("eval", done, evaluate())
+        if done % t.checkpoint_every == 0 or done == t.steps:
+            if run.writable:
+                save_checkpoint(run.checkpoint_dir, done, model, optimizer, t.keep_checkpoints)
+            meta["step"] = done
+            run.write_meta({**meta, "status": "running"})
+        bar.update(1)
+    bar.close()
+    if summary is not None:
+        summary.flush()
+    return meta
+
+
+def train_from_file(path, overrides=(), workdir=None):
+    """CLI entry: load a config file with overrides and train into `workdir`."""
+    config = load_config(path, overrides)
+    workdir = workdir or Path("runs") / (Path(path).stem if path else "default")
+    return train_and_evaluate(config, workdir)

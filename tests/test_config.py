@@ -1,0 +1,93 @@
+"""Typed configs: shipped files, inheritance, overrides and every error path."""
+
+import dataclasses
+
+import pytest
+
+from conftest import REPO, SMOKE, run_cli
+from pipeline.config import Config, ConfigError, load_config, to_yaml
+
+CONFIGS = sorted((REPO / "configs").glob("*.yaml"))
+
+
+def _split_header(path):
+    """(leading comment block, the YAML after it)."""
+    lines = path.read_text().splitlines()
+    count = next(i for i, line in enumerate(lines) if not line.startswith("#"))
+    return "\n".join(lines[:count]), "\n".join(lines[count:])
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)
+def test_every_shipped_config_loads_and_documents_itself(path):
+    config = load_config(path)
+    assert isinstance(config, Config)
+    header = _split_header(path)[0]
+    assert "python -m pipeline" in header and "Runtime" in header and "Expected" in header
+
+
+def test_variants_inherit_the_paper_settings_and_list_only_differences():
+    standard = load_config(REPO / "configs" / "vgg_none.yaml")
+    assert standard.model.norm == "none"
+    assert (standard.optim.lr, standard.data.batch_size, standard.train.steps) == (0.1, 128, 15000)
+    assert standard.data.name == "cifar10" and standard.data.augment is False
+    dln = load_config(REPO / "configs" / "dln_l1.yaml")
+    assert (dln.model.family, dln.model.norm, dln.model.depth, dln.optim.lr) == ("dln", "l1", 25, 1e-6)
+    assert "steps" not in _split_header(REPO / "configs" / "vgg_none.yaml")[1]
+
+
+def test_overrides_are_typed_like_the_field():
+    config = load_config(SMOKE, ["optim.lr=0.5", "train.steps=7", "model.noise.n_mu=0.25",
+                                 "probes.ics.layers=[5,10]", "data.augment=true"])
+    assert config.optim.lr == 0.5 and isinstance(config.optim.lr, float)
+    assert config.train.steps == 7 and config.model.noise.n_mu == 0.25
+    assert config.probes.ics.layers == [5, 10] and config.data.augment is True
+    assert dataclasses.is_dataclass(config) and load_config(SMOKE) == load_config(SMOKE)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        config.seed = 3
+
+
+def test_resolved_yaml_loads_back_to_the_same_config(tmp_path):
+    config = load_config(SMOKE, ["optim.lr=0.5", "probes.ics.layers=[5]"])
+    path = tmp_path / "config.yaml"
+    path.write_text(to_yaml(config))
+    assert load_config(path) == config
+
+
+@pytest.mark.parametrize("override, message", [
+    ("optim.lrr=0.5", "unknown config key 'optim.lrr'; did you mean 'optim.lr'"),
+    ("modle.norm=batch", "did you mean 'model.norm'"),
+    ("optim.lr=fast", "optim.lr: Value 'fast'"),
+    ("train.steps=1.5", "train.steps: Value '1.5'"),
+    ("optim.lr=-0.1", "optim.lr=-0.1 must be > 0"),
+    ("train.steps=0", "train.steps=0 is out of range"),
+    ("model.norm=bn", "model.norm='bn' is not valid; choose one of: batch"),
+    ("data.name=imagenet", "data.name='imagenet' is not valid"),
+    ("model.depth=12", "model.depth=12 is not valid"),
+    ("model.noise.n_sigma=0.5", "model.noise.n_sigma=0.5 is out of range"),
+    ("model.family=dln", "does not fit data.name"),
+    ("optim.lr", "must look like section.key=value"),
+])
+def test_bad_values_fail_naming_key_value_and_fix(override, message):
+    with pytest.raises(ConfigError, match=message.replace("(", "\\(").replace("[", "\\[")):
+        load_config(SMOKE, [override])
+
+
+def test_bad_yaml_files_name_the_file(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(f"base: {SMOKE}\noptim:\n  momentun: 0.9\n")
+    with pytest.raises(ConfigError, match="bad.yaml.*'optim.momentun'.*'optim.momentum'"):
+        load_config(bad)
+    loop = tmp_path / "loop.yaml"
+    loop.write_text("base: loop.yaml\n")
+    with pytest.raises(ConfigError, match="loops back"):
+        load_config(loop)
+    with pytest.raises(ConfigError, match="config file not found"):
+        load_config(tmp_path / "missing.yaml")
+
+
+def test_cli_rejects_a_bad_config_before_writing_anything(tmp_path):
+    workdir = tmp_path / "run"
+    result = run_cli("train", SMOKE, "--set", "optim.lr=abc", "--workdir", workdir, check=False)
+    assert result.returncode == 2
+    assert "optim.lr" in result.stderr and "abc" in result.stderr
+    assert not workdir.exists()

@@ -1,0 +1,74 @@
+"""Distribution: 2 replicas (MirroredStrategy on 2 logical CPUs) and 2 worker processes
+(MultiWorkerMirroredStrategy on 127.0.0.1) train like one device."""
+
+import json
+import os
+import socket
+import subprocess
+import sys
+
+import numpy as np
+
+from conftest import REPO, SMOKE, run_cli
+from pipeline.runs import RunDirectory
+
+# Synchronized BN makes the replicas' batch statistics those of the global batch.
+COMMON = ["--set", "model.sync_batch_norm=true", "--set", "train.steps=6",
+          "--set", "train.eval_every=3", "--set", "train.log_every=1"]
+
+TWO_LOGICAL_CPUS = """
+import sys, tensorflow as tf
+cpu = tf.config.list_physical_devices("CPU")[0]
+tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+from pipeline.__main__ import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def _losses(workdir, stream="train", key="train/loss"):
+    return np.array([r[key] for r in RunDirectory(workdir).records(stream)])
+
+
+def _assert_same_training(a, b):
+    # Summation order differs across replicas: equal up to float32 rounding.
+    np.testing.assert_allclose(_losses(a), _losses(b), rtol=2e-5)
+    np.testing.assert_allclose(_losses(a, "eval", "test/loss"), _losses(b, "eval", "test/loss"),
+                               rtol=2e-5)
+
+
+def test_mirrored_strategy_on_two_replicas_matches_one_device(tmp_path):
+    run_cli("train", SMOKE, *COMMON, "--workdir", tmp_path / "one")
+    subprocess.run([sys.executable, "-c", TWO_LOGICAL_CPUS, "train", str(SMOKE), *COMMON,
+                    "--set", "train.strategy=mirrored", "--workdir", str(tmp_path / "two")],
+                   cwd=REPO, check=True, capture_output=True, timeout=300)
+    meta = RunDirectory(tmp_path / "two").read_meta()
+    assert meta["strategy"] == "MirroredStrategy" and meta["replicas"] == 2
+    _assert_same_training(tmp_path / "one", tmp_path / "two")
+
+
+def _free_ports(count):
+    sockets = [socket.socket() for _ in range(count)]
+    for s in sockets:
+        s.bind(("127.0.0.1", 0))
+    ports = [s.getsockname()[1] for s in sockets]
+    for s in sockets:
+        s.close()
+    return ports
+
+
+def test_two_worker_processes_match_one_worker(tmp_path):
+    run_cli("train", SMOKE, *COMMON, "--workdir", tmp_path / "single")
+    workers = [f"127.0.0.1:{port}" for port in _free_ports(2)]
+    processes = []
+    for index in range(2):
+        env = {**os.environ, "TF_CONFIG": json.dumps(
+            {"cluster": {"worker": workers}, "task": {"type": "worker", "index": index}})}
+        processes.append(subprocess.Popen(
+            [sys.executable, "-m", "pipeline", "train", str(SMOKE), *COMMON,
+             "--workdir", str(tmp_path / "multi")], cwd=REPO, env=env,
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
+    outputs = [p.communicate(timeout=300)[0] for p in processes]
+    assert all(p.returncode == 0 for p in processes), outputs[0][-2000:] + outputs[1][-2000:]
+    meta = RunDirectory(tmp_path / "multi").read_meta()
+    assert meta["strategy"] == "MultiWorkerMirroredStrategy" and meta["replicas"] == 2
+    _assert_same_training(tmp_path / "single", tmp_path / "multi")

@@ -1,0 +1,122 @@
+"""End-to-end training: run-directory contents, determinism, resume after SIGKILL,
+divergence as a result, failures recorded."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from conftest import REPO, SMOKE, run_cli
+from pipeline.config import load_config
+from pipeline.runs import RunDirectory, read_records
+from pipeline.train import RunConfigMismatch, train_and_evaluate
+
+
+def _strip(records):
+    return [json.dumps(r, sort_keys=True) for r in records]
+
+
+def test_smoke_run_writes_every_run_directory_file(tmp_path):
+    config = load_config(SMOKE)
+    meta = train_and_evaluate(config, tmp_path)
+    run = RunDirectory(tmp_path)
+    assert meta["status"] == "finished" and meta["step"] == 12
+    assert load_config(tmp_path / "config.yaml") == config
+    saved = run.read_meta()
+    for key in ("versions", "git_revision", "seed", "devices", "strategy", "replicas",
+                "status", "wall_time_s", "sync_batch_norm"):
+        assert key in saved, key
+    assert saved["versions"]["tensorflow"] and saved["replicas"] == 1
+    assert [r["step"] for r in run.records("train")] == [0, 2, 4, 6, 8, 10]
+    assert [r["step"] for r in run.records("eval")] == [6, 12]
+    assert 0.0 <= run.records("eval")[-1]["test/accuracy"] <= 1.0
+    assert run.records("train")[-1]["train/loss"] < run.records("train")[0]["train/loss"]
+    assert sorted(p.name for p in run.checkpoint_dir.iterdir()) == ["ckpt-00000008.npz",
+                                                                      "ckpt-00000012.npz"]
+    assert any(run.tensorboard_dir.iterdir())
+    # Running it again is a no-op: the run is finished.
+    assert train_and_evaluate(config, tmp_path)["restarts"] == 0
+    assert len(run.records("train")) == 6
+
+
+def test_same_seed_same_records_other_seed_other_records(tmp_path):
+    config = load_config(SMOKE, ["model.norm=noisy_batch", "train.steps=6"])
+    train_and_evaluate(config, tmp_path / "a")
+    train_and_evaluate(config, tmp_path / "b")
+    train_and_evaluate(load_config(SMOKE, ["model.norm=noisy_batch", "train.steps=6", "seed=1"]),
+                       tmp_path / "c")
+    a, b, c = (RunDirectory(tmp_path / n).records("train") for n in "abc")
+    assert _strip(a) == _strip(b) and _strip(a) != _strip(c)
+
+
+def test_other_config_in_same_workdir_is_refused(tmp_path):
+    train_and_evaluate(load_config(SMOKE, ["train.steps=2"]), tmp_path)
+    with pytest.raises(RunConfigMismatch, match="different config"):
+        train_and_evaluate(load_config(SMOKE, ["train.steps=3"]), tmp_path)
+
+
+def test_sigkill_then_rerun_gives_the_uninterrupted_records(tmp_path):
+    overrides = ["--set", "train.steps=60", "--set", "train.log_every=1",
+                 "--set", "train.checkpoint_every=7", "--set", "train.eval_every=10",
+                 "--set", "model.norm=noisy_batch"]
+    killed = tmp_path / "killed"
+    process = subprocess.Popen([sys.executable, "-m", "pipeline", "train", str(SMOKE), *overrides,
+                                "--workdir", str(killed)], cwd=REPO, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL)
+    train_log = killed / "records" / "train.jsonl"
+    deadline = time.time() + 240
+    while len(read_records(train_log)) < 24 and process.poll() is None and time.time() < deadline:
+        time.sleep(0.02)
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait()
+    interrupted_at = len(read_records(train_log))
+    assert 24 <= interrupted_at < 60, "the run was not killed mid-way"
+    run_cli("train", SMOKE, *overrides, "--workdir", killed)
+    run_cli("train", SMOKE, *overrides, "--workdir", tmp_path / "clean")
+    for stream in ("train", "eval"):
+        resumed = RunDirectory(killed).records(stream)
+        clean = RunDirectory(tmp_path / "clean").records(stream)
+        assert _strip(resumed) == _strip(clean), stream
+    assert [r["step"] for r in RunDirectory(killed).records("train")] == list(range(60))
+    meta = RunDirectory(killed).read_meta()
+    assert meta["status"] == "finished" and meta["restarts"] == 1 and meta["start_step"] > 0
+
+
+def test_non_finite_loss_ends_the_run_as_diverged(tmp_path):
+    config = load_config(SMOKE, ["model.norm=none", "optim.lr=1000", "train.steps=30",
+                                 "train.log_every=10"])
+    meta = train_and_evaluate(config, tmp_path)
+    assert meta["status"] == "diverged" and 0 < meta["diverged_step"] < 30
+    last = RunDirectory(tmp_path).records("train")[-1]
+    assert last["step"] == meta["diverged_step"] and not np.isfinite(last["train/loss"])
+    assert RunDirectory(tmp_path).read_meta()["status"] == "diverged"
+    assert run_cli("train", SMOKE, "--set", "model.norm=none", "--set", "optim.lr=1000",
+                   "--set", "train.steps=30", "--set", "train.log_every=10",
+                   "--workdir", tmp_path).stdout.startswith("diverged")
+
+
+class _FailingProbe:
+    name, every = "failing", 1
+
+    def __call__(self, step):
+        if step == 5:
+            raise RuntimeError("probe broke")
+        return {"value": float(step)}
+
+
+def test_an_exception_is_recorded_as_failed_and_the_run_resumes_later(tmp_path):
+    config = load_config(SMOKE, ["train.steps=8", "train.checkpoint_every=2"])
+    with pytest.raises(RuntimeError, match="probe broke"):
+        train_and_evaluate(config, tmp_path, probes_factory=lambda *args: [_FailingProbe()])
+    meta = RunDirectory(tmp_path).read_meta()
+    assert meta["status"] == "failed" and "probe broke" in meta["error"] and meta["step"] == 4
+    assert [r["step"] for r in RunDirectory(tmp_path).records("failing")] == [0, 1, 2, 3, 4]
+    resumed = train_and_evaluate(config, tmp_path)
+    assert resumed["status"] == "finished" and resumed["start_step"] == 4
+    # Records beyond the checkpoint were dropped, then written again once.
+    assert [r["step"] for r in RunDirectory(tmp_path).records("train")] == [0, 2, 4, 6]
