@@ -28,6 +28,7 @@ import pipeline
 from pipeline.checkpoint import restore_latest, save_checkpoint
 from pipeline.config import load_config, to_yaml
 from pipeline.data import load_arrays, make_dataset
+from pipeline.losses import batch_loss, correct_predictions, example_losses
 from pipeline.models import build_dln, build_vgg
 from pipeline.runs import CONFIG_FILE, RunDirectory
 from pipeline.strategy import describe_devices, is_chief, make_strategy, strategy_name
@@ -58,28 +59,6 @@ def make_optimizer(config):
     return optimizer
 
 
-def example_losses(config, targets, outputs):
-    """Per-example loss, shape (batch,): cross-entropy, or the DLN's squared l2 error."""
-    outputs = tf.cast(outputs, tf.float32)
-    if config.model.family == "dln":
-        return tf.reduce_sum(tf.square(outputs - targets), axis=-1)
-    return keras.losses.sparse_categorical_crossentropy(targets, outputs, from_logits=True)
-
-
-def batch_loss(config, targets, outputs, global_batch):
-    """This replica's share of the global batch loss: mean over the global batch for
-    classification, the plain sum for the DLN (PROTOCOL.md: loss summed over samples)."""
-    total = tf.reduce_sum(example_losses(config, targets, outputs))
-    return total if config.model.family == "dln" else total / global_batch
-
-
-def _correct(config, targets, outputs):
-    if config.model.family == "dln":
-        return tf.constant(0.0)
-    predictions = tf.argmax(outputs, axis=-1, output_type=targets.dtype)
-    return tf.reduce_sum(tf.cast(predictions == targets, tf.float32))
-
-
 def make_train_step(config, model, optimizer, strategy):
     """A compiled function: one optimizer update on the next distributed batch.
     Returns (global loss, correct predictions) of that batch, before the update."""
@@ -90,13 +69,13 @@ def make_train_step(config, model, optimizer, strategy):
     def replica_step(x, y):
         with tf.GradientTape() as tape:
             outputs = model(x, training=True)
-            loss = batch_loss(config, y, outputs, global_batch)
+            loss = batch_loss(config.model.family, y, outputs, global_batch)
             to_differentiate = optimizer.scale_loss(loss) if scaled else loss
         variables = model.trainable_variables
         gradients = tape.gradient(to_differentiate, variables)
         # Keras' optimizer sums the gradients over replicas before applying them.
         optimizer.apply_gradients(zip(gradients, variables))
-        return loss, _correct(config, y, outputs)
+        return loss, correct_predictions(config.model.family, y, outputs)
 
     @tf.function
     def train_step(iterator):
@@ -113,8 +92,8 @@ def make_evaluate(config, model, strategy, test_dataset):
     @tf.function
     def replica_eval(x, y):
         outputs = model(x, training=False)
-        return (tf.reduce_sum(example_losses(config, y, outputs)),
-                _correct(config, y, outputs), tf.cast(tf.shape(y)[0], tf.float32))
+        return (tf.reduce_sum(example_losses(config.model.family, y, outputs)),
+                correct_predictions(config.model.family, y, outputs), tf.cast(tf.shape(y)[0], tf.float32))
 
     def evaluate():
         totals = np.zeros(3)
@@ -228,7 +207,7 @@ def _train_loop(config, run, meta, model, optimizer, strategy, arrays, start, pr
     evaluate = make_evaluate(config, model, strategy, make_dataset(config, "test", arrays=arrays))
     summary = tf.summary.create_file_writer(str(run.tensorboard_dir)) if run.writable else None
     bar = tqdm(total=t.steps, initial=start, disable=not (t.progress and run.writable),
-               desc=config.description or config.model.norm, unit="step", dynamic_ncols=True)
+               desc=run.path.name, unit="step", dynamic_ncols=True)
 
     def record(stream, step, values):
         run.writer(stream).write({"step": step, **values})
@@ -271,7 +250,9 @@ def _train_loop(config, run, meta, model, optimizer, strategy, arrays, start, pr
 
 
 def train_from_file(path, overrides=(), workdir=None):
-    """CLI entry: load a config file with overrides and train into `workdir`."""
+    """CLI entry: load a config file with overrides and train into `workdir`, with the
+    probes the config switches on."""
+    from pipeline.probes import make_probes
     config = load_config(path, overrides)
     workdir = workdir or Path("runs") / (Path(path).stem if path else "default")
-    return train_and_evaluate(config, workdir)
+    return train_and_evaluate(config, workdir, probes_factory=make_probes)

@@ -72,3 +72,24 @@ def test_two_worker_processes_match_one_worker(tmp_path):
     meta = RunDirectory(tmp_path / "multi").read_meta()
     assert meta["strategy"] == "MultiWorkerMirroredStrategy" and meta["replicas"] == 2
     _assert_same_training(tmp_path / "single", tmp_path / "multi")
+
+
+def test_probes_under_mirrored_strategy_match_one_device(tmp_path):
+    probes = []
+    for item in ["probes.landscape.enabled=true", "probes.ics.enabled=true",
+                 "probes.ics.layers=[2,5]", "probes.distributions.enabled=true",
+                 "probes.distributions.layers=[3,9]", "probes.curvature.enabled=true",
+                 "probes.curvature.iterations=5", "probes.landscape.every=3", "probes.ics.every=3",
+                 "probes.distributions.every=3", "probes.curvature.every=3"]:
+        probes += ["--set", item]
+    run_cli("train", SMOKE, *COMMON, *probes, "--workdir", tmp_path / "one")
+    subprocess.run([sys.executable, "-c", TWO_LOGICAL_CPUS, "train", str(SMOKE), *COMMON, *probes,
+                    "--set", "train.strategy=mirrored", "--workdir", str(tmp_path / "two")],
+                   cwd=REPO, check=True, capture_output=True, timeout=300)
+    for stream in ("landscape", "ics", "distributions", "curvature"):
+        one, two = (RunDirectory(tmp_path / n).records(stream) for n in ("one", "two"))
+        assert len(one) == len(two) == 2, stream
+        for a, b in zip(one, two):
+            assert a.keys() == b.keys()
+            for key in a:
+                np.testing.assert_allclose(a[key], b[key], rtol=1e-3, atol=1e-5, err_msg=key)

@@ -1,0 +1,70 @@
+"""Activation and weight distributions of chosen layers over training (paper Fig 1, 2, 6, 8).
+
+For each layer #i: its normalized output (the norm layer after it, or the layer's own
+output when there is none), computed in training mode as the training step sees it
+(batch statistics, noise) without touching any state. Recorded: quantiles, mean, std,
+per-channel means and variances (their change between records is paper Fig 8), a fixed
+seeded sample of raw values (for histogram/ridge plots) and the kernel's quantiles.
+"""
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from pipeline.probes.stateless import resolve_layers, to_python
+
+QUANTILES = (0.05, 0.15, 0.5, 0.85, 0.95)
+
+
+def normalized_output_layer(model, layer):
+    """The norm layer that follows `layer` by the factories' naming (`block2_conv1` ->
+    `block2_norm1`, `dense3` -> `norm3`), else `layer` itself."""
+    name = layer.name.replace("conv", "norm").replace("dense", "norm")
+    try:
+        return model.get_layer(name)
+    except ValueError:
+        return layer
+
+
+class DistributionsProbe:
+    name = "distributions"
+
+    def __init__(self, probe_config, config, model, batches):
+        self.every = probe_config.every
+        self.batches = batches
+        chosen = resolve_layers(probe_config.layers, "distributions", config.model.family, model)
+        self.indices = [index for index, _ in chosen]
+        self.kernels = [layer.kernel for _, layer in chosen]
+        outputs = [normalized_output_layer(model, layer).output for _, layer in chosen]
+        self.taps = keras.Model(model.inputs, outputs)  # shares the model's variables
+        rng = np.random.default_rng(config.seed)
+        per_example = [int(np.prod(o.shape[1:])) for o in outputs]
+        batch = config.data.batch_size
+        self.sample_positions = [np.sort(rng.choice(batch * n, min(probe_config.sample_size,
+                                                                   batch * n), replace=False))
+                                 for n in per_example]
+        self._measure = tf.function(self._measure_graph)
+
+    def _measure_graph(self, x, trainable, non_trainable):
+        outputs, _ = self.taps.stateless_call(trainable, non_trainable, x, training=True)
+        return outputs if isinstance(outputs, (list, tuple)) else [outputs]
+
+    def __call__(self, step):
+        x, _ = self.batches(step)
+        trainable = [tf.identity(v.value) for v in self.taps.trainable_variables]
+        non_trainable = [tf.identity(v.value) for v in self.taps.non_trainable_variables]
+        record = {"distributions/quantile_levels": np.array(QUANTILES)}
+        for index, kernel, positions, out in zip(self.indices, self.kernels, self.sample_positions,
+                                                 self._measure(x, trainable, non_trainable)):
+            values = out.numpy().astype(np.float64)
+            channels = values.reshape(-1, values.shape[-1])
+            prefix = f"distributions/layer{index}"
+            record.update({
+                f"{prefix}_quantiles": np.quantile(values, QUANTILES),
+                f"{prefix}_mean": values.mean(), f"{prefix}_std": values.std(),
+                f"{prefix}_channel_mean": channels.mean(axis=0),
+                f"{prefix}_channel_var": channels.var(axis=0),
+                f"{prefix}_sample": values.reshape(-1)[positions],
+                f"{prefix}_kernel_quantiles": np.quantile(kernel.numpy(), QUANTILES),
+            })
+        return to_python(record)

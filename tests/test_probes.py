@@ -1,0 +1,130 @@
+"""Probes against closed forms, and their freedom from side effects."""
+
+import numpy as np
+import pytest
+
+from conftest import SMOKE, make_config
+from pipeline.config import load_config
+from pipeline.data import batch_at, load_arrays
+from pipeline.probes import make_probes
+from pipeline.runs import RunDirectory
+from pipeline.train import build_model, configure_runtime, make_optimizer, train_and_evaluate
+
+ALL_PROBES = ["probes.landscape.enabled=true", "probes.ics.enabled=true",
+              "probes.distributions.enabled=true", "probes.curvature.enabled=true",
+              "probes.landscape.every=3", "probes.ics.every=3", "probes.distributions.every=3",
+              "probes.curvature.every=3", "probes.ics.layers=[2,5]",
+              "probes.distributions.layers=[3,9]", "probes.curvature.iterations=5"]
+
+
+def _setup(config):
+    configure_runtime(config)
+    arrays = load_arrays(config.data)
+    model = build_model(config, arrays.num_classes)
+    optimizer = make_optimizer(config)
+    optimizer.build(model.trainable_variables)
+    return model, optimizer, arrays
+
+
+def _linear_config(depth, *extra):
+    return make_config("data.name=linear_regression", "model.family=dln", f"model.depth={depth}",
+                       "model.norm=none", "data.regression_dim=4", "data.regression_train_size=32",
+                       "data.batch_size=32", "optim.lr=0.01", "probes.landscape.enabled=true",
+                       "probes.landscape.multipliers=[0.5,1,3]", "probes.curvature.enabled=true",
+                       "probes.curvature.iterations=200", *extra)
+
+
+def test_landscape_and_curvature_match_the_quadratic_closed_form():
+    # One linear layer with the summed squared loss: L(W) = ||XW - Y||^2 is quadratic,
+    # g = 2 X^T (XW - Y), H[V] = 2 X^T X V. Along theta - eta g: grad change = eta ||H g||,
+    # beta = ||H g|| / ||g|| at every eta, top eigenvalue = 2 lambda_max(X^T X).
+    config = _linear_config(1)
+    model, optimizer, arrays = _setup(config)
+    landscape, curvature = make_probes(config, model, optimizer, arrays)
+    x, y = (t.numpy().astype(np.float64) for t in batch_at(config, arrays, 0))
+    w = model.layers[-1].kernel.numpy().astype(np.float64)
+    g = 2 * x.T @ (x @ w - y)
+    hg = 2 * x.T @ x @ g
+    etas = np.array([0.5, 1, 3]) * config.optim.lr
+    record = landscape(0)
+    expected_losses = [np.sum((x @ (w - eta * g) - y) ** 2) for eta in etas]
+    np.testing.assert_allclose(record["landscape/loss"], np.sum((x @ w - y) ** 2), rtol=1e-5)
+    np.testing.assert_allclose(record["landscape/grad_norm"], np.linalg.norm(g), rtol=1e-5)
+    np.testing.assert_allclose(record["landscape/losses"], expected_losses, rtol=1e-4)
+    np.testing.assert_allclose(record["landscape/grad_changes"], etas * np.linalg.norm(hg), rtol=1e-4)
+    np.testing.assert_allclose(record["landscape/beta_max"], np.linalg.norm(hg) / np.linalg.norm(g),
+                               rtol=1e-4)
+    assert record["landscape/loss_max"] == max(record["landscape/losses"])
+    top = 2 * np.linalg.eigvalsh(x.T @ x).max()
+    measured = curvature(0)
+    np.testing.assert_allclose(measured["curvature/top_eigenvalue"], top, rtol=1e-3)
+    assert measured["curvature/residual"] < 1e-2
+
+
+def test_ics_matches_a_numpy_two_layer_linear_model_with_momentum():
+    config = _linear_config(2, "optim.momentum=0.9", "probes.ics.enabled=true",
+                            "probes.ics.layers=[1,2]", "probes.landscape.enabled=false",
+                            "probes.curvature.enabled=false")
+    model, optimizer, arrays = _setup(config)
+    rng = np.random.default_rng(1)
+    # Give the momentum slots a history, so "the real update" differs from -lr * g.
+    optimizer.apply_gradients([(rng.normal(size=v.shape).astype("float32"), v)
+                               for v in model.trainable_variables])
+    (ics,) = make_probes(config, model, optimizer, arrays)
+    x, y = (t.numpy().astype(np.float64) for t in batch_at(config, arrays, 0))
+    w1, w2 = (v.numpy().astype(np.float64) for v in model.trainable_variables)
+    m1 = optimizer.momentums[0].numpy().astype(np.float64)
+    assert np.abs(m1).sum() > 0
+    residual = x @ w1 @ w2 - y
+    g1, g2 = 2 * x.T @ residual @ w2.T, 2 * (x @ w1).T @ residual
+    w1_updated = w1 + (0.9 * m1 - config.optim.lr * g1)  # Keras SGD: m = 0.9 m - lr g; w += m
+    g2_shifted = 2 * (x @ w1_updated).T @ (x @ w1_updated @ w2 - y)
+    record = ics(0)
+    l2 = np.linalg.norm(g2 - g2_shifted)
+    np.testing.assert_allclose(record["ics/layer2_l2"], l2, rtol=1e-3)
+    np.testing.assert_allclose(record["ics/layer2_relative_l2"], l2 / np.linalg.norm(g2), rtol=1e-3)
+    cosine = np.sum(g2 * g2_shifted) / np.linalg.norm(g2) / np.linalg.norm(g2_shifted)
+    np.testing.assert_allclose(record["ics/layer2_cosine"], cosine, rtol=1e-4)
+    # Nothing precedes layer 1, so its gradient cannot shift.
+    assert record["ics/layer1_l2"] == 0.0 and record["ics/layer1_cosine"] == pytest.approx(1.0)
+
+
+def _state(model, optimizer):
+    return [v.numpy().copy() for v in model.variables + optimizer.variables]
+
+
+def test_probes_leave_no_trace_and_repeat_exactly_on_noisy_bn():
+    config = load_config(SMOKE, ["model.norm=noisy_batch", "optim.momentum=0.9", *ALL_PROBES])
+    model, optimizer, arrays = _setup(config)
+    optimizer.apply_gradients([(np.ones(v.shape, "float32"), v) for v in model.trainable_variables])
+    before = _state(model, optimizer)
+    probes = make_probes(config, model, optimizer, arrays)
+    first = [probe(3) for probe in probes]
+    after = _state(model, optimizer)
+    assert len(before) == len(after)
+    for a, b in zip(before, after):  # weights, moving stats, seed states, iterations, slots
+        np.testing.assert_array_equal(a, b)
+    assert [probe(3) for probe in probes] == first
+
+
+def test_training_with_every_probe_gives_the_same_training_records(tmp_path):
+    with_probes = load_config(SMOKE, ["model.norm=noisy_batch", *ALL_PROBES])
+    from pipeline.probes import make_probes as factory
+    train_and_evaluate(with_probes, tmp_path / "probed", probes_factory=factory)
+    train_and_evaluate(load_config(SMOKE, ["model.norm=noisy_batch"]), tmp_path / "plain")
+    probed, plain = RunDirectory(tmp_path / "probed"), RunDirectory(tmp_path / "plain")
+    assert probed.records("train") == plain.records("train")
+    assert probed.records("eval") == plain.records("eval")
+    for stream in ("landscape", "ics", "distributions", "curvature"):
+        records = probed.records(stream)
+        assert [r["step"] for r in records] == [0, 3, 6, 9], stream
+        assert all(np.isfinite(v).all() for r in records for v in r.values()), stream
+    sample = probed.records("distributions")[0]["distributions/layer3_sample"]
+    assert len(sample) == 256
+
+
+def test_out_of_range_layers_fail_with_the_valid_range():
+    config = load_config(SMOKE, ["probes.ics.enabled=true", "probes.ics.layers=[10]"])
+    model, optimizer, arrays = _setup(config)
+    with pytest.raises(ValueError, match=r"\[10\] out of range; this vgg model has weight layers 1..9"):
+        make_probes(config, model, optimizer, arrays)
