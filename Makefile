@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: test test-all setup clean train sweep demo
+.PHONY: test test-all setup clean train sweep demo bench
 
 # The environment is rebuilt when the pinned set or the package metadata change.
 $(STAMP): requirements.lock pyproject.toml
@@ -41,6 +41,11 @@ sweep: $(STAMP)
 # The README's first command: standard vs BN vs noisy BN on the CPU profile, then a summary.
 demo: $(STAMP)
 	$(PY) -m pipeline sweep configs/cpu.yaml --grid model.norm=none,batch,noisy_batch
+
+# Probe cost in training steps and the run slowdown at the default probe schedule.
+bench: $(STAMP)
+	$(PY) -m pipeline bench configs/cpu.yaml
+	$(PY) -m pipeline bench configs/cpu_dln.yaml
 
 clean:
 	rm -rf $(VENV) .pytest_cache

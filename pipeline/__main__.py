@@ -26,6 +26,10 @@ def _parser():
     sweep.add_argument("--sweep-dir", help="parent folder of the runs (default: runs/<config name>)")
     sweep.add_argument("--list", action="store_true",
                        help="print the runs as shell commands instead of running them")
+    bench = commands.add_parser("bench", help="probe cost in training steps, run slowdown")
+    bench.add_argument("config", nargs="?", default="configs/cpu.yaml")
+    bench.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    bench.add_argument("--steps", type=int, default=30, help="timed training steps")
     return parser
 
 
@@ -39,6 +43,10 @@ def main(argv=None):
             meta = train_from_file(args.config, args.set, args.workdir)
             print(f"{meta['status']}: step {meta['step']} of {meta['steps']}")
             return 0 if meta["status"] in ("finished", "diverged") else 1
+        if args.command == "bench":
+            from pipeline.bench import benchmark, format_benchmark
+            print(format_benchmark(*benchmark(args.config, args.set, args.steps)))
+            return 0
         from pipeline import sweep
         if args.seeds < 1:
             raise ConfigError(f"--seeds={args.seeds} must be >= 1")

@@ -73,6 +73,9 @@ class NoiseConfig:
     n_sigma: float = 1.25
     r_mu: float = 0.1
     r_sigma: float = 0.1
+    # PROTOCOL.md section 2 [D]: noise only in training mode. With it, evaluation runs a
+    # network whose later BN moving statistics were averaged over noisy steps.
+    at_inference: bool = False
 
     def __post_init__(self):
         for key in ("n_mu", "r_mu", "r_sigma"):

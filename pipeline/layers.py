@@ -77,31 +77,36 @@ class NoisyBatchNormalization(keras.layers.BatchNormalization):
     """BatchNorm whose training-mode output gets fresh Algorithm-1 noise every call.
 
     The noise is applied to the output after gamma/beta (PROTOCOL.md section 2 [D]),
-    only when `training=True` and `apply_noise=True`. Inference is plain BatchNorm.
+    when `apply_noise=True` and `training=True` (or always, with `noise_at_inference`:
+    the moving statistics of later layers are averages over noisy steps, so a network
+    evaluated without the noise sees activations it never saw in training).
+    Without noise at inference, inference is plain BatchNorm.
     With `apply_noise=False` outputs, gradients and moving statistics equal
     `keras.layers.BatchNormalization`'s with the same arguments.
 
     Args:
         n_mu, n_sigma, r_mu, r_sigma: noise constants (paper defaults).
         apply_noise: switch the noise off without changing the architecture.
+        noise_at_inference: also draw the noise when `training=False`.
         seed: seed of the layer's noise stream (a `keras.random.SeedGenerator`).
         **kwargs: passed to `keras.layers.BatchNormalization`.
     """
 
     def __init__(self, n_mu=0.5, n_sigma=1.25, r_mu=0.1, r_sigma=0.1,
-                 apply_noise=True, seed=None, momentum=PAPER_MOMENTUM,
-                 epsilon=PAPER_EPSILON, **kwargs):
+                 apply_noise=True, noise_at_inference=False, seed=None,
+                 momentum=PAPER_MOMENTUM, epsilon=PAPER_EPSILON, **kwargs):
         super().__init__(momentum=momentum, epsilon=epsilon, **kwargs)
         _check_noise_args(n_mu, n_sigma, r_mu, r_sigma)
         self.n_mu, self.n_sigma = float(n_mu), float(n_sigma)
         self.r_mu, self.r_sigma = float(r_mu), float(r_sigma)
         self.apply_noise = bool(apply_noise)
+        self.noise_at_inference = bool(noise_at_inference)
         self.seed = seed
         self.seed_generator = keras.random.SeedGenerator(seed)
 
     def call(self, inputs, training=None, mask=None):
         outputs = super().call(inputs, training=training, mask=mask)
-        if not (training and self.apply_noise):
+        if not (self.apply_noise and (training or self.noise_at_inference)):
             return outputs
         scale, shift = sample_shift_noise(
             ops.shape(outputs), self.axis, self.seed_generator,
@@ -111,26 +116,29 @@ class NoisyBatchNormalization(keras.layers.BatchNormalization):
     def get_config(self):
         return {**super().get_config(), "n_mu": self.n_mu, "n_sigma": self.n_sigma,
                 "r_mu": self.r_mu, "r_sigma": self.r_sigma,
-                "apply_noise": self.apply_noise, "seed": self.seed}
+                "apply_noise": self.apply_noise,
+                "noise_at_inference": self.noise_at_inference, "seed": self.seed}
 
 
 @keras.saving.register_keras_serializable(package="pipeline")
 class CovariateShiftNoise(keras.layers.Layer):
-    """Algorithm-1 noise alone (no normalization), active only in training mode."""
+    """Algorithm-1 noise alone (no normalization), in training mode (and at inference
+    with `noise_at_inference`)."""
 
     def __init__(self, n_mu=0.5, n_sigma=1.25, r_mu=0.1, r_sigma=0.1, axis=-1,
-                 seed=None, **kwargs):
+                 noise_at_inference=False, seed=None, **kwargs):
         super().__init__(**kwargs)
         _check_noise_args(n_mu, n_sigma, r_mu, r_sigma)
         self.n_mu, self.n_sigma = float(n_mu), float(n_sigma)
         self.r_mu, self.r_sigma = float(r_mu), float(r_sigma)
         self.axis = int(axis)
+        self.noise_at_inference = bool(noise_at_inference)
         self.seed = seed
         self.seed_generator = keras.random.SeedGenerator(seed)
         self.supports_masking = True
 
     def call(self, inputs, training=False):
-        if not training:
+        if not (training or self.noise_at_inference):
             return inputs
         scale, shift = sample_shift_noise(
             ops.shape(inputs), self.axis, self.seed_generator,
@@ -143,7 +151,7 @@ class CovariateShiftNoise(keras.layers.Layer):
     def get_config(self):
         return {**super().get_config(), "n_mu": self.n_mu, "n_sigma": self.n_sigma,
                 "r_mu": self.r_mu, "r_sigma": self.r_sigma, "axis": self.axis,
-                "seed": self.seed}
+                "noise_at_inference": self.noise_at_inference, "seed": self.seed}
 
 
 @keras.saving.register_keras_serializable(package="pipeline")
@@ -257,8 +265,8 @@ def make_norm_layer(norm, channels, name, seed=None, synchronized=False, noise=N
         name: the layer's name (stable names let probes find it).
         seed: noise seed for `noisy_batch` / `noise_only`.
         synchronized: BatchNorm statistics all-reduced across replicas.
-        noise: Algorithm-1 constants (dict with n_mu, n_sigma, r_mu, r_sigma);
-            the paper's when None.
+        noise: Algorithm-1 settings (dict with n_mu, n_sigma, r_mu, r_sigma and
+            optionally noise_at_inference); the paper's when None.
     """
     if norm not in NORM_LAYERS:
         raise ValueError(

@@ -42,6 +42,7 @@ def build_model(config, num_classes):
     """The model `config.model` describes (VGG logits or DLN outputs)."""
     m = config.model
     noise = dataclasses.asdict(m.noise)
+    noise["noise_at_inference"] = noise.pop("at_inference")
     if m.family == "dln":
         return build_dln(m.depth, config.data.regression_dim, norm=m.norm, seed=config.seed,
                          sync_batch_norm=m.sync_batch_norm, noise=noise)

@@ -147,3 +147,15 @@ def test_noise_arguments_are_validated(kwargs, message):
 def test_lp_arguments_are_validated():
     with pytest.raises(ValueError, match="`p` must be 1, 2 or 'inf'"):
         LpNormalization(p=3)
+
+
+def test_noise_at_inference_is_an_explicit_opt_in(rng):
+    x = tf.constant(rng.normal(size=(16, 4, 4, 8)), tf.float32)
+    layer = NoisyBatchNormalization(seed=2, noise_at_inference=True)
+    plain = NoisyBatchNormalization(seed=2)
+    first, second = layer(x, training=False), layer(x, training=False)
+    assert not np.allclose(first, second)
+    assert not np.allclose(first, plain(x, training=False))
+    noise = CovariateShiftNoise(seed=2, noise_at_inference=True)
+    assert not np.allclose(noise(x, training=False), x)
+    assert NoisyBatchNormalization.from_config(layer.get_config()).noise_at_inference
