@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: test test-all setup clean train sweep demo bench
+.PHONY: test test-all setup clean train sweep demo figures reproduce bench
 
 # The environment is rebuilt when the pinned set or the package metadata change.
 $(STAMP): requirements.lock pyproject.toml
@@ -38,9 +38,29 @@ train: $(STAMP)
 sweep: $(STAMP)
 	$(PY) -m pipeline sweep $(CONFIG) $(GRID_ARGS) --seeds $(SEEDS) $(SET_ARGS)
 
-# The README's first command: standard vs BN vs noisy BN on the CPU profile, then a summary.
+# The README's first command: standard vs BN vs noisy BN at LR 0.1 and 0.5 on the CPU
+# profile with every probe, then the notebooks and the HTML report (~15 min on 2 cores).
 demo: $(STAMP)
-	$(PY) -m pipeline sweep configs/cpu.yaml --grid model.norm=none,batch,noisy_batch
+	$(PY) -m pipeline sweep configs/demo.yaml --sweep-dir runs/demo \
+	    --grid optim.lr=0.1,0.5 --grid model.norm=none,batch,noisy_batch
+	$(PY) -m pipeline figures runs/demo --output reports/demo
+
+# make figures RUNS="runs/demo runs/other" [OUTPUT=reports/x]
+RUNS ?= runs/demo
+OUTPUT ?= reports
+figures: $(STAMP)
+	$(PY) -m pipeline figures $(RUNS) --output $(OUTPUT)
+
+# The paper-scale experiments (CIFAR-10, 15k steps; a GPU/TPU and network access), then
+# the same notebooks. Hours on one GPU: every run is resumable, rerun to continue.
+PAPER_PROBES := --set probes.landscape.enabled=true --set probes.ics.enabled=true \
+    --set probes.distributions.enabled=true --set probes.curvature.enabled=true
+reproduce: $(STAMP)
+	$(PY) -m pipeline sweep configs/base.yaml --sweep-dir runs/paper/vgg $(PAPER_PROBES) \
+	    --grid model.norm=none,batch,noisy_batch,l1,l2,linf --grid optim.lr=0.1,0.5
+	$(PY) -m pipeline sweep configs/dln.yaml --sweep-dir runs/paper/dln $(PAPER_PROBES) \
+	    --set probes.landscape.every=50 --grid model.norm=none,batch,l1,l2,linf --grid optim.lr=1e-6,1e-7
+	$(PY) -m pipeline figures runs/paper --output reports/paper
 
 # Probe cost in training steps and the run slowdown at the default probe schedule.
 bench: $(STAMP)

@@ -26,6 +26,11 @@ def _parser():
     sweep.add_argument("--sweep-dir", help="parent folder of the runs (default: runs/<config name>)")
     sweep.add_argument("--list", action="store_true",
                        help="print the runs as shell commands instead of running them")
+    figures = commands.add_parser("figures", help="execute the notebooks on runs, build the report")
+    figures.add_argument("runs", nargs="+", help="run directories or sweep folders")
+    figures.add_argument("--output", default="reports", help="output folder (default: reports)")
+    figures.add_argument("--notebooks", nargs="*", help="subset of notebooks to execute")
+
     bench = commands.add_parser("bench", help="probe cost in training steps, run slowdown")
     bench.add_argument("config", nargs="?", default="configs/cpu.yaml")
     bench.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
@@ -43,6 +48,11 @@ def main(argv=None):
             meta = train_from_file(args.config, args.set, args.workdir)
             print(f"{meta['status']}: step {meta['step']} of {meta['steps']}")
             return 0 if meta["status"] in ("finished", "diverged") else 1
+        if args.command == "figures":
+            from pipeline.report import NOTEBOOKS, make_figures
+            path = make_figures(args.runs, args.output, args.notebooks or NOTEBOOKS)
+            print(f"report: {path.resolve()}")
+            return 0
         if args.command == "bench":
             from pipeline.bench import benchmark, format_benchmark
             print(format_benchmark(*benchmark(args.config, args.set, args.steps)))

@@ -1,0 +1,145 @@
+"""From run directories to tidy pandas frames for plotting: one row per record, with
+the run's variant label, seed and settings attached."""
+
+from pathlib import Path
+
+import pandas as pd
+
+from pipeline.runs import find_runs, load_run
+
+# The paper's names for the norms.
+NORM_NAMES = {"none": "standard", "batch": "BN", "noisy_batch": "noisy BN", "noise_only": "noise only",
+              "l1": "l1", "l2": "l2", "linf": "linf", "layer": "LayerNorm", "group": "GroupNorm"}
+
+
+class MissingRunsError(FileNotFoundError):
+    """A path given as runs holds no run directory."""
+
+
+def load_runs(paths):
+    """Runs found at or below each path (a run directory or a sweep folder)."""
+    if isinstance(paths, (str, Path)):
+        paths = [paths]
+    runs = []
+    for path in paths:
+        path = Path(path)
+        if not path.exists():
+            raise MissingRunsError(f"run directory {path} does not exist; train it first "
+                                   "(python -m pipeline train/sweep ...) or fix the path")
+        found = find_runs(path)
+        if not found:
+            raise MissingRunsError(f"{path} holds no run directory (no config.yaml below it)")
+        runs += [load_run(p) for p in found]
+    _label(runs)
+    return runs
+
+
+def _label(runs):
+    """Variant label = norm name, with the LR when the runs use several LRs."""
+    several_lrs = len({r["config"]["optim"]["lr"] for r in runs}) > 1
+    for run in runs:
+        config = run["config"]
+        label = NORM_NAMES.get(config["model"]["norm"], config["model"]["norm"])
+        if several_lrs:
+            label += f", LR {config['optim']['lr']:g}"
+        run["variant"] = label
+
+
+def records_frame(runs, stream):
+    """All `stream` records of `runs` as one frame with columns variant, run, seed,
+    norm, lr, status plus the record's own columns. Empty if no run has the stream."""
+    frames = []
+    for run in runs:
+        frame = run["records"].get(stream)
+        if frame is None or frame.empty:
+            continue
+        config = run["config"]
+        frames.append(frame.assign(variant=run["variant"], run=run["path"], seed=config["seed"],
+                                   norm=config["model"]["norm"], lr=config["optim"]["lr"],
+                                   status=run["meta"].get("status", "unknown")))
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+
+def runs_summary(runs):
+    """One row per run: variant, norm, lr, seed, status, final test accuracy/loss."""
+    rows = []
+    for run in runs:
+        evals = run["records"].get("eval", pd.DataFrame())
+        last = evals.iloc[-1] if not evals.empty else {}
+        rows.append({"variant": run["variant"], "norm": run["config"]["model"]["norm"],
+                     "lr": run["config"]["optim"]["lr"], "seed": run["config"]["seed"],
+                     "status": run["meta"].get("status", "unknown"),
+                     "diverged_step": run["meta"].get("diverged_step"),
+                     "test_accuracy": last.get("test/accuracy", float("nan")),
+                     "test_loss": last.get("test/loss", float("nan"))})
+    return pd.DataFrame(rows)
+
+
+def require_stream(runs, stream, probe_hint=None):
+    """Raise a clear error naming the runs that lack records of `stream`."""
+    missing = [r["path"] for r in runs if r["records"].get(stream) is None]
+    if missing:
+        hint = probe_hint or f"--set probes.{stream}.enabled=true"
+        raise ValueError(f"{len(missing)} run(s) have no {stream} records: {missing[:3]}; "
+                         f"train them with {hint}")
+
+
+def describe_scale(runs):
+    """'digits, vgg16 x0.25, 500 steps; seeds: BN 3, standard 3' for figure captions."""
+    config = runs[0]["config"]
+    model = config["model"]
+    if model["family"] == "vgg":
+        arch = f"VGG{model['depth']}" + (f" x{model['width_multiplier']:g} width"
+                                         if model["width_multiplier"] != 1 else "")
+    else:
+        arch = f"{model['depth']}-layer linear network"
+    seeds = pd.Series([r["variant"] for r in runs]).value_counts(sort=False)
+    counts = ", ".join(f"{variant} {count}" for variant, count in seeds.items())
+    return (f"data set {config['data']['name']}, {arch}, {config['train']['steps']} steps, "
+            f"batch {config['data']['batch_size']}; seeds per variant: {counts}")
+
+
+class NothingToPlot(LookupError):
+    """The runs hold nothing a notebook can show (e.g. no DLN run for the DLN notebook)."""
+
+
+def select(runs, family=None, norms=None, what="runs"):
+    """The runs of a model family and/or norms; NothingToPlot if there are none."""
+    chosen = [r for r in runs
+              if (family is None or r["config"]["model"]["family"] == family)
+              and (norms is None or r["config"]["model"]["norm"] in norms)]
+    if not chosen:
+        raise NothingToPlot(f"no {what} among the {len(runs)} run(s) given")
+    _label(chosen)
+    return chosen
+
+
+# PROTOCOL.md section 6, VGG on CIFAR-10 at LR 0.1 (read off the paper's figures, one seed).
+PAPER_TRAINING = pd.DataFrame({
+    "variant": ["standard", "BN", "noisy BN"],
+    "test accuracy": [0.800, 0.828, float("nan")],
+    "steps to 90 %": [3300, 1600, 2400], "steps to 95 %": [4800, 2400, 3600],
+    "steps to 99 %": [6600, 4300, 4800],
+    "mean train accuracy, steps 1k-2k": [0.60, 0.85, 0.80],
+}).set_index("variant")
+
+
+def training_milestones(train, evals, smoothing=5):
+    """Per variant, like PAPER_TRAINING: final test accuracy, first step at which the
+    seed-averaged mini-batch accuracy (rolling mean over `smoothing` records) reaches
+    90/95/99 %, and the mean training accuracy over steps 1k-2k (NaN if not reached)."""
+    rows = {}
+    for variant, rows_of_variant in train.groupby("variant"):
+        curve = rows_of_variant.groupby("step")["train/accuracy"].mean()
+        smooth = curve.rolling(smoothing, min_periods=1).mean()
+        row = {}
+        final = evals[evals["variant"] == variant]
+        row["test accuracy"] = (final[final["step"] == final["step"].max()]["test/accuracy"].mean()
+                                if not final.empty else float("nan"))
+        for level in (90, 95, 99):
+            reached = smooth[smooth >= level / 100]
+            row[f"steps to {level} %"] = float(reached.index[0]) if len(reached) else float("nan")
+        window = curve[(curve.index >= 1000) & (curve.index <= 2000)]
+        row["mean train accuracy, steps 1k-2k"] = window.mean() if len(window) else float("nan")
+        rows[variant] = row
+    return pd.DataFrame(rows).T.rename_axis("variant")

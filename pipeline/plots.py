@@ -1,0 +1,160 @@
+"""Seaborn figures of the paper's views, from the frames of `pipeline.analysis`.
+
+Every function takes tidy frames and returns a matplotlib Figure; lines are the mean
+over seeds with the min-max band across seeds, and legends carry the seed count.
+"""
+
+import matplotlib
+
+matplotlib.use("Agg")  # figures are written to files; no display is needed
+
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+import seaborn as sns  # noqa: E402
+
+BAND = ("pi", 100)  # seaborn errorbar: the full range over seeds
+
+
+def with_seed_counts(frame):
+    """Variant labels with their seed count, e.g. 'BN (n=3)'."""
+    counts = frame.groupby("variant")["seed"].nunique()
+    return frame.assign(variant=frame["variant"].map(lambda v: f"{v} (n={counts[v]})"))
+
+
+def _lines(ax, frame, y, title, ylabel, logy=False):
+    sns.lineplot(data=frame, x="step", y=y, hue="variant", errorbar=BAND, ax=ax)
+    ax.set(title=title, xlabel="training step", ylabel=ylabel)
+    if logy:
+        ax.set_yscale("log")
+
+
+def plot_training(train, evals, metric="accuracy"):
+    """Mini-batch training and test `metric` ('accuracy' or 'loss') over steps (Fig 1a, 2a)."""
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4), constrained_layout=True)
+    logy = metric == "loss"
+    _lines(axes[0], with_seed_counts(train), f"train/{metric}",
+           f"training {metric} (mini-batch)", metric, logy)
+    _lines(axes[1], with_seed_counts(evals), f"test/{metric}", f"test {metric}", metric, logy)
+    return fig
+
+
+def plot_loss(train, title, logy=False):
+    """Training loss over steps, one line per variant."""
+    fig, ax = plt.subplots(figsize=(6, 4), constrained_layout=True)
+    _lines(ax, with_seed_counts(train), "train/loss", title, "loss", logy)
+    return fig
+
+
+def plot_activation_violins(distributions, layer, max_steps=6):
+    """Violins of the sampled raw activations of layer #`layer` at up to `max_steps`
+    evenly spaced probe steps, one row per variant (Fig 1c, 2b, 6)."""
+    column = f"distributions/layer{layer}_sample"
+    variants = sorted(distributions["variant"].unique())
+    steps = np.unique(distributions["step"])
+    chosen = steps[np.linspace(0, len(steps) - 1, min(max_steps, len(steps))).round().astype(int)]
+    fig, axes = plt.subplots(len(variants), 1, figsize=(10, 2.6 * len(variants)), sharex=True,
+                             squeeze=False, constrained_layout=True)
+    for ax, variant in zip(axes[:, 0], variants):
+        rows = distributions[(distributions["variant"] == variant)
+                             & distributions["step"].isin(chosen)]
+        long = rows[["step", column]].explode(column).astype({column: float})
+        sns.violinplot(data=long, x="step", y=column, ax=ax, cut=0, inner="quartile",
+                       density_norm="width", color="C0")
+        ax.set(title=f"{variant}: layer #{layer} activations", ylabel="activation", xlabel="")
+    axes[-1, 0].set_xlabel("training step")
+    return fig
+
+
+def plot_ics(ics, layers):
+    """||G - G'|| and cos(G, G') over training for each layer (Fig 3)."""
+    fig, axes = plt.subplots(2, len(layers), figsize=(5.5 * len(layers), 7), squeeze=False,
+                             constrained_layout=True)
+    frame = with_seed_counts(ics)
+    for column, layer in enumerate(layers):
+        _lines(axes[0, column], frame, f"ics/layer{layer}_l2", f"layer #{layer}: l2 difference",
+               "||G - G'||")
+        _lines(axes[1, column], frame, f"ics/layer{layer}_cosine",
+               f"layer #{layer}: cosine angle", "cos(G, G')")
+    return fig
+
+
+def plot_landscape(landscape, logy=False):
+    """Loss variation, gradient predictiveness (bands over the step grid) and effective
+    beta-smoothness over training (Fig 4, 10, 12, 13)."""
+    fig, axes = plt.subplots(1, 3, figsize=(16, 4), constrained_layout=True)
+    frame = with_seed_counts(landscape)
+    panels = [("landscape/loss", "loss landscape", "loss"),
+              ("landscape/grad_change", "gradient predictiveness", "||grad L(theta') - g||")]
+    for ax, (prefix, title, ylabel) in zip(axes, panels):
+        for index, (variant, rows) in enumerate(frame.groupby("variant", sort=True)):
+            per_step = rows.groupby("step").agg(low=(f"{prefix}_min", "min"),
+                                                high=(f"{prefix}_max", "max"))
+            ax.fill_between(per_step.index, per_step["low"], per_step["high"], alpha=0.4,
+                            color=f"C{index}", label=variant)
+        ax.set(title=f"{title} (band over step sizes)", xlabel="training step", ylabel=ylabel)
+        if logy:
+            ax.set_yscale("log")
+        ax.legend()
+    _lines(axes[2], frame, "landscape/beta_max", "effective beta-smoothness", "beta", logy)
+    return fig
+
+
+def plot_gradient_change_vs_step_size(landscape):
+    """||grad L(theta - eta g) - g|| against eta, one line per probe step coloured by
+    training step, one panel per variant (Fig 11). First seed of each variant."""
+    variants = sorted(landscape["variant"].unique())
+    fig, axes = plt.subplots(1, len(variants), figsize=(5 * len(variants), 4), squeeze=False,
+                             sharey=True, constrained_layout=True)
+    norm = matplotlib.colors.Normalize(landscape["step"].min(), landscape["step"].max())
+    for ax, variant in zip(axes[0], variants):
+        rows = landscape[landscape["variant"] == variant]
+        rows = rows[rows["seed"] == rows["seed"].min()]
+        for _, record in rows.iterrows():
+            ax.plot(record["landscape/etas"], record["landscape/grad_changes"],
+                    color=plt.cm.viridis(norm(record["step"])), marker="o", markersize=3)
+        ax.set(title=variant, xlabel="step size eta", ylabel="gradient change",
+               xscale="log", yscale="log")
+    fig.colorbar(plt.cm.ScalarMappable(norm=norm, cmap="viridis"), ax=axes[0, -1],
+                 label="training step")
+    return fig
+
+
+def plot_curvature(curvature):
+    """Top Hessian eigenvalue of the mini-batch loss over training."""
+    fig, ax = plt.subplots(figsize=(6, 4), constrained_layout=True)
+    _lines(ax, with_seed_counts(curvature), "curvature/top_eigenvalue",
+           "top Hessian eigenvalue", "lambda_max", logy=(curvature["curvature/top_eigenvalue"] > 0).all())
+    return fig
+
+
+def plot_lr_sensitivity(summary):
+    """Final test accuracy against the learning rate per norm; diverged runs drawn as
+    red crosses at 0."""
+    fig, ax = plt.subplots(figsize=(6, 4), constrained_layout=True)
+    frame = summary.assign(norm=summary["norm"].astype(str))
+    finished = frame[frame["status"] != "diverged"]
+    sns.lineplot(data=finished, x="lr", y="test_accuracy", hue="norm", marker="o",
+                 errorbar=BAND, ax=ax)
+    diverged = frame[frame["status"] == "diverged"]
+    if not diverged.empty:
+        ax.scatter(diverged["lr"], np.zeros(len(diverged)), marker="x", color="red", s=60,
+                   label="diverged", zorder=3)
+        ax.legend()
+    ax.set(xscale="log", xlabel="learning rate", ylabel="final test accuracy",
+           title="learning-rate sensitivity")
+    return fig
+
+
+def save_figure(fig, directory, name, formats=("png", "svg")):
+    """Write `fig` as directory/name.<format> for each format; returns the paths."""
+    from pathlib import Path
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for fmt in formats:
+        path = directory / f"{name}.{fmt}"
+        fig.savefig(path, dpi=120)
+        paths.append(path)
+    plt.close(fig)
+    return paths

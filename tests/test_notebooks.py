@@ -1,0 +1,67 @@
+"""Every notebook executed by papermill on tiny smoke runs; parameter-error paths."""
+
+import pytest
+
+from conftest import REPO, SMOKE
+from pipeline.config import load_config
+from pipeline.probes import make_probes
+from pipeline.report import NOTEBOOKS, check_parameters, execute, make_figures
+from pipeline.train import train_and_evaluate
+
+PROBES = ["probes.landscape.enabled=true", "probes.ics.enabled=true", "probes.ics.layers=[2,5]",
+          "probes.distributions.enabled=true", "probes.distributions.layers=[3,9]",
+          "probes.curvature.enabled=true", "probes.curvature.iterations=3",
+          "probes.landscape.every=4", "probes.ics.every=4", "probes.distributions.every=4",
+          "probes.curvature.every=4"]
+DLN = ["data.regression_train_size=64", "data.regression_test_size=64", "data.batch_size=64",
+       "train.steps=8", "train.log_every=2", "train.eval_every=4", "train.progress=false",
+       "probes.landscape.enabled=true", "probes.landscape.every=2"]
+
+
+@pytest.fixture(scope="module")
+def sweep(tmp_path_factory):
+    root = tmp_path_factory.mktemp("runs")
+    for norm in ("none", "batch", "noisy_batch", "l1"):
+        train_and_evaluate(load_config(SMOKE, [f"model.norm={norm}", *PROBES]), root / "vgg" / norm,
+                           probes_factory=make_probes)
+    for norm in ("none", "batch"):
+        train_and_evaluate(load_config(REPO / "configs" / "dln.yaml", [f"model.norm={norm}", *DLN]),
+                           root / "dln" / norm, probes_factory=make_probes)
+    return root
+
+
+def test_every_notebook_makes_its_figures_and_the_report(sweep, tmp_path):
+    report = make_figures([sweep], tmp_path, echo=lambda message: None)
+    figures = tmp_path / "figures"
+    expected = ["training_accuracy", "training_loss", "activations_layer3", "activations_layer9",
+                "ics", "landscape", "gradient_change_vs_step", "curvature", "lp_training",
+                "lp_landscape", "dln_loss", "dln_landscape"]
+    for name in expected:
+        for fmt in ("png", "svg"):
+            assert (figures / f"{name}.{fmt}").stat().st_size > 1000, name
+    page = report.read_text()
+    assert all(f"figures/{name}.png" in page for name in expected)
+    assert "seeds per variant" in page and "data set synthetic" in page
+    assert {p.stem for p in (tmp_path / "notebooks").glob("*.ipynb")} == set(NOTEBOOKS)
+
+
+def test_notebooks_are_stored_without_outputs():
+    import nbformat
+    for name in NOTEBOOKS + ("colab_quickstart",):
+        book = nbformat.read(REPO / "notebooks" / f"{name}.ipynb", as_version=4)
+        assert all(not cell.get("outputs") for cell in book.cells if cell.cell_type == "code"), name
+        if name != "colab_quickstart":
+            assert any("parameters" in cell.metadata.get("tags", []) for cell in book.cells), name
+
+
+def test_parameter_errors_stop_with_a_clear_message(sweep, tmp_path):
+    with pytest.raises(ValueError, match=r"no parameter\(s\) \['layer'\]; valid: .*'layers'"):
+        check_parameters("ics", {"runs": [], "layer": [5]})
+    message = execute("training", tmp_path, {"runs": [str(tmp_path / "missing")]})
+    assert message.startswith("MissingRunsError") and "does not exist" in message
+    plain = tmp_path / "plain"
+    train_and_evaluate(load_config(SMOKE, ["train.steps=2"]), plain)
+    message = execute("ics", tmp_path, {"runs": [str(plain)]})
+    assert "have no ics records" in message and "probes.ics.enabled=true" in message
+    message = execute("distributions", tmp_path, {"runs": [str(sweep / "vgg")], "layers": [4]})
+    assert "layer #4 was not recorded" in message

@@ -1,0 +1,131 @@
+"""Analysis frames and plot functions on small synthetic run directories."""
+
+import json
+
+import numpy as np
+import pytest
+import yaml
+
+from conftest import make_config
+from pipeline import analysis, plots
+from pipeline.config import to_yaml
+from pipeline.report import build_report, save_captioned
+
+
+def write_fake_run(path, norm, lr, seed, steps=(0, 10, 20, 30), diverged=False):
+    """A run directory with deterministic records (no training)."""
+    path.mkdir(parents=True)
+    config = make_config(f"model.norm={norm}", f"optim.lr={lr}", f"seed={seed}")
+    (path / "config.yaml").write_text(to_yaml(config))
+    meta = {"status": "diverged" if diverged else "finished", "step": steps[-1]}
+    if diverged:
+        meta["diverged_step"] = steps[-1]
+    (path / "meta.json").write_text(json.dumps(meta))
+    records = path / "records"
+    records.mkdir()
+    offset = {"none": 0.0, "batch": 0.2, "noisy_batch": 0.1}[norm] + 0.01 * seed
+    lines = {"train": [], "eval": [], "landscape": [], "ics": [], "distributions": []}
+    rng = np.random.default_rng(seed)
+    for step in steps:
+        accuracy = min(1.0, offset + step / 40)
+        lines["train"].append({"step": step, "train/accuracy": accuracy, "train/loss": 2 - accuracy})
+        lines["eval"].append({"step": step + 10, "test/accuracy": accuracy, "test/loss": 2 - accuracy})
+        etas = [0.05, 0.1, 0.2, 0.4]
+        lines["landscape"].append({
+            "step": step, "landscape/loss_min": 1 - offset, "landscape/loss_max": 2 + step / 10,
+            "landscape/grad_change_min": 0.1, "landscape/grad_change_max": 1 + seed,
+            "landscape/beta_max": 10 + seed, "landscape/etas": etas,
+            "landscape/grad_changes": [e * (1 + step) for e in etas]})
+        lines["ics"].append({"step": step, "ics/layer5_l2": 1 + offset, "ics/layer5_cosine": 0.5})
+        lines["distributions"].append({"step": step,
+                                       "distributions/layer3_sample": rng.normal(size=50).tolist()})
+    for stream, rows in lines.items():
+        (records / f"{stream}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+
+
+@pytest.fixture
+def runs(tmp_path):
+    for norm in ("none", "batch"):
+        for seed in (0, 1):
+            write_fake_run(tmp_path / f"{norm}-{seed}", norm, 0.1, seed)
+    return analysis.load_runs(tmp_path)
+
+
+def test_frames_label_variants_and_summaries(runs, tmp_path):
+    train = analysis.records_frame(runs, "train")
+    assert set(train["variant"]) == {"standard", "BN"} and len(train) == 16
+    write_fake_run(tmp_path / "none-lr", "none", 0.5, 0, diverged=True)
+    mixed = analysis.load_runs(tmp_path)
+    assert "standard, LR 0.5" in {r["variant"] for r in mixed}
+    summary = analysis.runs_summary(mixed)
+    assert (summary["status"] == "diverged").sum() == 1
+    assert "seeds per variant" in analysis.describe_scale(runs) and "synthetic" in analysis.describe_scale(runs)
+
+
+def test_training_milestones_are_first_crossings_of_the_seed_mean(runs):
+    train = analysis.records_frame(runs, "train")
+    evals = analysis.records_frame(runs, "eval")
+    milestones = analysis.training_milestones(train, evals, smoothing=1)
+    # BN seeds: accuracy 0.2(+0.01 seed 1) + step/40 -> mean 0.205 + step/40 >= 0.9 first at 30.
+    assert milestones.loc["BN", "steps to 90 %"] == 30
+    assert np.isnan(milestones.loc["standard", "steps to 90 %"])
+    assert milestones.loc["BN", "test accuracy"] == pytest.approx(np.mean([0.2 + 0.75, 0.21 + 0.75]))
+
+
+def test_errors_say_what_is_missing(tmp_path, runs):
+    with pytest.raises(analysis.MissingRunsError, match="does not exist; train it first"):
+        analysis.load_runs(tmp_path / "nope")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(analysis.MissingRunsError, match="holds no run directory"):
+        analysis.load_runs(tmp_path / "empty")
+    with pytest.raises(analysis.NothingToPlot, match="no DLN runs among the 4"):
+        analysis.select(runs, family="dln", what="DLN runs")
+    with pytest.raises(ValueError, match="have no curvature records.*probes.curvature.enabled=true"):
+        analysis.require_stream(runs, "curvature")
+
+
+def _line_for(ax, label):
+    handles, labels = ax.get_legend_handles_labels()
+    index = [i for i, text in enumerate(labels) if text == label]
+    assert index, labels
+    color = handles[index[0]].get_color()
+    return next(line for line in ax.lines if line.get_color() == color)
+
+
+def test_training_plot_draws_the_seed_mean_with_seed_counts(runs):
+    fig = plots.plot_training(analysis.records_frame(runs, "train"), analysis.records_frame(runs, "eval"))
+    ax = fig.axes[0]
+    line = _line_for(ax, "BN (n=2)")
+    np.testing.assert_allclose(line.get_ydata(), [0.205 + s / 40 for s in (0, 10, 20, 30)])
+    assert ax.get_xlabel() == "training step"
+
+
+def test_landscape_bands_span_min_to_max_over_seeds(runs):
+    fig = plots.plot_landscape(analysis.records_frame(runs, "landscape"))
+    bands = fig.axes[0].collections
+    assert len(bands) == 2  # one band per variant
+    vertices = np.concatenate([p.vertices for p in bands[0].get_paths()])
+    # BN's loss band: low = min over seeds of 1 - offset = 0.79, high = 2 + step / 10.
+    assert vertices[:, 1].min() == pytest.approx(0.79) and vertices[:, 1].max() == pytest.approx(5.0)
+    assert [t.get_text() for t in fig.axes[0].get_legend().get_texts()] == ["BN (n=2)", "standard (n=2)"]
+
+
+def test_other_figures_have_a_panel_per_layer_or_variant(runs, tmp_path):
+    distributions = analysis.records_frame(runs, "distributions")
+    assert len(plots.plot_activation_violins(distributions, 3, max_steps=3).axes) == 2
+    assert len(plots.plot_ics(analysis.records_frame(runs, "ics"), [5]).axes) == 2
+    fig = plots.plot_gradient_change_vs_step_size(analysis.records_frame(runs, "landscape"))
+    assert len(fig.axes[0].lines) == 4  # one line per probe step of the first seed
+    write_fake_run(tmp_path / "diverged", "none", 0.5, 0, diverged=True)
+    summary = analysis.runs_summary(analysis.load_runs(tmp_path))
+    scatter = plots.plot_lr_sensitivity(summary).axes[0].collections[-1]
+    np.testing.assert_allclose(scatter.get_offsets(), [[0.5, 0.0]])
+
+
+def test_saved_figures_and_the_report_carry_captions(runs, tmp_path):
+    fig = plots.plot_curvature(analysis.records_frame(runs, "ics").rename(
+        columns={"ics/layer5_l2": "curvature/top_eigenvalue"}))
+    paths = save_captioned(fig, tmp_path / "out", "curvature", "Top <eigenvalue> & seeds: 2")
+    assert all(p.stat().st_size > 1000 for p in paths)
+    page = build_report(tmp_path / "out").read_text()
+    assert 'src="figures/curvature.png"' in page and "Top &lt;eigenvalue&gt; &amp; seeds: 2" in page
