@@ -10,7 +10,6 @@ so a resumed run starts at any step in O(1) with exactly the batches an uninterr
 run would see, and a probe can ask for the batch of any step (`batch_at`).
 """
 
-import io
 import tarfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -199,7 +198,6 @@ def _preprocess(standardize, stats):
 
 def augment_image(image, seed):
     """Zero-pad 4 pixels, take a random crop of the original size, maybe flip; stateless."""
-    height, width = image.shape[0], image.shape[1]
     padded = tf.pad(image, [[AUGMENT_PAD, AUGMENT_PAD], [AUGMENT_PAD, AUGMENT_PAD], [0, 0]])
     cropped = tf.image.stateless_random_crop(padded, tf.shape(image), seed=seed)
     return tf.image.stateless_random_flip_left_right(cropped, seed=seed + 1)

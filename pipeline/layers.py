@@ -72,8 +72,32 @@ def sample_shift_noise(shape, axis, seed_generator, n_mu, n_sigma, r_mu, r_sigma
     return scale, shift
 
 
+class _ShiftNoise:
+    """Mixin: the Algorithm-1 settings, their validation, seeding and config."""
+
+    def _init_noise(self, n_mu, n_sigma, r_mu, r_sigma, noise_at_inference, seed):
+        _check_noise_args(n_mu, n_sigma, r_mu, r_sigma)
+        self.n_mu, self.n_sigma = float(n_mu), float(n_sigma)
+        self.r_mu, self.r_sigma = float(r_mu), float(r_sigma)
+        self.noise_at_inference = bool(noise_at_inference)
+        self.seed = seed
+        self.seed_generator = keras.random.SeedGenerator(seed)
+
+    def _add_noise(self, x, axis, training):
+        if not (training or self.noise_at_inference):
+            return x
+        scale, shift = sample_shift_noise(ops.shape(x), axis, self.seed_generator, self.n_mu,
+                                          self.n_sigma, self.r_mu, self.r_sigma, x.dtype)
+        return scale * x + shift
+
+    def _noise_config(self):
+        return {"n_mu": self.n_mu, "n_sigma": self.n_sigma, "r_mu": self.r_mu,
+                "r_sigma": self.r_sigma, "noise_at_inference": self.noise_at_inference,
+                "seed": self.seed}
+
+
 @keras.saving.register_keras_serializable(package="pipeline")
-class NoisyBatchNormalization(keras.layers.BatchNormalization):
+class NoisyBatchNormalization(_ShiftNoise, keras.layers.BatchNormalization):
     """BatchNorm whose training-mode output gets fresh Algorithm-1 noise every call.
 
     The noise is applied to the output after gamma/beta (PROTOCOL.md section 2 [D]),
@@ -96,62 +120,37 @@ class NoisyBatchNormalization(keras.layers.BatchNormalization):
                  apply_noise=True, noise_at_inference=False, seed=None,
                  momentum=PAPER_MOMENTUM, epsilon=PAPER_EPSILON, **kwargs):
         super().__init__(momentum=momentum, epsilon=epsilon, **kwargs)
-        _check_noise_args(n_mu, n_sigma, r_mu, r_sigma)
-        self.n_mu, self.n_sigma = float(n_mu), float(n_sigma)
-        self.r_mu, self.r_sigma = float(r_mu), float(r_sigma)
+        self._init_noise(n_mu, n_sigma, r_mu, r_sigma, noise_at_inference, seed)
         self.apply_noise = bool(apply_noise)
-        self.noise_at_inference = bool(noise_at_inference)
-        self.seed = seed
-        self.seed_generator = keras.random.SeedGenerator(seed)
 
     def call(self, inputs, training=None, mask=None):
         outputs = super().call(inputs, training=training, mask=mask)
-        if not (self.apply_noise and (training or self.noise_at_inference)):
-            return outputs
-        scale, shift = sample_shift_noise(
-            ops.shape(outputs), self.axis, self.seed_generator,
-            self.n_mu, self.n_sigma, self.r_mu, self.r_sigma, outputs.dtype)
-        return scale * outputs + shift
+        return self._add_noise(outputs, self.axis, training) if self.apply_noise else outputs
 
     def get_config(self):
-        return {**super().get_config(), "n_mu": self.n_mu, "n_sigma": self.n_sigma,
-                "r_mu": self.r_mu, "r_sigma": self.r_sigma,
-                "apply_noise": self.apply_noise,
-                "noise_at_inference": self.noise_at_inference, "seed": self.seed}
+        return {**super().get_config(), **self._noise_config(), "apply_noise": self.apply_noise}
 
 
 @keras.saving.register_keras_serializable(package="pipeline")
-class CovariateShiftNoise(keras.layers.Layer):
+class CovariateShiftNoise(_ShiftNoise, keras.layers.Layer):
     """Algorithm-1 noise alone (no normalization), in training mode (and at inference
     with `noise_at_inference`)."""
 
     def __init__(self, n_mu=0.5, n_sigma=1.25, r_mu=0.1, r_sigma=0.1, axis=-1,
                  noise_at_inference=False, seed=None, **kwargs):
         super().__init__(**kwargs)
-        _check_noise_args(n_mu, n_sigma, r_mu, r_sigma)
-        self.n_mu, self.n_sigma = float(n_mu), float(n_sigma)
-        self.r_mu, self.r_sigma = float(r_mu), float(r_sigma)
+        self._init_noise(n_mu, n_sigma, r_mu, r_sigma, noise_at_inference, seed)
         self.axis = int(axis)
-        self.noise_at_inference = bool(noise_at_inference)
-        self.seed = seed
-        self.seed_generator = keras.random.SeedGenerator(seed)
         self.supports_masking = True
 
     def call(self, inputs, training=False):
-        if not (training or self.noise_at_inference):
-            return inputs
-        scale, shift = sample_shift_noise(
-            ops.shape(inputs), self.axis, self.seed_generator,
-            self.n_mu, self.n_sigma, self.r_mu, self.r_sigma, inputs.dtype)
-        return scale * inputs + shift
+        return self._add_noise(inputs, self.axis, training)
 
     def compute_output_shape(self, input_shape):
         return input_shape
 
     def get_config(self):
-        return {**super().get_config(), "n_mu": self.n_mu, "n_sigma": self.n_sigma,
-                "r_mu": self.r_mu, "r_sigma": self.r_sigma, "axis": self.axis,
-                "noise_at_inference": self.noise_at_inference, "seed": self.seed}
+        return {**super().get_config(), **self._noise_config(), "axis": self.axis}
 
 
 @keras.saving.register_keras_serializable(package="pipeline")

@@ -10,7 +10,6 @@ matplotlib.use("Agg")  # figures are written to files; no display is needed
 
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 
 BAND = ("pi", 100)  # seaborn errorbar: the full range over seeds
@@ -121,10 +120,12 @@ def plot_gradient_change_vs_step_size(landscape):
 
 
 def plot_curvature(curvature):
-    """Top Hessian eigenvalue of the mini-batch loss over training."""
+    """Top Hessian eigenvalue (largest magnitude, so possibly negative: BN networks at
+    initialization show large negative curvature) over training, on a symlog axis."""
     fig, ax = plt.subplots(figsize=(6, 4), constrained_layout=True)
     _lines(ax, with_seed_counts(curvature), "curvature/top_eigenvalue",
-           "top Hessian eigenvalue", "lambda_max", logy=(curvature["curvature/top_eigenvalue"] > 0).all())
+           "top Hessian eigenvalue (largest |lambda|)", "lambda")
+    ax.set_yscale("symlog", linthresh=1.0)
     return fig
 
 

@@ -1,7 +1,6 @@
 """VGG and DLN factories: every variant builds, runs forward and backward, pinned sizes."""
 
 import numpy as np
-import keras
 import pytest
 import tensorflow as tf
 

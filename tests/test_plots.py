@@ -4,7 +4,6 @@ import json
 
 import numpy as np
 import pytest
-import yaml
 
 from conftest import make_config
 from pipeline import analysis, plots

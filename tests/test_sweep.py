@@ -7,7 +7,6 @@ import pytest
 from conftest import SMOKE, run_cli
 from pipeline import sweep
 from pipeline.config import ConfigError
-from pipeline.runs import RunDirectory
 
 
 def test_plan_covers_grid_times_seeds_with_readable_names(tmp_path):

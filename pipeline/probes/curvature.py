@@ -3,8 +3,9 @@
 PROTOCOL.md section 4 notes that BN's effective beta sits at 1 / (smallest step), so
 it may be set by the grid rather than by curvature; this measures curvature directly:
 power iteration on Hessian-vector products (double backprop), from a fixed seeded start.
-Records the eigenvalue of largest magnitude, the iterations and the final residual
-||Hv - lambda v|| / |lambda|.
+Records the eigenvalue of largest magnitude (|lambda| is the local beta-smoothness, the
+quantity effective beta estimates; it can be negative, as for BN networks at
+initialization), the iterations and the final residual ||Hv - lambda v|| / |lambda|.
 """
 
 import numpy as np
