@@ -85,7 +85,8 @@ def require_stream(runs, stream, probe_hint=None):
 
 
 def describe_scale(runs):
-    """'digits, vgg16 x0.25, 500 steps; seeds: BN 3, standard 3' for figure captions."""
+    """'data set digits, VGG11 x0.25 width, 500 steps, batch 128; seeds per variant:
+    BN: 3; standard: 3' for figure captions."""
     config = runs[0]["config"]
     model = config["model"]
     if model["family"] == "vgg":
@@ -94,7 +95,7 @@ def describe_scale(runs):
     else:
         arch = f"{model['depth']}-layer linear network"
     seeds = pd.Series([r["variant"] for r in runs]).value_counts(sort=False)
-    counts = ", ".join(f"{variant} {count}" for variant, count in seeds.items())
+    counts = "; ".join(f"{variant}: {count}" for variant, count in seeds.items())
     return (f"data set {config['data']['name']}, {arch}, {config['train']['steps']} steps, "
             f"batch {config['data']['batch_size']}; seeds per variant: {counts}")
 

@@ -22,7 +22,10 @@ def with_seed_counts(frame):
 
 
 def _lines(ax, frame, y, title, ylabel, logy=False):
-    sns.lineplot(data=frame, x="step", y=y, hue="variant", errorbar=BAND, ax=ax)
+    # Sorted hue order, so a variant has the same colour (C0, C1, ...) in every panel.
+    sns.lineplot(data=frame, x="step", y=y, hue="variant", errorbar=BAND, ax=ax,
+                 hue_order=sorted(frame["variant"].unique()),
+                 palette=[f"C{i}" for i in range(frame["variant"].nunique())])
     ax.set(title=title, xlabel="training step", ylabel=ylabel)
     if logy:
         ax.set_yscale("log")
