@@ -140,6 +140,9 @@ class TrainConfig:
             _at_least(f"train.{key}", getattr(self, key), 1)
         _choice("train.strategy", self.strategy, STRATEGIES)
         _choice("train.precision", self.precision, PRECISIONS)
+        if self.xla and self.deterministic:
+            raise ConfigError("train.xla=true needs train.deterministic=false: XLA has no "
+                              "deterministic max-pool gradient")
 
 
 @dataclass(frozen=True)

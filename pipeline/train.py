@@ -140,8 +140,13 @@ def configure_runtime(config):
     """Global TensorFlow/Keras settings a run depends on; call before building anything."""
     keras.backend.clear_session()  # a fresh graph and fresh layer names for each run
     keras.utils.set_random_seed(config.seed)
+    # Op determinism is process-global, so an earlier run in this process may have set it;
+    # TensorFlow exports only the switch on, the switch off lives in its config module.
     if config.train.deterministic:
         tf.config.experimental.enable_op_determinism()
+    else:
+        from tensorflow.python.framework import config as tf_config
+        tf_config.disable_op_determinism()
     keras.mixed_precision.set_dtype_policy(config.train.precision)
 
 

@@ -11,6 +11,14 @@ def make_config(*overrides):
     return load_config(None, ("data.name=synthetic",) + overrides)
 
 
+@pytest.fixture(autouse=True)
+def float32_policy():
+    """A test that trains in mixed precision must not leave the global policy behind."""
+    yield
+    import keras
+    keras.mixed_precision.set_dtype_policy("float32")
+
+
 @pytest.fixture
 def rng():
     return np.random.default_rng(0)

@@ -66,6 +66,7 @@ def test_resolved_yaml_loads_back_to_the_same_config(tmp_path):
     ("model.noise.n_sigma=0.5", "model.noise.n_sigma=0.5 is out of range"),
     ("model.family=dln", "does not fit data.name"),
     ("optim.lr", "must look like section.key=value"),
+    ("train.xla=true", "needs train.deterministic=false"),
 ])
 def test_bad_values_fail_naming_key_value_and_fix(override, message):
     with pytest.raises(ConfigError, match=message.replace("(", "\\(").replace("[", "\\[")):

@@ -54,6 +54,16 @@ def test_same_seed_same_records_other_seed_other_records(tmp_path):
     assert _strip(a) == _strip(b) and _strip(a) != _strip(c)
 
 
+@pytest.mark.parametrize("switches", [["train.precision=mixed_float16"],
+                                      ["train.xla=true", "train.deterministic=false"]])
+def test_mixed_precision_and_xla_switches_train(switches, tmp_path):
+    config = load_config(SMOKE, ["train.steps=4", "model.norm=noisy_batch", *switches])
+    meta = train_and_evaluate(config, tmp_path)
+    assert meta["status"] == "finished"
+    losses = [r["train/loss"] for r in RunDirectory(tmp_path).records("train")]
+    assert all(np.isfinite(losses)) and losses[-1] < losses[0]
+
+
 def test_other_config_in_same_workdir_is_refused(tmp_path):
     train_and_evaluate(load_config(SMOKE, ["train.steps=2"]), tmp_path)
     with pytest.raises(RunConfigMismatch, match="different config"):
