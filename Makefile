@@ -1,4 +1,4 @@
-# Every target sets up the virtual environment it needs (Python 3.10-3.13 on PATH as python3).
+# Every target sets up the virtual environment it needs (Python 3.11-3.13 on PATH as python3).
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
@@ -39,7 +39,7 @@ sweep: $(STAMP)
 	$(PY) -m pipeline sweep $(CONFIG) $(GRID_ARGS) --seeds $(SEEDS) $(SET_ARGS)
 
 # The README's first command: standard vs BN vs noisy BN at LR 0.1 and 0.5 on the CPU
-# profile with every probe, then the notebooks and the HTML report (~15 min on 2 cores).
+# profile with every probe, then the notebooks and the HTML report (~11 min on 2 cores).
 demo: $(STAMP)
 	$(PY) -m pipeline sweep configs/demo.yaml --sweep-dir runs/demo \
 	    --grid optim.lr=0.1,0.5 --grid model.norm=none,batch,noisy_batch
