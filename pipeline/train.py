@@ -203,6 +203,7 @@ def train_and_evaluate(config, workdir, probes_factory=None):
 
 
 def _train_loop(config, run, meta, model, optimizer, strategy, arrays, start, probes):
+    began = time.time()
     from tqdm.auto import tqdm
     t = config.train
     datasets = strategy.distribute_datasets_from_function(
@@ -247,7 +248,9 @@ def _train_loop(config, run, meta, model, optimizer, strategy, arrays, start, pr
             if run.writable:
                 save_checkpoint(run.checkpoint_dir, done, model, optimizer, t.keep_checkpoints)
             meta["step"] = done
-            run.write_meta({**meta, "status": "running"})
+            # Wall time so far, so a killed run's meta.json still says how long it ran.
+            elapsed = meta["wall_time_s"] + time.time() - began
+            run.write_meta({**meta, "status": "running", "wall_time_s": elapsed})
         bar.update(1)
     bar.close()
     if summary is not None:

@@ -86,6 +86,8 @@ def test_sigkill_then_rerun_gives_the_uninterrupted_records(tmp_path):
     process.wait()
     interrupted_at = len(read_records(train_log))
     assert 24 <= interrupted_at < 60, "the run was not killed mid-way"
+    killed_meta = RunDirectory(killed).read_meta()
+    assert killed_meta["status"] == "running" and killed_meta["wall_time_s"] > 0
     run_cli("train", SMOKE, *overrides, "--workdir", killed)
     run_cli("train", SMOKE, *overrides, "--workdir", tmp_path / "clean")
     for stream in ("train", "eval"):
