@@ -5,12 +5,9 @@ over seeds with the min-max band across seeds, and legends carry the seed count.
 """
 
 import matplotlib
-
-matplotlib.use("Agg")  # figures are written to files; no display is needed
-
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import seaborn as sns  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
+import seaborn as sns
 
 BAND = ("pi", 100)  # seaborn errorbar: the full range over seeds
 

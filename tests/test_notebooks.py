@@ -65,3 +65,15 @@ def test_parameter_errors_stop_with_a_clear_message(sweep, tmp_path):
     assert "have no ics records" in message and "probes.ics.enabled=true" in message
     message = execute("distributions", tmp_path, {"runs": [str(sweep / "vgg")], "layers": [4]})
     assert "layer #4 was not recorded" in message
+
+
+def test_colab_quickstart_runs_offline_end_to_end(tmp_path):
+    import papermill
+    output = tmp_path / "quickstart.ipynb"
+    papermill.execute_notebook(str(REPO / "notebooks" / "colab_quickstart.ipynb"), str(output),
+                               parameters={"steps": 3, "norms": ["none", "batch"],
+                                           "dataset": "digits", "workdir": str(tmp_path / "runs")},
+                               kernel_name="python3", progress_bar=False, cwd=str(REPO))
+    text = output.read_text()
+    assert "image/png" in text  # the figures were drawn inline
+    assert sorted(p.name for p in (tmp_path / "runs").iterdir()) == ["digits-batch", "digits-none"]
