@@ -8,9 +8,10 @@ import numpy as np
 import tensorflow as tf
 
 from pipeline.config import load_config
-from pipeline.data import load_arrays, make_dataset
+from pipeline.data import load_arrays
 from pipeline.probes import make_probes
-from pipeline.train import build_model, configure_runtime, make_optimizer, make_train_step
+from pipeline.train import (build_training_state, configure_runtime, distributed_batches,
+                            make_train_step)
 
 ALL_PROBES = ("landscape", "ics", "distributions", "curvature")
 
@@ -31,11 +32,8 @@ def benchmark(config_path, overrides=(), steps=30, repeats=5):
     configure_runtime(config)
     strategy = tf.distribute.get_strategy()
     arrays = load_arrays(config.data)
-    model = build_model(config, arrays.num_classes)
-    optimizer = make_optimizer(config)
-    optimizer.build(model.trainable_variables)
-    iterator = iter(strategy.distribute_datasets_from_function(
-        lambda context: make_dataset(config, "train", arrays=arrays, input_context=context)))
+    model, optimizer = build_training_state(config, arrays.num_classes, strategy)
+    iterator = distributed_batches(config, arrays, strategy)
     train_step = make_train_step(config, model, optimizer, strategy)
     for _ in range(3):  # compile and warm up
         float(train_step(iterator)[0])

@@ -255,8 +255,8 @@ def build_config(layers=(), overrides=()):
             try:
                 merged = OmegaConf.merge(merged, OmegaConf.from_dotlist([item]))
             except OmegaConfBaseException as error:
-                explained = _explain(error, item.partition("=")[0].strip()
-                                     if isinstance(error, ConfigKeyError) else None)
+                # Name the whole dotted key: OmegaConf reports only its first unknown part.
+                explained = _explain(error, item.partition("=")[0].strip())
                 raise ConfigError(f"override {item!r}: {explained}") from None
         return OmegaConf.to_object(merged)
     except OmegaConfBaseException as error:

@@ -10,6 +10,7 @@ so a resumed run starts at any step in O(1) with exactly the batches an uninterr
 run would see, and a probe can ask for the batch of any step (`batch_at`).
 """
 
+import functools
 import tarfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -48,6 +49,12 @@ class Arrays:
     @property
     def is_image(self):
         return self.x_train.ndim == 4
+
+    @functools.cached_property
+    def stats(self):
+        """Standardization statistics, computed once: `channel_stats` for images,
+        (0, 1) for regression inputs (which are not standardized)."""
+        return channel_stats(self) if self.is_image else (np.zeros(1), np.ones(1))
 
 
 def _how_to_get(name):
@@ -230,48 +237,68 @@ def make_dataset(config, split, arrays=None, start_step=0, input_context=None):
     """
     if split not in ("train", "test"):
         raise ValueError(f"split must be 'train' or 'test'. Received: {split!r}")
-    data = config.data
-    arrays = arrays if arrays is not None else load_arrays(data)
-    stats = channel_stats(arrays) if arrays.is_image else (np.zeros(1), np.ones(1))
-    preprocess = _preprocess(data.standardize, stats)
-    if split == "test":
-        # Cached after preprocessing: the test set is re-read at every evaluation.
-        ds = tf.data.Dataset.from_tensor_slices((arrays.x_test, arrays.y_test))
-        return ds.map(lambda x, y: (preprocess(x), y)).cache().batch(
-            data.eval_batch_size).prefetch(tf.data.AUTOTUNE)
+    arrays = arrays if arrays is not None else load_arrays(config.data)
+    if split == "train":
+        return TrainStream(config, arrays, input_context).dataset(start_step)
+    preprocess = _preprocess(config.data.standardize, arrays.stats)
+    # Cached after preprocessing: the test set is re-read at every evaluation.
+    ds = tf.data.Dataset.from_tensor_slices((arrays.x_test, arrays.y_test))
+    return ds.map(lambda x, y: (preprocess(x), y)).cache().batch(
+        config.data.eval_batch_size).prefetch(tf.data.AUTOTUNE)
 
-    global_batch = data.batch_size
-    num_examples = len(arrays.x_train)
-    if num_examples < global_batch:
-        raise ValueError(f"data.batch_size={global_batch} exceeds the {num_examples} training "
-                         f"examples of {data.name}; lower data.batch_size or raise data.n_train")
-    pipelines, pipeline_id, replica_batch = 1, 0, global_batch
-    if input_context is not None:
-        pipelines, pipeline_id = input_context.num_input_pipelines, input_context.input_pipeline_id
-        replica_batch = input_context.get_per_replica_batch_size(global_batch)
-    local_batch = global_batch // pipelines
-    lo = pipeline_id * local_batch
-    x_train, y_train = tf.constant(arrays.x_train), tf.constant(arrays.y_train)
-    seed = config.seed
 
-    def rows_of_step(step):
-        rows = batch_indices(step, seed, num_examples, global_batch)[lo:lo + local_batch]
+class TrainStream:
+    """The training examples of every step, a pure function of (run seed, step).
+
+    Built once per data set and input pipeline (it holds the training set as tensors);
+    `dataset(start_step)` and `batch(step)` are then cheap to make.
+    """
+
+    def __init__(self, config, arrays, input_context=None):
+        data = config.data
+        self.global_batch = data.batch_size
+        self.num_examples = len(arrays.x_train)
+        if self.num_examples < self.global_batch:
+            raise ValueError(
+                f"data.batch_size={self.global_batch} exceeds the {self.num_examples} training "
+                f"examples of {data.name}; lower data.batch_size or raise data.n_train")
+        pipelines, pipeline_id, self.replica_batch = 1, 0, self.global_batch
+        if input_context is not None:
+            pipelines = input_context.num_input_pipelines
+            pipeline_id = input_context.input_pipeline_id
+            self.replica_batch = input_context.get_per_replica_batch_size(self.global_batch)
+        self.local_batch = self.global_batch // pipelines
+        self.lo = pipeline_id * self.local_batch
+        self.x_train, self.y_train = tf.constant(arrays.x_train), tf.constant(arrays.y_train)
+        self.preprocess = _preprocess(data.standardize, arrays.stats)
+        self.augment = data.augment and arrays.is_image
+        self.seed = config.seed
+
+    def _rows_of_step(self, step):
+        rows = batch_indices(step, self.seed, self.num_examples, self.global_batch)
+        rows = rows[self.lo:self.lo + self.local_batch]
         # Position in the whole stream, the per-example augmentation seed.
-        positions = step * global_batch + lo + tf.range(local_batch, dtype=tf.int64)
+        positions = step * self.global_batch + self.lo + tf.range(self.local_batch, dtype=tf.int64)
         return tf.data.Dataset.from_tensor_slices((rows, positions))
 
-    def load(row, position):
-        x = preprocess(tf.gather(x_train, row))
-        if data.augment and arrays.is_image:
-            x = augment_image(x, tf.stack([tf.cast(seed, tf.int64), position]))
-        return x, tf.gather(y_train, row)
+    def _load(self, row, position):
+        x = self.preprocess(tf.gather(self.x_train, row))
+        if self.augment:
+            x = augment_image(x, tf.stack([tf.cast(self.seed, tf.int64), position]))
+        return x, tf.gather(self.y_train, row)
 
-    ds = tf.data.Dataset.range(start_step, np.iinfo(np.int64).max).flat_map(rows_of_step)
-    # Per-example map before batching, deterministic so the order never depends on timing.
-    ds = ds.map(load, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-    return ds.batch(replica_batch, drop_remainder=True).prefetch(tf.data.AUTOTUNE)
+    def dataset(self, start_step=0):
+        """Endless batches from `start_step` on (`drop_remainder` by construction)."""
+        ds = tf.data.Dataset.range(start_step, np.iinfo(np.int64).max).flat_map(self._rows_of_step)
+        # Per-example map before batching, deterministic so the order never depends on timing.
+        ds = ds.map(self._load, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+        return ds.batch(self.replica_batch, drop_remainder=True).prefetch(tf.data.AUTOTUNE)
+
+    def batch(self, step):
+        """The batch of `step` as tensors (the global batch without an input context)."""
+        return next(iter(self.dataset(step).take(1)))
 
 
 def batch_at(config, arrays, step):
     """The global training batch of `step` as tensors (what the train step saw)."""
-    return next(iter(make_dataset(config, "train", arrays=arrays, start_step=step).take(1)))
+    return TrainStream(config, arrays).batch(step)

@@ -60,13 +60,9 @@ def make_strategy(kind="auto"):
 
 
 def is_chief(strategy):
-    """True on the one worker that writes the run directory."""
-    resolver = getattr(strategy, "cluster_resolver", None)
-    if resolver is None or not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
-        return True
-    task_type, task_id = resolver.task_type, resolver.task_id
-    return task_type in (None, "chief") or (task_type == "worker" and task_id == 0
-                                            and "chief" not in resolver.cluster_spec().as_dict())
+    """True on the one worker that writes the run directory (every worker of a
+    single-worker strategy; the chief of a multi-worker cluster)."""
+    return strategy.extended.should_checkpoint
 
 
 def describe_devices():

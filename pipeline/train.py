@@ -60,6 +60,22 @@ def make_optimizer(config):
     return optimizer
 
 
+def build_training_state(config, num_classes, strategy):
+    """Model and built optimizer, their variables placed by `strategy`."""
+    with strategy.scope():
+        model = build_model(config, num_classes)
+        optimizer = make_optimizer(config)
+        optimizer.build(model.trainable_variables)
+    return model, optimizer
+
+
+def distributed_batches(config, arrays, strategy, start_step=0):
+    """Iterator over the training batches from `start_step`, split across replicas."""
+    return iter(strategy.distribute_datasets_from_function(
+        lambda context: make_dataset(config, "train", arrays=arrays, start_step=start_step,
+                                     input_context=context)))
+
+
 def make_train_step(config, model, optimizer, strategy):
     """A compiled function: one optimizer update on the next distributed batch.
     Returns (global loss, correct predictions) of that batch, before the update."""
@@ -97,12 +113,12 @@ def make_evaluate(config, model, strategy, test_dataset):
                 correct_predictions(config.model.family, y, outputs), tf.cast(tf.shape(y)[0], tf.float32))
 
     def evaluate():
-        totals = np.zeros(3)
+        totals = tf.zeros(3)
         for x, y in distributed:
             parts = strategy.run(replica_eval, args=(x, y))
-            totals += [float(strategy.reduce(tf.distribute.ReduceOp.SUM, p, axis=None))
-                       for p in parts]
-        loss, correct, count = totals
+            totals += tf.stack([strategy.reduce(tf.distribute.ReduceOp.SUM, p, axis=None)
+                                for p in parts])
+        loss, correct, count = (float(v) for v in totals.numpy())  # one device sync
         if config.model.family == "dln":  # the DLN reports the summed loss, as in training
             return {"test/loss": loss}
         return {"test/loss": loss / count, "test/accuracy": correct / count}
@@ -175,41 +191,37 @@ def train_and_evaluate(config, workdir, probes_factory=None):
     run.write_text(CONFIG_FILE, to_yaml(config))
 
     arrays = load_arrays(config.data)
-    with strategy.scope():
-        model = build_model(config, arrays.num_classes)
-        optimizer = make_optimizer(config)
-        optimizer.build(model.trainable_variables)
+    model, optimizer = build_training_state(config, arrays.num_classes, strategy)
     start = restore_latest(run.checkpoint_dir, model, optimizer)
     run.drop_records_after(start)
     meta = {**meta, **describe_environment(strategy), "seed": config.seed,
             "sync_batch_norm": config.model.sync_batch_norm, "status": "running",
             "start_step": start, "step": start, "steps": config.train.steps,
             "restarts": meta.get("restarts", -1) + 1}
-    meta.setdefault("wall_time_s", 0.0)
     run.write_meta(meta)
-    began, wall_before = time.time(), meta["wall_time_s"]
+    began, wall_before = time.time(), meta.get("wall_time_s", 0.0)
+
+    def wall_time():
+        """Seconds of all attempts so far (earlier ones as their meta.json recorded)."""
+        return wall_before + time.time() - began
     try:
         meta = _train_loop(config, run, meta, model, optimizer, strategy, arrays, start,
                            probes_factory(config, model, optimizer, arrays)
-                           if probes_factory else [])
+                           if probes_factory else [], wall_time)
     except BaseException as error:
         meta.update(status="failed", error=f"{type(error).__name__}: {error}")
         raise
     finally:
-        meta["wall_time_s"] = wall_before + time.time() - began
+        meta["wall_time_s"] = wall_time()
         run.write_meta(meta)
         run.close()
     return meta
 
 
-def _train_loop(config, run, meta, model, optimizer, strategy, arrays, start, probes):
-    began = time.time()
+def _train_loop(config, run, meta, model, optimizer, strategy, arrays, start, probes, wall_time):
     from tqdm.auto import tqdm
     t = config.train
-    datasets = strategy.distribute_datasets_from_function(
-        lambda context: make_dataset(config, "train", arrays=arrays, start_step=start,
-                                     input_context=context))
-    iterator = iter(datasets)
+    iterator = distributed_batches(config, arrays, strategy, start)
     train_step = make_train_step(config, model, optimizer, strategy)
     evaluate = make_evaluate(config, model, strategy, make_dataset(config, "test", arrays=arrays))
     summary = tf.summary.create_file_writer(str(run.tensorboard_dir)) if run.writable else None
@@ -249,8 +261,7 @@ def _train_loop(config, run, meta, model, optimizer, strategy, arrays, start, pr
                 save_checkpoint(run.checkpoint_dir, done, model, optimizer, t.keep_checkpoints)
             meta["step"] = done
             # Wall time so far, so a killed run's meta.json still says how long it ran.
-            elapsed = meta["wall_time_s"] + time.time() - began
-            run.write_meta({**meta, "status": "running", "wall_time_s": elapsed})
+            run.write_meta({**meta, "status": "running", "wall_time_s": wall_time()})
         bar.update(1)
     bar.close()
     if summary is not None:

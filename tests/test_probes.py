@@ -2,13 +2,14 @@
 
 import numpy as np
 import pytest
+import tensorflow as tf
 
 from conftest import SMOKE, make_config
 from pipeline.config import load_config
 from pipeline.data import batch_at, load_arrays
 from pipeline.probes import make_probes
 from pipeline.runs import RunDirectory
-from pipeline.train import build_model, configure_runtime, make_optimizer, train_and_evaluate
+from pipeline.train import build_training_state, configure_runtime, train_and_evaluate
 
 ALL_PROBES = ["probes.landscape.enabled=true", "probes.ics.enabled=true",
               "probes.distributions.enabled=true", "probes.curvature.enabled=true",
@@ -20,9 +21,7 @@ ALL_PROBES = ["probes.landscape.enabled=true", "probes.ics.enabled=true",
 def _setup(config):
     configure_runtime(config)
     arrays = load_arrays(config.data)
-    model = build_model(config, arrays.num_classes)
-    optimizer = make_optimizer(config)
-    optimizer.build(model.trainable_variables)
+    model, optimizer = build_training_state(config, arrays.num_classes, tf.distribute.get_strategy())
     return model, optimizer, arrays
 
 

@@ -45,7 +45,7 @@ class ICSProbe:
 
     def __init__(self, probe_config, config, objective, optimizer, batches):
         self.every = probe_config.every
-        self.objective, self.optimizer, self.batches = objective, optimizer, batches
+        self.objective, self.batches = objective, batches
         model = objective.model
         positions = {id(v): k for k, v in enumerate(model.trainable_variables)}
         self.layers = []

@@ -4,7 +4,7 @@ at arbitrary parameter values without touching the model's state."""
 import numpy as np
 import tensorflow as tf
 
-from pipeline.data import batch_at
+from pipeline.data import TrainStream
 from pipeline.losses import batch_loss
 from pipeline.models import weight_layers
 
@@ -20,12 +20,12 @@ class BatchSource:
     that several probes at the same step share one."""
 
     def __init__(self, config, arrays):
-        self.config, self.arrays = config, arrays
+        self.stream = TrainStream(config, arrays)
         self._step, self._batch = None, None
 
     def __call__(self, step):
         if step != self._step:
-            self._step, self._batch = step, batch_at(self.config, self.arrays, step)
+            self._step, self._batch = step, self.stream.batch(step)
         return self._batch
 
 
