@@ -23,6 +23,8 @@ PAPER_NOISE = dict(n_mu=0.5, n_sigma=1.25, r_mu=0.1, r_sigma=0.1)
 # BN hyperparameters of PROTOCOL.md section 1 (Keras convention: 0.9 = PyTorch's 0.1).
 PAPER_MOMENTUM = 0.9
 PAPER_EPSILON = 1e-5
+# tf.random.Algorithm.AUTO_SELECT as the raw stateless kernels take it.
+AUTO_SELECT_ALGORITHM = 3
 
 
 def _check_noise_args(n_mu, n_sigma, r_mu, r_sigma):
@@ -55,6 +57,12 @@ def sample_shift_noise(shape, axis, seed_generator, n_mu, n_sigma, r_mu, r_sigma
     replica (one distribution per step, as in the paper); the element draws fold in
     the replica id so replicas do not repeat each other's noise. TensorFlow's stateless
     ops are used because Keras' random functions take no tensor seeds.
+
+    Cost: the two per-element draws are the whole price of the noise (on a 2-core CPU,
+    ~13 ms per 4.8M uniforms and ~30 ms per 4.8M Box-Muller normals). The raw kernels
+    give U[0, 1) and N(0, 1) in one pass each; their affine maps fold into per-unit
+    constants, one pass each, instead of the two or three passes of
+    `tf.random.stateless_uniform(..., minval, maxval)` / `stateless_normal(..., mean)`.
     """
     rank = len(shape)
     axis = axis % rank
@@ -67,9 +75,19 @@ def sample_shift_noise(shape, axis, seed_generator, n_mu, n_sigma, r_mu, r_sigma
         tf.random.experimental.stateless_fold_in(base, _replica_id() + 1), 2)
     mu = tf.random.stateless_uniform(unit_shape, unit_seeds[0], -n_mu, n_mu, dtype=dtype)
     sigma = tf.random.stateless_uniform(unit_shape, unit_seeds[1], 1.0, n_sigma, dtype=dtype)
-    shift = mu + tf.random.stateless_uniform(shape, element_seeds[0], -r_mu, r_mu, dtype=dtype)
-    scale = sigma + r_sigma * tf.random.stateless_normal(shape, element_seeds[1], dtype=dtype)
+    shape = tf.convert_to_tensor(shape, tf.int32)
+    uniform = _raw_draw(tf.raw_ops.StatelessRandomUniformV2, shape, element_seeds[0], dtype)
+    normal = _raw_draw(tf.raw_ops.StatelessRandomNormalV2, shape, element_seeds[1], dtype)
+    shift = uniform * (2.0 * r_mu) + (mu - r_mu)
+    scale = normal * r_sigma + sigma
     return scale, shift
+
+
+def _raw_draw(kernel, shape, seed, dtype):
+    """One stateless kernel call with the device's algorithm, as `tf.random.stateless_*`
+    picks it ("auto_select": Philox on CPU and GPU)."""
+    key, counter = tf.raw_ops.StatelessRandomGetKeyCounter(seed=seed)
+    return kernel(shape=shape, key=key, counter=counter, alg=AUTO_SELECT_ALGORITHM, dtype=dtype)
 
 
 class _ShiftNoise:
@@ -97,7 +115,44 @@ class _ShiftNoise:
 
 
 @keras.saving.register_keras_serializable(package="pipeline")
-class NoisyBatchNormalization(_ShiftNoise, keras.layers.BatchNormalization):
+class BatchNormalization(keras.layers.BatchNormalization):
+    """Keras' BatchNormalization, with TensorFlow's fused kernel for conv inputs in training.
+
+    Keras 3 normalizes with separate moments and arithmetic ops; on a 2-core CPU the
+    fused `FusedBatchNormV3` kernel makes a VGG11/4-BN training step ~30 % faster
+    (75 -> 52 ms at batch 128). Outputs, gradients and moving statistics equal Keras'
+    within float32 rounding (tested). Everything else (inference, 2-D inputs, where the
+    fused kernel is slower, synchronized statistics, mixed precision, other backends)
+    is Keras' own code path.
+    """
+
+    def __init__(self, momentum=PAPER_MOMENTUM, epsilon=PAPER_EPSILON, **kwargs):
+        super().__init__(momentum=momentum, epsilon=epsilon, **kwargs)
+
+    def _fusable(self, inputs, mask):
+        return (keras.backend.backend() == "tensorflow" and mask is None
+                and len(inputs.shape) == 4 and self.axis in (-1, 3) and inputs.dtype == "float32"
+                and self.center and self.scale and not (self.synchronized or self.renorm))
+
+    def call(self, inputs, training=None, mask=None):
+        if not (training and self.trainable and self._fusable(inputs, mask)):
+            return super().call(inputs, training=training, mask=mask)
+        # The raw op, not tf.compat.v1.nn.fused_batch_norm, which raises epsilon to 1.001e-5.
+        outputs, mean, variance, *_ = tf.raw_ops.FusedBatchNormV3(
+            x=inputs, scale=self.gamma, offset=self.beta, mean=tf.constant([], tf.float32),
+            variance=tf.constant([], tf.float32), epsilon=self.epsilon, is_training=True)
+        # The kernel returns the unbiased (n - 1) batch variance; Keras' moving average,
+        # like its normalization, uses the biased one. n = batch x height x width.
+        count = tf.cast(tf.size(inputs) // tf.shape(inputs)[-1], tf.float32)
+        variance = variance * ((count - 1.0) / count)
+        m = self.momentum
+        self.moving_mean.assign(self.moving_mean * m + mean * (1.0 - m))
+        self.moving_variance.assign(self.moving_variance * m + variance * (1.0 - m))
+        return outputs
+
+
+@keras.saving.register_keras_serializable(package="pipeline")
+class NoisyBatchNormalization(_ShiftNoise, BatchNormalization):
     """BatchNorm whose training-mode output gets fresh Algorithm-1 noise every call.
 
     The noise is applied to the output after gamma/beta (PROTOCOL.md section 2 [D]),
@@ -106,7 +161,7 @@ class NoisyBatchNormalization(_ShiftNoise, keras.layers.BatchNormalization):
     evaluated without the noise sees activations it never saw in training).
     Without noise at inference, inference is plain BatchNorm.
     With `apply_noise=False` outputs, gradients and moving statistics equal
-    `keras.layers.BatchNormalization`'s with the same arguments.
+    `BatchNormalization`'s with the same arguments (and Keras' within float rounding).
 
     Args:
         n_mu, n_sigma, r_mu, r_sigma: noise constants (paper defaults).
@@ -117,9 +172,8 @@ class NoisyBatchNormalization(_ShiftNoise, keras.layers.BatchNormalization):
     """
 
     def __init__(self, n_mu=0.5, n_sigma=1.25, r_mu=0.1, r_sigma=0.1,
-                 apply_noise=True, noise_at_inference=False, seed=None,
-                 momentum=PAPER_MOMENTUM, epsilon=PAPER_EPSILON, **kwargs):
-        super().__init__(momentum=momentum, epsilon=epsilon, **kwargs)
+                 apply_noise=True, noise_at_inference=False, seed=None, **kwargs):
+        super().__init__(**kwargs)
         self._init_noise(n_mu, n_sigma, r_mu, r_sigma, noise_at_inference, seed)
         self.apply_noise = bool(apply_noise)
 
@@ -227,10 +281,6 @@ class LpNormalization(keras.layers.Layer):
                 "momentum": self.momentum, "epsilon": self.epsilon}
 
 
-def _batch(**kw):
-    return keras.layers.BatchNormalization(momentum=PAPER_MOMENTUM, epsilon=PAPER_EPSILON, **kw)
-
-
 def _group(channels, **kw):
     # GroupNorm needs a group count dividing the channels: 32 groups (Wu & He's
     # default) where possible, else the largest divisor of 32 that fits.
@@ -241,7 +291,7 @@ def _group(channels, **kw):
 # name -> builder(channels, seed, synchronized, noise, name). `None` for "none".
 NORM_LAYERS = {
     "none": None,
-    "batch": lambda c, seed, sync, noise, name: _batch(synchronized=sync, name=name),
+    "batch": lambda c, seed, sync, noise, name: BatchNormalization(synchronized=sync, name=name),
     "noisy_batch": lambda c, seed, sync, noise, name: NoisyBatchNormalization(
         seed=seed, synchronized=sync, name=name, **noise),
     "noise_only": lambda c, seed, sync, noise, name: CovariateShiftNoise(

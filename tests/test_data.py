@@ -9,7 +9,7 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 
 from conftest import make_config
-from pipeline.data import (DatasetUnavailableError, _preprocess, augment_image, batch_at,
+from pipeline.data import (DatasetUnavailableError, _preprocess, augment_batch, batch_at,
                            channel_stats, load_arrays, make_dataset)
 
 
@@ -96,15 +96,20 @@ def test_test_split_keeps_every_example_in_order():
 
 
 def test_augmentation_is_a_seeded_crop_of_the_padded_image_with_optional_flip(rng):
-    image = tf.constant(rng.normal(size=(32, 32, 3)), tf.float32)
+    images = tf.constant(rng.normal(size=(64, 32, 32, 3)), tf.float32)
     seed = tf.constant([3, 9], tf.int64)
-    out = augment_image(image, seed).numpy()
-    np.testing.assert_array_equal(out, augment_image(image, seed).numpy())
-    padded = np.pad(image.numpy(), ((4, 4), (4, 4), (0, 0)))
-    crops = [padded[i:i + 32, j:j + 32] for i in range(9) for j in range(9)]
-    assert any(np.array_equal(out, c) or np.array_equal(out, c[:, ::-1]) for c in crops)
-    outs = {augment_image(image, tf.constant([3, s], tf.int64)).numpy().tobytes() for s in range(8)}
-    assert len(outs) > 4
+    out = augment_batch(images, seed).numpy()
+    np.testing.assert_array_equal(out, augment_batch(images, seed).numpy())
+    padded = np.pad(images.numpy(), ((0, 0), (4, 4), (4, 4), (0, 0)))
+    kinds = set()
+    for image, source in zip(out, padded):
+        # Each output is one of the 81 crops of its own padded image, maybe mirrored.
+        found = [(i, j, flipped) for i in range(9) for j in range(9) for flipped in (0, 1)
+                 if np.array_equal(image, source[i:i + 32, j:j + 32][:, ::-1 if flipped else 1])]
+        assert found, "an output is not a crop of its padded input"
+        kinds.add(found[0])
+    assert len(kinds) > 20  # offsets and flips vary between the examples of one batch
+    assert augment_batch(images, tf.constant([3, 10], tf.int64)).numpy().tobytes() != out.tobytes()
     config = make_config("data.synthetic_train_size=64", "data.batch_size=32", "data.augment=true")
     arrays = load_arrays(config.data)
     augmented = _take(make_dataset(config, "train", arrays=arrays), 1)[0][0]
@@ -113,20 +118,45 @@ def test_augmentation_is_a_seeded_crop_of_the_padded_image_with_optional_flip(rn
     assert augmented.shape == plain.shape and not np.array_equal(augmented, plain)
 
 
-def test_input_pipelines_split_each_global_batch_without_changing_it():
-    config = make_config("data.synthetic_train_size=128", "data.batch_size=32")
+@pytest.mark.parametrize("augment", [False, True])
+def test_input_pipelines_split_each_global_batch_without_changing_it(augment):
+    config = make_config("data.synthetic_train_size=128", "data.batch_size=32",
+                         f"data.augment={str(augment).lower()}")
     arrays = load_arrays(config.data)
     whole = _take(make_dataset(config, "train", arrays=arrays), 2)
-    parts = []
-    for pipeline_id in range(2):
-        context = tf.distribute.InputContext(num_input_pipelines=2,
-                                             input_pipeline_id=pipeline_id,
-                                             num_replicas_in_sync=4)
-        parts.append(_take(make_dataset(config, "train", arrays=arrays, input_context=context), 4))
-    for step in range(2):
-        # Each pipeline feeds 2 replicas of 8: replica order is pipeline 0's two, then 1's.
-        pieces = [parts[p][2 * step + r][0] for p in range(2) for r in range(2)]
-        np.testing.assert_array_equal(np.concatenate(pieces), whole[step][0])
+    # Any replica count: 1 pipeline feeding 4 replicas, 2 pipelines feeding 2 each, 4 of 1.
+    for pipelines, replicas in ((1, 4), (2, 4), (4, 4), (2, 2)):
+        parts = []
+        for pipeline_id in range(pipelines):
+            context = tf.distribute.InputContext(num_input_pipelines=pipelines,
+                                                 input_pipeline_id=pipeline_id,
+                                                 num_replicas_in_sync=replicas)
+            per_step = replicas // pipelines
+            parts.append(_take(make_dataset(config, "train", arrays=arrays,
+                                            input_context=context), 2 * per_step))
+        for step in range(2):
+            # Replica order: pipeline 0's replicas, then pipeline 1's, ...
+            pieces = [parts[p][per_step * step + r] for p in range(pipelines)
+                      for r in range(per_step)]
+            np.testing.assert_array_equal(np.concatenate([x for x, _ in pieces]), whole[step][0])
+            np.testing.assert_array_equal(np.concatenate([y for _, y in pieces]), whole[step][1])
+
+
+def test_batches_are_the_same_after_a_resume_at_any_step_and_through_epochs():
+    config = make_config("data.synthetic_train_size=100", "data.batch_size=32", "data.augment=true")
+    arrays = load_arrays(config.data)  # 3 steps per epoch, 4 examples dropped each epoch
+    stream = _take(make_dataset(config, "train", arrays=arrays), 8)
+    for start in (1, 3, 4, 7):
+        resumed = _take(make_dataset(config, "train", arrays=arrays, start_step=start), 8 - start)
+        for offset, (x, y) in enumerate(resumed):
+            assert x.tobytes() == stream[start + offset][0].tobytes(), (start, offset)
+            assert (y == stream[start + offset][1]).all()
+        x, y = batch_at(config, arrays, start)
+        assert x.numpy().tobytes() == stream[start][0].tobytes()
+    # Rows follow the per-epoch permutation: check step 4 (epoch 1, second batch) by hand.
+    order = tf.random.experimental.stateless_shuffle(tf.range(100, dtype=tf.int64),
+                                                     seed=tf.constant([0, 1], tf.int64)).numpy()
+    np.testing.assert_array_equal(stream[4][1], arrays.y_train[order[32:64]])
 
 
 def test_n_train_and_too_large_batches():

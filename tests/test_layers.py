@@ -5,8 +5,8 @@ import keras
 import pytest
 import tensorflow as tf
 
-from pipeline.layers import (NORM_LAYERS, CovariateShiftNoise, LpNormalization,
-                             NoisyBatchNormalization, make_norm_layer)
+from pipeline.layers import (NORM_LAYERS, BatchNormalization, CovariateShiftNoise,
+                             LpNormalization, NoisyBatchNormalization, make_norm_layer)
 
 OFF = dict(apply_noise=False)
 
@@ -19,23 +19,39 @@ def _grads(layer, x):
     return y, tape.gradient(loss, [x] + layer.trainable_variables)
 
 
+@pytest.mark.parametrize("shape", [(8, 5, 5, 6), (40, 6)])  # fused kernel (conv) and Keras' path
 @pytest.mark.parametrize("noise_off", [OFF, dict(n_mu=0.0, n_sigma=1.0, r_mu=0.0, r_sigma=0.0)])
-def test_noisy_bn_without_noise_equals_keras_batchnorm_exactly(noise_off, rng):
-    x = tf.constant(rng.normal(2.0, 3.0, (8, 5, 5, 6)), tf.float32)
+def test_noisy_bn_without_noise_equals_batchnorm_and_keras_batchnorm(noise_off, shape, rng):
+    x = tf.constant(rng.normal(2.0, 3.0, shape), tf.float32)
     noisy = NoisyBatchNormalization(momentum=0.9, epsilon=1e-5, seed=1, **noise_off)
-    plain = keras.layers.BatchNormalization(momentum=0.9, epsilon=1e-5)
-    for layer in (noisy, plain):
+    ours = BatchNormalization(momentum=0.9, epsilon=1e-5)
+    keras_bn = keras.layers.BatchNormalization(momentum=0.9, epsilon=1e-5)
+    gamma = rng.normal(1.0, 0.2, shape[-1]).astype("float32")
+    for layer in (noisy, ours, keras_bn):
         layer.build(x.shape)
-        layer.gamma.assign(rng.normal(1.0, 0.2, 6).astype("float32"))
-    plain.gamma.assign(noisy.gamma.numpy())
-    y_noisy, g_noisy = _grads(noisy, x)
-    y_plain, g_plain = _grads(plain, x)
-    np.testing.assert_array_equal(y_noisy.numpy(), y_plain.numpy())
-    for a, b in zip(g_noisy, g_plain):
+        layer.gamma.assign(gamma)
+    results = [(*_grads(layer, x), layer.moving_mean.numpy(), layer.moving_variance.numpy())
+               for layer in (noisy, ours, keras_bn)]
+    # Without noise, noisy BN is our BatchNormalization bit for bit ...
+    (y_noisy, g_noisy, mean_noisy, var_noisy), (y_ours, g_ours, mean_ours, var_ours), \
+        (y_keras, g_keras, mean_keras, var_keras) = results
+    np.testing.assert_array_equal(y_noisy.numpy(), y_ours.numpy())
+    for a, b in zip(g_noisy, g_ours):
         np.testing.assert_array_equal(a.numpy(), b.numpy())
-    np.testing.assert_array_equal(noisy.moving_mean.numpy(), plain.moving_mean.numpy())
-    np.testing.assert_array_equal(noisy.moving_variance.numpy(), plain.moving_variance.numpy())
-    assert not np.allclose(noisy.moving_mean.numpy(), 0.0)  # the statistics did move
+    np.testing.assert_array_equal(mean_noisy, mean_ours)
+    np.testing.assert_array_equal(var_noisy, var_ours)
+    # ... which is Keras' BatchNormalization up to float32 rounding (the fused kernel
+    # sums in another order), including the biased variance in the moving average.
+    np.testing.assert_allclose(y_ours.numpy(), y_keras.numpy(), rtol=1e-5, atol=1e-5)
+    for a, b in zip(g_ours, g_keras):
+        np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(mean_ours, mean_keras, rtol=1e-5)
+    np.testing.assert_allclose(var_ours, var_keras, rtol=1e-5)
+    reduced = x.numpy().reshape(-1, shape[-1]).astype(np.float64)
+    np.testing.assert_allclose(var_ours, 0.9 + 0.1 * reduced.var(axis=0), rtol=1e-5)
+    np.testing.assert_allclose(ours(x, training=False).numpy(), keras_bn(x, training=False).numpy(),
+                               rtol=1e-5, atol=1e-5)
+    assert not np.allclose(mean_ours, 0.0)  # the statistics did move
 
 
 def _noise_parts(shape, seed=3):
