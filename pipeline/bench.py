@@ -10,7 +10,8 @@ import tensorflow as tf
 from pipeline.config import load_config
 from pipeline.data import load_arrays
 from pipeline.probes import make_probes
-from pipeline.train import (build_training_state, configure_runtime, distributed_batches,
+from pipeline.runtime import configure_runtime
+from pipeline.train import (build_training_state, distributed_batches,
                             make_train_step)
 
 ALL_PROBES = ("landscape", "ics", "distributions", "curvature")

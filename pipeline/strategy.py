@@ -32,6 +32,13 @@ def _tpu_present():
     return any(os.environ.get(k) for k in ("TPU_NAME", "COLAB_TPU_ADDR", "TPU_ACCELERATOR_TYPE"))
 
 
+def accelerator_kind():
+    """"tpu", "gpu" or "cpu": the fastest kind of device this process can use."""
+    if _tpu_present():
+        return "tpu"
+    return "gpu" if tf.config.list_physical_devices("GPU") else "cpu"
+
+
 def detect_strategy_kind():
     """The kind `auto` resolves to on this machine."""
     if _tf_config_workers() > 1:

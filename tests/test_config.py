@@ -66,7 +66,9 @@ def test_resolved_yaml_loads_back_to_the_same_config(tmp_path):
     ("model.noise.n_sigma=0.5", "model.noise.n_sigma=0.5 is out of range"),
     ("model.family=dln", "does not fit data.name"),
     ("optim.lr", "must look like section.key=value"),
-    ("train.xla=true", "needs train.deterministic=false"),
+    ("train.xla=maybe", "train.xla='maybe' is not valid; choose one of: auto, true, false"),
+    ("train.steps_per_call=0", "train.steps_per_call=0 is not valid; use auto or a whole number"),
+    ("train.steps_per_call=fast", "train.steps_per_call='fast' is not valid"),
 ])
 def test_bad_values_fail_naming_key_value_and_fix(override, message):
     with pytest.raises(ConfigError, match=message.replace("(", "\\(").replace("[", "\\[")):
@@ -92,3 +94,22 @@ def test_cli_rejects_a_bad_config_before_writing_anything(tmp_path):
     assert result.returncode == 2
     assert "optim.lr" in result.stderr and "abc" in result.stderr
     assert not workdir.exists()
+
+
+def test_xla_and_determinism_resolve_per_device_and_conflict_only_when_both_forced():
+    from pipeline.runtime import resolve_runtime
+    with pytest.raises(ConfigError, match="train.xla=true needs train.deterministic=false"):
+        load_config(SMOKE, ["train.xla=true", "train.deterministic=true"])
+
+    def resolved(*overrides, accelerator):
+        runtime = resolve_runtime(load_config(SMOKE, list(overrides)).train, accelerator)
+        return runtime.xla, runtime.deterministic
+    # auto: bit-exact and XLA off on a CPU, speed first on a GPU or TPU.
+    assert resolved(accelerator="cpu") == (False, True)
+    assert resolved(accelerator="gpu") == (True, False)
+    assert resolved(accelerator="tpu") == (True, False)
+    # What the user forces wins, and the other setting follows it.
+    assert resolved("train.deterministic=true", accelerator="gpu") == (False, True)
+    assert resolved("train.xla=true", accelerator="cpu") == (True, False)
+    assert resolved("train.xla=false", accelerator="gpu") == (False, False)
+    assert load_config(SMOKE, ["train.steps_per_call=5"]).train.steps_per_call == 5

@@ -9,7 +9,8 @@ from pipeline.config import load_config
 from pipeline.data import batch_at, load_arrays
 from pipeline.probes import make_probes
 from pipeline.runs import RunDirectory
-from pipeline.train import build_training_state, configure_runtime, train_and_evaluate
+from pipeline.runtime import configure_runtime
+from pipeline.train import build_training_state, train_and_evaluate
 
 ALL_PROBES = ["probes.landscape.enabled=true", "probes.ics.enabled=true",
               "probes.distributions.enabled=true", "probes.curvature.enabled=true",

@@ -13,6 +13,7 @@ import pytest
 
 from conftest import REPO, SMOKE, run_cli
 from pipeline.config import load_config
+from pipeline.probes import make_probes
 from pipeline.runs import RunDirectory, read_records
 from pipeline.train import RunConfigMismatch, train_and_evaluate
 
@@ -132,3 +133,54 @@ def test_an_exception_is_recorded_as_failed_and_the_run_resumes_later(tmp_path):
     assert resumed["status"] == "finished" and resumed["start_step"] == 4
     # Records beyond the checkpoint were dropped, then written again once.
     assert [r["step"] for r in RunDirectory(tmp_path).records("train")] == [0, 2, 4, 6]
+
+
+def _records(workdir):
+    run = RunDirectory(workdir)
+    return {stream: _strip(run.records(stream)) for stream in run.streams()}
+
+
+def test_records_are_identical_for_one_and_several_steps_per_call(tmp_path):
+    common = ["model.norm=noisy_batch", "train.steps=23", "train.log_every=1",
+              "train.eval_every=7", "train.checkpoint_every=10", "probes.landscape.enabled=true",
+              "probes.landscape.every=6"]
+    for name, steps_per_call in (("one", 1), ("five", 5), ("many", 1000), ("auto", "auto")):
+        train_and_evaluate(load_config(SMOKE, [*common, f"train.steps_per_call={steps_per_call}"]),
+                           tmp_path / name, probes_factory=make_probes)
+    one = _records(tmp_path / "one")
+    assert sorted(one) == ["eval", "landscape", "train"]
+    assert [r["step"] for r in RunDirectory(tmp_path / "one").records("eval")] == [7, 14, 21, 23]
+    for name in ("five", "many", "auto"):
+        assert _records(tmp_path / name) == one, name
+    meta = RunDirectory(tmp_path / "five").read_meta()
+    assert meta["runtime"] == {"accelerator": "cpu", "xla": False, "deterministic": True,
+                               "steps_per_call": 5}
+
+
+def test_divergence_inside_a_multi_step_call_is_reported_at_its_own_step(tmp_path):
+    common = ["model.norm=none", "optim.lr=1000", "train.steps=30", "train.log_every=10",
+              "train.checkpoint_every=30", "train.eval_every=30"]
+    one = train_and_evaluate(load_config(SMOKE, [*common, "train.steps_per_call=1"]), tmp_path / "a")
+    many = train_and_evaluate(load_config(SMOKE, [*common, "train.steps_per_call=30"]),
+                              tmp_path / "b")
+    step = one["diverged_step"]
+    # Not at a call boundary: the call of 30 steps stopped inside, at the first bad loss.
+    assert 0 < step < 29 and step % 10 != 0
+    assert many["status"] == "diverged" and many["diverged_step"] == step
+    assert _records(tmp_path / "a") == _records(tmp_path / "b")
+    assert RunDirectory(tmp_path / "b").records("train")[-1]["step"] == step
+
+
+def test_calls_end_where_an_event_is_due():
+    from pipeline.train import CallLength, steps_to_next_event
+    assert steps_to_next_event(0, [25, 100], 500) == 25
+    assert steps_to_next_event(25, [25, 100], 500) == 25
+    assert steps_to_next_event(90, [25, 100, 7], 500) == 1     # step 91 is 13 x 7
+    assert steps_to_next_event(495, [100], 500) == 5
+    length = CallLength("auto")
+    assert length() == 1                  # the first call traces: one step
+    length.observe(seconds=0.5, steps=100)
+    assert length() == 200                # about a second at 5 ms per step
+    length.observe(seconds=1e-6, steps=10)
+    assert length() == CallLength.MAX_STEPS
+    assert CallLength(7)() == 7
