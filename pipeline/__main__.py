@@ -31,10 +31,15 @@ def _parser():
     figures.add_argument("--output", default="reports", help="output folder (default: reports)")
     figures.add_argument("--notebooks", nargs="*", help="subset of notebooks to execute")
 
-    bench = commands.add_parser("bench", help="probe cost in training steps, run slowdown")
+    bench = commands.add_parser(
+        "bench", help="speed of the training loop against a bare loop and of the input "
+                      "pipeline, per norm; probe cost in training steps")
     bench.add_argument("config", nargs="?", default="configs/cpu.yaml")
+    bench.add_argument("--norms", default="none,batch,noisy_batch",
+                       help="comma-separated model.norm values to compare (default: %(default)s)")
     bench.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
-    bench.add_argument("--steps", type=int, default=30, help="timed training steps")
+    bench.add_argument("--whole-steps", type=int, default=None, metavar="N",
+                       help="steps of each whole-loop run (default: 200 for VGG, 3000 for the DLN)")
     return parser
 
 
@@ -54,8 +59,9 @@ def main(argv=None):
             print(f"report: {path.resolve()}")
             return 0
         if args.command == "bench":
-            from pipeline.bench import benchmark, format_benchmark
-            print(format_benchmark(*benchmark(args.config, args.set, args.steps)))
+            from pipeline import bench
+            print(bench.run_benchmarks(args.config, args.norms.split(","), args.set,
+                                       args.whole_steps))
             return 0
         from pipeline import sweep
         if args.seeds < 1:

@@ -1,23 +1,122 @@
-"""Benchmark: probe cost in units of one training step, and the slowdown of a run with
-the probes at the config's schedule. Prints numbers measured in one process, so ratios
-are comparable even on a shared, noisy machine."""
+"""Benchmark (`make bench`): speed of the training loop against a bare loop, of the input
+pipeline, and the cost of the probes, each measured in one process as ratios, so the
+numbers compare even on a shared, noisy machine.
 
+- whole loop: `train_and_evaluate` with probes off (records, evaluations, checkpoints at
+  the config's cadence), timed from the end of its first, tracing call.
+- bare loop: a Python loop over a `tf.function` SGD step on the same model and one
+  fixed batch: the speed of the model itself.
+- input pipeline: the training `tf.data` stream alone, drained inside TensorFlow.
+- probes: each probe's cost in training steps, and the slowdown of a run at the
+  config's probe schedule.
+"""
+
+import tempfile
 import time
+from pathlib import Path
 
 import numpy as np
 import tensorflow as tf
 
 from pipeline.config import load_config
-from pipeline.data import load_arrays
+from pipeline.data import TrainStream, load_arrays
+from pipeline.layers import NoisyBatchNormalization, sample_shift_noise
+from pipeline.losses import batch_loss
 from pipeline.probes import make_probes
 from pipeline.runtime import configure_runtime
-from pipeline.train import (build_training_state, distributed_batches,
-                            make_train_step)
+from pipeline.train import build_training_state, distributed_batches, make_train_step, train_and_evaluate
 
 ALL_PROBES = ("landscape", "ics", "distributions", "curvature")
+# Targets of the speed issue, as (ratio name, bound, "min" or "max").
+TARGETS = {"whole/bare": {"vgg": 0.9, "dln": 0.8}, "batch/none": 1.25, "noisy_batch/batch": 1.3}
 
 
-def _median_seconds(function, repeats):
+def _quiet(config_path, overrides):
+    return load_config(config_path, [*overrides, "train.progress=false"])
+
+
+def whole_loop_steps_per_second(config_path, overrides, steps):
+    """Steps per second of the whole training loop (probes off), after its first call,
+    which traces: what `train_and_evaluate` records as meta.json's `steps_per_second`."""
+    config = _quiet(config_path, [*overrides, f"train.steps={steps}"])
+    with tempfile.TemporaryDirectory() as folder:
+        return train_and_evaluate(config, Path(folder) / "run")["steps_per_second"]
+
+
+def _bare_step(config):
+    """A function running one compiled SGD step of a fresh model on a fixed batch."""
+    runtime = configure_runtime(config)
+    arrays = load_arrays(config.data)
+    model, optimizer = build_training_state(config, arrays.num_classes, tf.distribute.get_strategy())
+    x, y = TrainStream(config, arrays).batch(0)
+
+    @tf.function(jit_compile=runtime.xla)
+    def step(x, y):
+        with tf.GradientTape() as tape:
+            loss = batch_loss(config.model.family, y, model(x, training=True),
+                              config.data.batch_size)
+        gradients = tape.gradient(loss, model.trainable_variables)
+        optimizer.apply_gradients(zip(gradients, model.trainable_variables))
+        return loss
+    return lambda: float(step(x, y))
+
+
+def bare_loop_seconds_per_step(config_path, norms, overrides, repeats):
+    """{norm: median seconds of one bare step}. The norms take turns step by step, so a
+    change in the machine's load hits all of them alike and their ratios stay fair."""
+    steps = {norm: _bare_step(_quiet(config_path, [*overrides, f"model.norm={norm}"]))
+             for norm in norms}
+    times = {norm: [] for norm in norms}
+    for index in range(repeats + 3):
+        for norm, step in steps.items():
+            began = time.perf_counter()
+            step()
+            if index >= 3:  # the first calls trace and warm up
+                times[norm].append(time.perf_counter() - began)
+    return {norm: float(np.median(t)) for norm, t in times.items()}
+
+
+def noise_draw_seconds(config_path, overrides, repeats=10):
+    """Seconds to draw one step's Algorithm-1 noise for every noisy layer of the model,
+    alone: the floor of what noisy BN can cost over BN."""
+    config = _quiet(config_path, [*overrides, "model.norm=noisy_batch"])
+    configure_runtime(config)
+    arrays = load_arrays(config.data)
+    model, _ = build_training_state(config, arrays.num_classes, tf.distribute.get_strategy())
+    noisy = [layer for layer in model.layers if isinstance(layer, NoisyBatchNormalization)]
+    shapes = [(config.data.batch_size, *layer.output.shape[1:]) for layer in noisy]
+
+    @tf.function
+    def draw():
+        total = tf.constant(0.0)
+        for layer, shape in zip(noisy, shapes):
+            scale, shift = sample_shift_noise(shape, -1, layer.seed_generator, layer.n_mu,
+                                              layer.n_sigma, layer.r_mu, layer.r_sigma, tf.float32)
+            total += scale[(0,) * len(shape)] + shift[(0,) * len(shape)]
+        return total
+    elements = sum(int(np.prod(shape)) for shape in shapes)
+    return _median_seconds(lambda _: float(draw()), repeats, warmup=2), elements
+
+
+def input_batches_per_second(config_path, overrides, batches):
+    """Training batches per second of the input pipeline alone (no model)."""
+    config = _quiet(config_path, overrides)
+    configure_runtime(config)
+    stream = TrainStream(config, load_arrays(config.data))
+
+    def drain(count):
+        # Drained by tf.data itself: no Python per batch, as the training loop reads it.
+        return int(stream.dataset(0).take(count).reduce(tf.constant(0, tf.int64),
+                                                        lambda n, _: n + 1))
+    drain(10)  # build the function and warm the caches
+    began = time.perf_counter()
+    assert drain(batches) == batches
+    return batches / (time.perf_counter() - began)
+
+
+def _median_seconds(function, repeats, warmup=0):
+    for index in range(warmup):
+        function(index)
     times = []
     for index in range(repeats):
         began = time.perf_counter()
@@ -26,25 +125,67 @@ def _median_seconds(function, repeats):
     return float(np.median(times))
 
 
-def benchmark(config_path, overrides=(), steps=30, repeats=5):
-    """Rows of (what, seconds, training steps) plus the schedule's slowdown."""
+# Length of the whole-loop runs: several seconds, at least two evaluations and checkpoints.
+WHOLE_STEPS = {"vgg": 200, "dln": 3000}
+
+
+def loop_speeds(config_path, norms, overrides=(), whole_steps=None, bare_steps=30,
+                input_batches=500):
+    """Rows {norm, whole, bare, input} in steps (batches) per second, one per norm."""
+    whole_steps = whole_steps or WHOLE_STEPS[_quiet(config_path, overrides).model.family]
+    bare = bare_loop_seconds_per_step(config_path, norms, overrides, bare_steps)
+    rows = []
+    for norm in norms:
+        variant = [*overrides, f"model.norm={norm}"]
+        rows.append({
+            "norm": norm,
+            "whole": whole_loop_steps_per_second(config_path, variant, whole_steps),
+            "bare": 1.0 / bare[norm],
+            "input": input_batches_per_second(config_path, variant, input_batches),
+        })
+    return rows
+
+
+def format_loop_speeds(config_path, rows, overrides=()):
+    config = _quiet(config_path, overrides)
+    batch, family = config.data.batch_size, config.model.family
+    lines = [f"{config_path}: {config.description} (batch {batch}, {family})",
+             f"{'norm':12s} {'whole loop':>17s} {'bare loop':>17s} {'whole/bare':>10s} "
+             f"{'input pipeline':>19s} {'input/whole':>11s}",
+             f"{'':12s} {'steps/s':>8s} {'ex/s':>8s} {'steps/s':>8s} {'ex/s':>8s} {'':>10s} "
+             f"{'batches/s':>9s} {'ex/s':>9s}"]
+    for r in rows:
+        lines.append(f"{r['norm']:12s} {r['whole']:8.1f} {r['whole'] * batch:8.0f} "
+                     f"{r['bare']:8.1f} {r['bare'] * batch:8.0f} {r['whole'] / r['bare']:10.2f} "
+                     f"{r['input']:9.0f} {r['input'] * batch:9.0f} {r['input'] / r['whole']:11.1f}")
+    lines.append(f"target: whole/bare >= {TARGETS['whole/bare'][family]} with BN")
+    by_norm = {r["norm"]: r for r in rows}
+    for slower, faster in (("batch", "none"), ("noisy_batch", "batch")):
+        if slower in by_norm and faster in by_norm:
+            ratio = by_norm[faster]["bare"] / by_norm[slower]["bare"]
+            # The step-cost targets are for the VGG profile; the DLN's BN is op-count bound.
+            target = f" (target <= {TARGETS[f'{slower}/{faster}']})" if family == "vgg" else ""
+            lines.append(f"step time {slower} / {faster} (bare loop): {ratio:.2f}{target}")
+    return "\n".join(lines)
+
+
+def probe_costs(config_path, overrides=(), steps=30, repeats=5):
+    """Rows of (what, seconds, training steps, note) plus the schedule's slowdown."""
     enable = [f"probes.{name}.enabled=true" for name in ALL_PROBES]
-    config = load_config(config_path, [*enable, *overrides])
-    configure_runtime(config)
+    config = _quiet(config_path, [*enable, *overrides])
+    runtime = configure_runtime(config)
     strategy = tf.distribute.get_strategy()
     arrays = load_arrays(config.data)
     model, optimizer = build_training_state(config, arrays.num_classes, strategy)
     iterator = distributed_batches(config, arrays, strategy)
-    train_step = make_train_step(config, model, optimizer, strategy)
-    for _ in range(3):  # compile and warm up
-        float(train_step(iterator)[0])
-    step_seconds = _median_seconds(lambda _: float(train_step(iterator)[0]), steps)
+    train_steps = make_train_step(config, model, optimizer, strategy, xla=runtime.xla)
+    one = tf.constant(1)
+    step_seconds = _median_seconds(lambda _: train_steps(iterator, one)[0].numpy(), steps,
+                                   warmup=3)
     rows = [("training step", step_seconds, 1.0, "")]
     overhead = 0.0
     for probe in make_probes(config, model, optimizer, arrays):
-        probe.batches(0)
-        probe(0)  # compile
-        seconds = _median_seconds(lambda _: probe(0), repeats)
+        seconds = _median_seconds(lambda _: probe(0), repeats, warmup=1)
         note = ""
         if probe.name == "landscape":
             grid = len(probe.etas)
@@ -56,8 +197,21 @@ def benchmark(config_path, overrides=(), steps=30, repeats=5):
     return rows, overhead / step_seconds
 
 
-def format_benchmark(rows, slowdown):
+def format_probe_costs(rows, slowdown):
     lines = [f"{'what':34s} {'seconds':>9s} {'steps':>7s}  note"]
     lines += [f"{what:34s} {seconds:9.4f} {steps:7.2f}  {note}" for what, seconds, steps, note in rows]
     lines.append(f"run slowdown at this probe schedule: {100 * slowdown:.1f} % (target <= 15 %)")
     return "\n".join(lines)
+
+
+def run_benchmarks(config_path, norms, overrides=(), whole_steps=None):
+    """Everything `make bench` prints for one config, as text."""
+    rows = loop_speeds(config_path, norms, overrides, whole_steps)
+    parts = [format_loop_speeds(config_path, rows, overrides)]
+    if "noisy_batch" in norms and "batch" in norms:
+        seconds, elements = noise_draw_seconds(config_path, overrides)
+        bn_step = 1.0 / next(r["bare"] for r in rows if r["norm"] == "batch")
+        parts[0] += (f"\nnoise draws alone (uniform + normal for {elements:,} activations): "
+                     f"{1e3 * seconds:.1f} ms = {seconds / bn_step:.2f} BN steps")
+    parts.append(format_probe_costs(*probe_costs(config_path, overrides)))
+    return "\n\n".join(parts)

@@ -277,6 +277,7 @@ def _train_loop(config, runtime, run, meta, model, optimizer, strategy, arrays, 
 
     meta["status"] = "finished"
     step = start
+    steady = None  # (time, step) after the first call, which traces
     while step < t.steps:
         for probe in probes:
             if step % probe.every == 0:
@@ -300,6 +301,7 @@ def _train_loop(config, runtime, run, meta, model, optimizer, strategy, arrays, 
             break
         step += len(losses)
         bar.update(len(losses))
+        steady = steady or (time.perf_counter(), step)
         if step % t.eval_every == 0 or step == t.steps:
             record("eval", step, evaluate())
         if step % t.checkpoint_every == 0 or step == t.steps:
@@ -311,6 +313,9 @@ def _train_loop(config, runtime, run, meta, model, optimizer, strategy, arrays, 
     bar.close()
     if summary is not None:
         summary.flush()
+    if steady and step > steady[1]:
+        # Whole-loop speed (records, evaluations, checkpoints, probes) after tracing.
+        meta["steps_per_second"] = (step - steady[1]) / (time.perf_counter() - steady[0])
     return meta
 
 
