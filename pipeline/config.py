@@ -22,6 +22,7 @@ SOURCES = ("tfds", "binary")
 FAMILIES = ("vgg", "dln")
 STRATEGIES = ("auto", "default", "mirrored", "multi_worker", "tpu")
 PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
+BN_STATISTICS = ("recomputed", "moving")
 AUTO = "auto"  # a setting resolved per device when the run starts (pipeline.runtime)
 
 
@@ -166,6 +167,19 @@ class TrainConfig:
 
 
 @dataclass(frozen=True)
+class EvalConfig:
+    """PROTOCOL.md section 2 [D]: evaluate with BN-family statistics recomputed as the
+    plain average of batch statistics over `bn_batches` fixed training batches (noise
+    off; PreciseBN), or with the moving averages collected in training."""
+    bn_statistics: str = "recomputed"
+    bn_batches: int = 20
+
+    def __post_init__(self):
+        _choice("eval.bn_statistics", self.bn_statistics, BN_STATISTICS)
+        _at_least("eval.bn_batches", self.bn_batches, 1)
+
+
+@dataclass(frozen=True)
 class LandscapeProbeConfig:
     enabled: bool = False
     every: int = 100
@@ -213,6 +227,7 @@ class Config:
     model: ModelConfig = field(default_factory=ModelConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
     probes: ProbesConfig = field(default_factory=ProbesConfig)
 
     def __post_init__(self):

@@ -90,19 +90,21 @@ def _raw_draw(kernel, shape, seed, dtype):
     return kernel(shape=shape, key=key, counter=counter, alg=AUTO_SELECT_ALGORITHM, dtype=dtype)
 
 
-class _ShiftNoise:
-    """Mixin: the Algorithm-1 settings, their validation, seeding and config."""
+class ShiftNoise:
+    """Mixin: the Algorithm-1 settings, their validation, seeding and config.
+    `apply_noise=False` switches the noise off without changing the architecture."""
 
-    def _init_noise(self, n_mu, n_sigma, r_mu, r_sigma, noise_at_inference, seed):
+    def _init_noise(self, n_mu, n_sigma, r_mu, r_sigma, noise_at_inference, seed, apply_noise=True):
         _check_noise_args(n_mu, n_sigma, r_mu, r_sigma)
         self.n_mu, self.n_sigma = float(n_mu), float(n_sigma)
         self.r_mu, self.r_sigma = float(r_mu), float(r_sigma)
         self.noise_at_inference = bool(noise_at_inference)
         self.seed = seed
         self.seed_generator = keras.random.SeedGenerator(seed)
+        self.apply_noise = bool(apply_noise)
 
     def _add_noise(self, x, axis, training):
-        if not (training or self.noise_at_inference):
+        if not (self.apply_noise and (training or self.noise_at_inference)):
             return x
         scale, shift = sample_shift_noise(ops.shape(x), axis, self.seed_generator, self.n_mu,
                                           self.n_sigma, self.r_mu, self.r_sigma, x.dtype)
@@ -164,7 +166,7 @@ class BatchNormalization(keras.layers.BatchNormalization):
 
 
 @keras.saving.register_keras_serializable(package="pipeline")
-class NoisyBatchNormalization(_ShiftNoise, BatchNormalization):
+class NoisyBatchNormalization(ShiftNoise, BatchNormalization):
     """BatchNorm whose training-mode output gets fresh Algorithm-1 noise every call.
 
     The noise is applied to the output after gamma/beta (PROTOCOL.md section 2 [D]),
@@ -186,19 +188,18 @@ class NoisyBatchNormalization(_ShiftNoise, BatchNormalization):
     def __init__(self, n_mu=0.5, n_sigma=1.25, r_mu=0.1, r_sigma=0.1,
                  apply_noise=True, noise_at_inference=False, seed=None, **kwargs):
         super().__init__(**kwargs)
-        self._init_noise(n_mu, n_sigma, r_mu, r_sigma, noise_at_inference, seed)
-        self.apply_noise = bool(apply_noise)
+        self._init_noise(n_mu, n_sigma, r_mu, r_sigma, noise_at_inference, seed, apply_noise)
 
     def call(self, inputs, training=None, mask=None):
         outputs = super().call(inputs, training=training, mask=mask)
-        return self._add_noise(outputs, self.axis, training) if self.apply_noise else outputs
+        return self._add_noise(outputs, self.axis, training)
 
     def get_config(self):
         return {**super().get_config(), **self._noise_config(), "apply_noise": self.apply_noise}
 
 
 @keras.saving.register_keras_serializable(package="pipeline")
-class CovariateShiftNoise(_ShiftNoise, keras.layers.Layer):
+class CovariateShiftNoise(ShiftNoise, keras.layers.Layer):
     """Algorithm-1 noise alone (no normalization), in training mode (and at inference
     with `noise_at_inference`)."""
 

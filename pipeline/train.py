@@ -28,7 +28,8 @@ import pipeline
 from pipeline.checkpoint import restore_latest, save_checkpoint
 from pipeline.config import AUTO, load_config, to_yaml
 from pipeline.data import load_arrays, make_dataset
-from pipeline.losses import batch_loss, correct_predictions, example_losses
+from pipeline.evaluation import make_evaluate
+from pipeline.losses import batch_loss, correct_predictions
 from pipeline.models import build_dln, build_vgg
 from pipeline.runs import CONFIG_FILE, RunDirectory
 from pipeline.runtime import configure_runtime
@@ -130,12 +131,15 @@ def steps_to_next_event(step, cadences, last_step):
 class CallLength:
     """How many steps the next compiled call runs: `train.steps_per_call`, or with `auto`
     about `TARGET_SECONDS` of work at the last call's speed (the first call, which
-    traces, runs one step)."""
+    traces, runs one step). Several workers run the same calls, so there `auto` is the
+    fixed `MULTI_WORKER_STEPS`: each worker's own timing would differ."""
     TARGET_SECONDS = 1.0
     MAX_STEPS = 1000
+    MULTI_WORKER_STEPS = 100
 
-    def __init__(self, steps_per_call):
-        self.fixed = None if steps_per_call == AUTO else steps_per_call
+    def __init__(self, steps_per_call, multi_worker=False):
+        self.fixed = steps_per_call if steps_per_call != AUTO else (
+            self.MULTI_WORKER_STEPS if multi_worker else None)
         self.seconds_per_step = None
 
     def __call__(self):
@@ -147,29 +151,6 @@ class CallLength:
 
     def observe(self, seconds, steps):
         self.seconds_per_step = seconds / steps
-
-
-def make_evaluate(config, model, strategy, test_dataset):
-    """A function returning {'test/loss', 'test/accuracy'} over the whole test split."""
-    distributed = strategy.experimental_distribute_dataset(test_dataset)
-
-    @tf.function
-    def replica_eval(x, y):
-        outputs = model(x, training=False)
-        return (tf.reduce_sum(example_losses(config.model.family, y, outputs)),
-                correct_predictions(config.model.family, y, outputs), tf.cast(tf.shape(y)[0], tf.float32))
-
-    def evaluate():
-        totals = tf.zeros(3)
-        for x, y in distributed:
-            parts = strategy.run(replica_eval, args=(x, y))
-            totals += tf.stack([strategy.reduce(tf.distribute.ReduceOp.SUM, p, axis=None)
-                                for p in parts])
-        loss, correct, count = (float(v) for v in totals.numpy())  # one device sync
-        if config.model.family == "dln":  # the DLN reports the summed loss, as in training
-            return {"test/loss": loss}
-        return {"test/loss": loss / count, "test/accuracy": correct / count}
-    return evaluate
 
 
 def _git_revision():
@@ -258,14 +239,16 @@ def _train_loop(config, runtime, run, meta, model, optimizer, strategy, arrays, 
     t = config.train
     iterator = distributed_batches(config, arrays, strategy, start)
     train_steps = make_train_step(config, model, optimizer, strategy, xla=runtime.xla)
-    evaluate = make_evaluate(config, model, strategy, make_dataset(config, "test", arrays=arrays))
+    evaluate = make_evaluate(config, model, strategy, make_dataset(config, "test", arrays=arrays),
+                             arrays)
     summary = tf.summary.create_file_writer(str(run.tensorboard_dir)) if run.writable else None
     bar = tqdm(total=t.steps, initial=start, disable=not (t.progress and run.writable),
                desc=run.path.name, unit="step", dynamic_ncols=True)
     # Calls end where a probe (before its step), an evaluation or a checkpoint (after
     # theirs) is due.
     cadences = [probe.every for probe in probes] + [t.eval_every, t.checkpoint_every]
-    call_length = CallLength(t.steps_per_call)
+    call_length = CallLength(t.steps_per_call,
+                             multi_worker=strategy_name(strategy) == "MultiWorkerMirroredStrategy")
 
     def record(stream, step, values):
         run.writer(stream).write({"step": step, **values})

@@ -184,3 +184,4 @@ def test_calls_end_where_an_event_is_due():
     length.observe(seconds=1e-6, steps=10)
     assert length() == CallLength.MAX_STEPS
     assert CallLength(7)() == 7
+    assert CallLength("auto", multi_worker=True)() == CallLength.MULTI_WORKER_STEPS
