@@ -67,7 +67,11 @@ def test_two_worker_processes_match_one_worker(tmp_path):
             [sys.executable, "-m", "pipeline", "train", str(SMOKE), *COMMON,
              "--workdir", str(tmp_path / "multi")], cwd=REPO, env=env,
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
-    outputs = [p.communicate(timeout=300)[0] for p in processes]
+    try:
+        outputs = [p.communicate(timeout=300)[0] for p in processes]
+    finally:  # a hung worker must not outlive the test
+        for p in processes:
+            p.kill()
     assert all(p.returncode == 0 for p in processes), outputs[0][-2000:] + outputs[1][-2000:]
     meta = RunDirectory(tmp_path / "multi").read_meta()
     assert meta["strategy"] == "MultiWorkerMirroredStrategy" and meta["replicas"] == 2
