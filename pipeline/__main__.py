@@ -31,6 +31,10 @@ def _parser():
     figures.add_argument("--output", default="reports", help="output folder (default: reports)")
     figures.add_argument("--notebooks", nargs="*", help="subset of notebooks to execute")
 
+    claims = commands.add_parser("claims", help="the paper's claims as verdicts over runs")
+    claims.add_argument("runs", nargs="+", help="run directories or sweep folders")
+    claims.add_argument("--json", action="store_true", help="print the table as JSON")
+
     bench = commands.add_parser(
         "bench", help="speed of the training loop against a bare loop and of the input "
                       "pipeline, per norm; probe cost in training steps")
@@ -45,6 +49,7 @@ def _parser():
 
 def main(argv=None):
     args = _parser().parse_args(argv)
+    from pipeline.analysis import MissingRunsError
     from pipeline.data import DatasetUnavailableError
     from pipeline.train import RunConfigMismatch
     try:
@@ -57,6 +62,13 @@ def main(argv=None):
             from pipeline.report import NOTEBOOKS, make_figures
             path = make_figures(args.runs, args.output, args.notebooks or NOTEBOOKS)
             print(f"report: {path.resolve()}")
+            return 0
+        if args.command == "claims":
+            import json
+            from pipeline.analysis import load_runs
+            from pipeline.claims import claims_table, format_claims
+            rows = claims_table(load_runs(args.runs))
+            print(json.dumps(rows, indent=2) if args.json else format_claims(rows))
             return 0
         if args.command == "bench":
             from pipeline import bench
@@ -76,7 +88,7 @@ def main(argv=None):
     except (ConfigError, RunConfigMismatch, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    except DatasetUnavailableError as error:
+    except (DatasetUnavailableError, MissingRunsError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
 

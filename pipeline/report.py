@@ -1,8 +1,8 @@
 """Figures and the HTML report: executing the notebooks with papermill, saving figures
 with captions, and assembling one page that shows them all."""
 
-import html
 import json
+import shutil
 from pathlib import Path
 
 from pipeline.runs import atomic_write_text
@@ -58,12 +58,16 @@ def execute(name, output_dir, parameters):
 
 
 def make_figures(runs, output_dir="reports", notebooks=NOTEBOOKS, echo=print):
-    """Execute each notebook on `runs` (paths), then write output_dir/report.html.
+    """Execute each notebook on `runs` (paths), then write output_dir/report.html: the
+    claims table, the figures, the run inventory.
 
-    A notebook that finds no runs of its kind (no DLN run for `dln`, no l_p run for
-    `lp_variants`) says so and is left out of the report; any other stop is an error.
+    Figures and executed notebooks of an earlier build in `output_dir` are removed first,
+    so the report shows only what these runs made. A notebook that finds no runs of its
+    kind (no DLN run for `dln`) says so and is left out; any other stop is an error.
     """
     runs = [str(r) for r in runs]
+    for folder in ("figures", "notebooks"):
+        shutil.rmtree(Path(output_dir) / folder, ignore_errors=True)
     failures = {}
     for index, name in enumerate(notebooks, 1):
         echo(f"[{index}/{len(notebooks)}] notebook {name}")
@@ -73,40 +77,47 @@ def make_figures(runs, output_dir="reports", notebooks=NOTEBOOKS, echo=print):
         elif message:
             failures[name] = message
             echo(f"    FAILED: {message}")
-    report = build_report(output_dir)
+    report = build_report(output_dir, runs)
     if failures:
         raise RuntimeError(f"notebooks failed: {failures}; executed copies in "
                            f"{Path(output_dir) / 'notebooks'} show where")
     return report
 
 
-def build_report(output_dir):
-    """One HTML page with every figure of output_dir/figures and its caption."""
+def run_inventory(loaded):
+    """One row per run for the report: path, seed, steps, status, wall time, versions."""
+    rows = []
+    for run in loaded:
+        meta = run["meta"]
+        versions = meta.get("versions", {})
+        rows.append({"path": run["path"], "seed": run["config"]["seed"],
+                     "steps": f"{meta.get('step', '?')} of {run['config']['train']['steps']}",
+                     "status": meta.get("status", "unknown"),
+                     "wall_time": f"{meta['wall_time_s']:.0f} s" if "wall_time_s" in meta else "",
+                     "versions": ", ".join(f"{k} {v}" for k, v in versions.items())})
+    return rows
+
+
+def build_report(output_dir, runs=()):
+    """One HTML page: the claims table over `runs` (paths), every figure of
+    output_dir/figures with its caption, and the run inventory."""
+    import jinja2
+
+    from pipeline.analysis import load_runs
+    from pipeline.claims import RULES, claims_table
     output_dir = Path(output_dir)
     figures = output_dir / "figures"
     captions_path = figures / CAPTIONS
     captions = json.loads(captions_path.read_text()) if captions_path.exists() else {}
-    sections = []
-    for name, caption in captions.items():
-        if not (figures / f"{name}.png").exists():
-            continue
-        sections.append(
-            f'<figure id="{html.escape(name)}"><img src="figures/{html.escape(name)}.png" '
-            f'alt="{html.escape(name)}"><figcaption><b>{html.escape(name)}</b>: '
-            f"{html.escape(caption)} (<a href=\"figures/{html.escape(name)}.svg\">svg</a>)"
-            "</figcaption></figure>")
-    notebooks = sorted((output_dir / "notebooks").glob("*.ipynb"))
-    links = " ".join(f'<a href="notebooks/{n.name}">{n.stem}</a>' for n in notebooks)
-    page = f"""<!doctype html>
-<html><head><meta charset="utf-8"><title>BN Lab report</title>
-<style>body{{font-family:sans-serif;max-width:1200px;margin:auto}}img{{max-width:100%}}
-figure{{margin:2em 0;border-bottom:1px solid #ddd}}figcaption{{color:#333}}</style></head>
-<body><h1>BN Lab: how does batch normalization help optimization?</h1>
-<p>Figures made from the run directories by the notebooks ({links or 'none'}).
-Santurkar et al., NeurIPS 2018, reproduced with Keras 3 / TensorFlow.</p>
-{''.join(sections) or '<p>No figures were made.</p>'}
-</body></html>
-"""
+    loaded = load_runs(runs) if runs else []
+    environment = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(Path(__file__).parent / "templates"), autoescape=True)
+    page = environment.get_template("report.html.j2").render(
+        claims=claims_table(loaded) if loaded else [], rules=RULES,
+        figures=[{"name": name, "caption": caption} for name, caption in captions.items()
+                 if (figures / f"{name}.png").exists()],
+        notebooks=[n.name for n in sorted((output_dir / "notebooks").glob("*.ipynb"))],
+        runs=run_inventory(loaded))
     path = output_dir / "report.html"
     atomic_write_text(path, page)
     return path

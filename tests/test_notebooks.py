@@ -42,7 +42,14 @@ def test_every_notebook_makes_its_figures_and_the_report(sweep, tmp_path):
     page = report.read_text()
     assert all(f"figures/{name}.png" in page for name in expected)
     assert "seeds per variant" in page and "data set synthetic" in page
+    # The claims table comes first, the run inventory last.
+    assert page.index("<h2>Claims</h2>") < page.index("<h2>Figures</h2>") < page.index("<h2>Runs</h2>")
+    assert "BN trains faster" in page and page.count("<tr>") >= 6
     assert {p.stem for p in (tmp_path / "notebooks").glob("*.ipynb")} == set(NOTEBOOKS)
+    # A rebuild keeps no figure of an earlier build.
+    (figures / "stale.png").write_bytes(b"old")
+    make_figures([sweep], tmp_path, notebooks=("dln",), echo=lambda message: None)
+    assert not (figures / "stale.png").exists() and not (figures / "training_accuracy.png").exists()
 
 
 def test_notebooks_are_stored_without_outputs():
