@@ -84,25 +84,18 @@ def final_value(stream, key, tail=0.1):
     return measure
 
 
-def window_median(stream, key, transform=None):
-    """Median of `key` over the probe steps of the window."""
+def probe_statistic(stream, column, reduce=np.median, window=True):
+    """`reduce` of a probe quantity over the probe steps of the window (or, with
+    `window=False`, of the whole curve: the paper's reading). `column` is a record key or
+    a function of the records frame giving the values."""
     def measure(run):
         frame = _frame(run, stream)
-        if key not in frame:
+        frame = _window(frame, run) if window and not frame.empty else frame
+        try:
+            values = np.asarray(column(frame) if callable(column) else frame[column], float)
+        except KeyError:
             return float("nan")
-        values = _window(frame, run)[key].to_numpy(dtype=float)
-        values = transform(values) if transform else values
-        return float(np.median(values)) if len(values) else float("nan")
-    return measure
-
-
-def curve_max(stream, key, transform=None):
-    def measure(run):
-        frame = _frame(run, stream)
-        if key not in frame:
-            return float("nan")
-        values = frame[key].to_numpy(dtype=float)
-        return float(np.max(transform(values) if transform else values))
+        return float(reduce(values)) if len(values) else float("nan")
     return measure
 
 
@@ -110,17 +103,9 @@ def loss_band(frame):
     return frame["landscape/loss_max"] - frame["landscape/loss_min"]
 
 
-def band_measure(run, reducer):
-    frame = _frame(run, "landscape")
-    if "landscape/loss_max" not in frame:
-        return float("nan")
-    chosen = _window(frame, run) if reducer is np.median else frame
-    return float(reducer(loss_band(chosen))) if len(chosen) else float("nan")
-
-
 def activation_shift(run):
-    """Mean over layers and probe steps of the change of the per-channel means between
-    consecutive distribution records, divided by the probe interval (paper Fig 8)."""
+    """Mean over layers, channels and probe steps of the absolute change of the
+    per-channel activation means between consecutive distribution records (Fig 8)."""
     frame = _frame(run, "distributions")
     columns = [c for c in frame if c.endswith("_channel_mean")]
     if not columns or len(frame) < 2:
@@ -141,7 +126,7 @@ def _ics_layer(run, suffix):
 def ics_measure(suffix):
     def measure(run):
         column = _ics_layer(run, suffix)
-        return window_median("ics", column)(run) if column else float("nan")
+        return probe_statistic("ics", column)(run) if column else float("nan")
     return measure
 
 
@@ -170,16 +155,17 @@ CLAIMS = [
           "cosine as low or lower with BN (Fig 3)"),
     Claim("loss_band_narrower", "the loss band is narrower with BN", "vgg", "batch", "none",
           "low", "loss_max - loss_min along the gradient, median over the window",
-          lambda run: band_measure(run, np.median), "smaller", "max ~9.7 vs <= 2.7",
-          paper_reading=lambda run: band_measure(run, np.max)),
+          probe_statistic("landscape", loss_band), "smaller", "max ~9.7 vs <= 2.7",
+          paper_reading=probe_statistic("landscape", loss_band, np.max, window=False)),
     Claim("gradient_change_smaller", "gradient change is smaller with BN", "vgg", "batch",
           "none", "low", "max over step sizes of ||grad(theta - eta g) - g||, median over "
-          "the window", window_median("landscape", "landscape/grad_change_max"), "smaller",
-          "max ~255 vs ~38", paper_reading=curve_max("landscape", "landscape/grad_change_max")),
+          "the window", probe_statistic("landscape", "landscape/grad_change_max"), "smaller",
+          "max ~255 vs ~38",
+          paper_reading=probe_statistic("landscape", "landscape/grad_change_max", np.max, False)),
     Claim("beta_smaller", "the effective beta is smaller with BN", "vgg", "batch", "none", "low",
           "effective beta-smoothness, median over the window",
-          window_median("landscape", "landscape/beta_max"), "smaller", "max ~46 vs ~20",
-          paper_reading=curve_max("landscape", "landscape/beta_max")),
+          probe_statistic("landscape", "landscape/beta_max"), "smaller", "max ~46 vs ~20",
+          paper_reading=probe_statistic("landscape", "landscape/beta_max", np.max, False)),
     *[Claim(f"{p}_trains_like_bn", f"{p} normalization trains like BN", "vgg", p, "batch",
             "low", "steps to 90 % mini-batch training accuracy", steps_to_accuracy(0.9),
             "about equal", "l1, l2, linf ~ BN") for p in ("l1", "l2", "linf")],
@@ -190,7 +176,7 @@ CLAIMS = [
                              ("l1", "l1", "96 vs 1.65e3 (LR 1e-6)"))],
     Claim("curvature_smaller", "ours: the top Hessian eigenvalue is smaller with BN", "vgg",
           "batch", "none", "low", "|top Hessian eigenvalue|, median over the window",
-          window_median("curvature", "curvature/top_eigenvalue", np.abs), "smaller",
+          probe_statistic("curvature", lambda f: np.abs(f["curvature/top_eigenvalue"])), "smaller",
           "not measured by the paper"),
 ]
 
