@@ -18,23 +18,45 @@ def with_seed_counts(frame):
     return frame.assign(variant=frame["variant"].map(lambda v: f"{v} (n={counts[v]})"))
 
 
-def _lines(ax, frame, y, title, ylabel, logy=False):
+def _lines(ax, frame, y, title, ylabel, logy=False, hue="variant", palette=None):
     # Sorted hue order, so a variant has the same colour (C0, C1, ...) in every panel.
-    sns.lineplot(data=frame, x="step", y=y, hue="variant", errorbar=BAND, ax=ax,
-                 hue_order=sorted(frame["variant"].unique()),
-                 palette=[f"C{i}" for i in range(frame["variant"].nunique())])
+    order = sorted(palette) if palette else sorted(frame[hue].unique())
+    sns.lineplot(data=frame, x="step", y=y, hue=hue, errorbar=BAND, ax=ax, hue_order=order,
+                 palette=palette or [f"C{i}" for i in range(len(order))])
     ax.set(title=title, xlabel="training step", ylabel=ylabel)
     if logy:
         ax.set_yscale("log")
 
 
+def per_learning_rate(frame):
+    """([(lr, rows)] in increasing LR, palette). Rows get a `name` column, the norm's
+    name with its seed count (the LR is the panel's); the palette gives a norm one
+    colour in every panel."""
+    from pipeline.analysis import NORM_NAMES
+    names = frame["norm"].map(lambda n: NORM_NAMES.get(n, n))
+    seeds = frame.assign(name=names).groupby(["lr", "name"])["seed"].nunique()
+    frame = frame.assign(name=[f"{n} (n={seeds[(lr, n)]})" for lr, n in zip(frame["lr"], names)])
+    base = sorted(names.unique())
+    palette = {label: f"C{base.index(label.rsplit(' (n=', 1)[0])}"
+               for label in frame["name"].unique()}
+    return list(frame.groupby("lr", sort=True)), palette
+
+
 def plot_training(train, evals, metric="accuracy"):
-    """Mini-batch training and test `metric` ('accuracy' or 'loss') over steps (Fig 1a, 2a)."""
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4), constrained_layout=True)
+    """Mini-batch training and test `metric` ('accuracy' or 'loss') over steps, one row
+    of panels per learning rate (Fig 1a, 2a)."""
+    train_by_lr, palette = per_learning_rate(train)
+    evals_by_lr = dict(per_learning_rate(evals)[0])
+    fig, axes = plt.subplots(len(train_by_lr), 2, figsize=(11, 4 * len(train_by_lr)),
+                             squeeze=False, constrained_layout=True)
     logy = metric == "loss"
-    _lines(axes[0], with_seed_counts(train), f"train/{metric}",
-           f"training {metric} (mini-batch)", metric, logy)
-    _lines(axes[1], with_seed_counts(evals), f"test/{metric}", f"test {metric}", metric, logy)
+    for row, (lr, rows) in zip(axes, train_by_lr):
+        names = {k: v for k, v in palette.items() if k in set(rows["name"])}
+        _lines(row[0], rows, f"train/{metric}", f"LR {lr:g}: training {metric} (mini-batch)",
+               metric, logy, hue="name", palette=names)
+        if lr in evals_by_lr:
+            _lines(row[1], evals_by_lr[lr], f"test/{metric}", f"LR {lr:g}: test {metric}",
+                   metric, logy, hue="name", palette=names)
     return fig
 
 
@@ -80,22 +102,50 @@ def plot_ics(ics, layers):
 
 def plot_landscape(landscape, logy=False):
     """Loss variation, gradient predictiveness (bands over the step grid) and effective
-    beta-smoothness over training (Fig 4, 10, 12, 13)."""
-    fig, axes = plt.subplots(1, 3, figsize=(16, 4), constrained_layout=True)
-    frame = with_seed_counts(landscape)
+    beta-smoothness over training, one row of panels per learning rate (Fig 4, 9, 10,
+    12, 13)."""
+    by_lr, palette = per_learning_rate(landscape)
+    fig, axes = plt.subplots(len(by_lr), 3, figsize=(16, 4 * len(by_lr)), squeeze=False,
+                             constrained_layout=True)
     panels = [("landscape/loss", "loss landscape", "loss"),
               ("landscape/grad_change", "gradient predictiveness", "||grad L(theta') - g||")]
-    for ax, (prefix, title, ylabel) in zip(axes, panels):
-        for index, (variant, rows) in enumerate(frame.groupby("variant", sort=True)):
-            per_step = rows.groupby("step").agg(low=(f"{prefix}_min", "min"),
-                                                high=(f"{prefix}_max", "max"))
-            ax.fill_between(per_step.index, per_step["low"], per_step["high"], alpha=0.4,
-                            color=f"C{index}", label=variant)
-        ax.set(title=f"{title} (band over step sizes)", xlabel="training step", ylabel=ylabel)
-        if logy:
-            ax.set_yscale("log")
-        ax.legend()
-    _lines(axes[2], frame, "landscape/beta_max", "effective beta-smoothness", "beta", logy)
+    for row, (lr, frame) in zip(axes, by_lr):
+        for ax, (prefix, title, ylabel) in zip(row, panels):
+            for name, rows in frame.groupby("name", sort=True):
+                per_step = rows.groupby("step").agg(low=(f"{prefix}_min", "min"),
+                                                    high=(f"{prefix}_max", "max"))
+                ax.fill_between(per_step.index, per_step["low"], per_step["high"], alpha=0.4,
+                                color=palette[name], label=name)
+            ax.set(title=f"LR {lr:g}: {title} (band over step sizes)", xlabel="training step",
+                   ylabel=ylabel)
+            if logy:
+                ax.set_yscale("log")
+            ax.legend()
+        names = {k: v for k, v in palette.items() if k in set(frame["name"])}
+        _lines(row[2], frame, "landscape/beta_max", f"LR {lr:g}: effective beta-smoothness",
+               "beta", logy, hue="name", palette=names)
+    return fig
+
+
+def plot_distribution_shift(distributions, layer):
+    """Change of the per-channel mean and variance of layer #`layer`'s activations
+    between consecutive probe steps (mean absolute change over channels), per variant:
+    how far the distribution the next layer sees moves (Fig 8)."""
+    import pandas as pd
+    rows = []
+    for (variant, seed), frame in distributions.groupby(["variant", "seed"]):
+        frame = frame.sort_values("step")
+        for statistic in ("mean", "var"):
+            values = np.stack(frame[f"distributions/layer{layer}_channel_{statistic}"].to_numpy())
+            change = np.abs(np.diff(values, axis=0)).mean(axis=1)
+            rows += [{"variant": variant, "seed": seed, "step": step, "statistic": statistic,
+                      "change": value} for step, value in zip(frame["step"].to_numpy()[1:], change)]
+    frame = with_seed_counts(pd.DataFrame(rows))
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4), constrained_layout=True)
+    for ax, statistic, label in zip(axes, ("mean", "var"), ("mean", "variance")):
+        _lines(ax, frame[frame["statistic"] == statistic], "change",
+               f"layer #{layer}: change of the per-channel {label}",
+               "|change| since the previous probe step", logy=True)
     return fig
 
 

@@ -36,8 +36,11 @@ def write_fake_run(path, norm, lr, seed, steps=(0, 10, 20, 30), diverged=False):
             "landscape/beta_max": 10 + seed, "landscape/etas": etas,
             "landscape/grad_changes": [e * (1 + step) for e in etas]})
         lines["ics"].append({"step": step, "ics/layer5_l2": 1 + offset, "ics/layer5_cosine": 0.5})
-        lines["distributions"].append({"step": step,
-                                       "distributions/layer3_sample": rng.normal(size=50).tolist()})
+        lines["distributions"].append({
+            "step": step, "distributions/layer3_sample": rng.normal(size=50).tolist(),
+            # Channel means move by (1 + offset) per probe step, variances by 0.5.
+            "distributions/layer3_channel_mean": [(1 + offset) * step / 10] * 4,
+            "distributions/layer3_channel_var": [1 + 0.5 * step / 10, 1.0, 1.0, 1.0]})
     for stream, rows in lines.items():
         (records / f"{stream}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
 
@@ -128,3 +131,29 @@ def test_saved_figures_and_the_report_carry_captions(runs, tmp_path):
     assert all(p.stat().st_size > 1000 for p in paths)
     page = build_report(tmp_path / "out").read_text()
     assert 'src="figures/curvature.png"' in page and "Top &lt;eigenvalue&gt; &amp; seeds: 2" in page
+
+
+def test_training_and_landscape_plots_have_one_row_of_panels_per_learning_rate(runs, tmp_path):
+    for seed in (0, 1):
+        write_fake_run(tmp_path / f"batch-large-{seed}", "batch", 0.5, seed)
+    mixed = analysis.load_runs(tmp_path)
+    fig = plots.plot_training(analysis.records_frame(mixed, "train"),
+                              analysis.records_frame(mixed, "eval"))
+    assert len(fig.axes) == 4
+    assert fig.axes[0].get_title().startswith("LR 0.1") and fig.axes[2].get_title().startswith("LR 0.5")
+    # LR 0.5 has BN only, in BN's colour of the LR 0.1 panel.
+    assert _line_for(fig.axes[2], "BN (n=2)").get_color() == _line_for(fig.axes[0], "BN (n=2)").get_color()
+    labels = fig.axes[2].get_legend_handles_labels()[1]
+    assert labels == ["BN (n=2)"]
+    landscape = plots.plot_landscape(analysis.records_frame(mixed, "landscape"))
+    assert len(landscape.axes) == 6 and landscape.axes[3].get_title().startswith("LR 0.5")
+
+
+def test_distribution_shift_is_the_mean_change_between_probe_steps(runs):
+    fig = plots.plot_distribution_shift(analysis.records_frame(runs, "distributions"), 3)
+    mean_panel, var_panel = fig.axes
+    # Standard seeds: offsets 0 and 0.01, means move by (1 + offset) per step -> mean 1.005.
+    np.testing.assert_allclose(_line_for(mean_panel, "standard (n=2)").get_ydata(), [1.005] * 3)
+    # One of 4 channels' variance moves by 0.5: mean change over channels 0.125.
+    np.testing.assert_allclose(_line_for(var_panel, "BN (n=2)").get_ydata(), [0.125] * 3)
+    assert mean_panel.get_yscale() == "log"
