@@ -10,6 +10,9 @@ Statistics that the first steps could decide are avoided: probe statistics are m
 over the probe steps from `WINDOW_START` of the run on (at step 0 BN's loss band is
 ~5 against the standard network's ~0.02, after that it is 10-100x narrower); the
 paper's own reading, the maximum over the plotted curve, is reported beside them.
+Landscape statistics compare the variants at matched progress: only probe records whose
+training loss lies in the range both variants pass through count, since a network that
+has already reached zero loss is trivially smooth.
 """
 
 import dataclasses
@@ -49,6 +52,9 @@ class Claim:
     expect: str                     # a key of RULES
     paper: str                      # the paper's values, PROTOCOL.md section 6
     paper_reading: Callable = None  # run -> float: the paper's way of reading the curve
+    # Landscape statistics: compare the variants only at probe steps where their training
+    # losses overlap (a network at zero loss is trivially smooth).
+    matched: bool = False
 
 
 def _frame(run, stream):
@@ -56,6 +62,8 @@ def _frame(run, stream):
 
 
 def _window(frame, run):
+    if "step" not in frame:
+        return frame
     return frame[frame["step"] >= WINDOW_START * run["config"]["train"]["steps"]]
 
 
@@ -87,10 +95,14 @@ def final_value(stream, key, tail=0.1):
 def probe_statistic(stream, column, reduce=np.median, window=True):
     """`reduce` of a probe quantity over the probe steps of the window (or, with
     `window=False`, of the whole curve: the paper's reading). `column` is a record key or
-    a function of the records frame giving the values."""
-    def measure(run):
+    a function of the records frame giving the values. With `loss_range` (low, high),
+    only probe records whose own loss `landscape/loss` lies in it count."""
+    def measure(run, loss_range=None):
         frame = _frame(run, stream)
-        frame = _window(frame, run) if window and not frame.empty else frame
+        frame = _window(frame, run) if window else frame
+        if loss_range is not None and "landscape/loss" in frame:
+            loss = frame["landscape/loss"]
+            frame = frame[(loss >= loss_range[0]) & (loss <= loss_range[1])]
         try:
             values = np.asarray(column(frame) if callable(column) else frame[column], float)
         except KeyError:
@@ -156,16 +168,19 @@ CLAIMS = [
     Claim("loss_band_narrower", "the loss band is narrower with BN", "vgg", "batch", "none",
           "low", "loss_max - loss_min along the gradient, median over the window",
           probe_statistic("landscape", loss_band), "smaller", "max ~9.7 vs <= 2.7",
-          paper_reading=probe_statistic("landscape", loss_band, np.max, window=False)),
+          paper_reading=probe_statistic("landscape", loss_band, np.max, window=False),
+          matched=True),
     Claim("gradient_change_smaller", "gradient change is smaller with BN", "vgg", "batch",
           "none", "low", "max over step sizes of ||grad(theta - eta g) - g||, median over "
           "the window", probe_statistic("landscape", "landscape/grad_change_max"), "smaller",
           "max ~255 vs ~38",
-          paper_reading=probe_statistic("landscape", "landscape/grad_change_max", np.max, False)),
+          paper_reading=probe_statistic("landscape", "landscape/grad_change_max", np.max, False),
+          matched=True),
     Claim("beta_smaller", "the effective beta is smaller with BN", "vgg", "batch", "none", "low",
           "effective beta-smoothness, median over the window",
           probe_statistic("landscape", "landscape/beta_max"), "smaller", "max ~46 vs ~20",
-          paper_reading=probe_statistic("landscape", "landscape/beta_max", np.max, False)),
+          paper_reading=probe_statistic("landscape", "landscape/beta_max", np.max, False),
+          matched=True),
     *[Claim(f"{p}_trains_like_bn", f"{p} normalization trains like BN", "vgg", p, "batch",
             "low", "steps to 90 % mini-batch training accuracy", steps_to_accuracy(0.9),
             "about equal", "l1, l2, linf ~ BN") for p in ("l1", "l2", "linf")],
@@ -228,6 +243,21 @@ def sweep_command(claim):
             f"--grid optim.lr={lrs} --grid model.norm={claim.reference},{claim.variant}")
 
 
+def matched_loss_range(runs_by_norm):
+    """The training-loss range both variants pass through in the window: the overlap
+    of [min, max] of the probe records' own loss (landscape/loss), or None."""
+    ranges = []
+    for runs in runs_by_norm.values():
+        losses = [_window(_frame(r, "landscape"), r).get("landscape/loss", pd.Series(dtype=float))
+                  for r in runs]
+        losses = pd.concat(losses).dropna() if losses else pd.Series(dtype=float)
+        if losses.empty:
+            return None
+        ranges.append((losses.min(), losses.max()))
+    low, high = max(r[0] for r in ranges), min(r[1] for r in ranges)
+    return (float(low), float(high)) if low <= high else None
+
+
 def evaluate_claim(claim, groups, lrs, rng):
     """The table row of `claim`."""
     row = {"claim": claim.text, "key": claim.key, "statistic": claim.statistic,
@@ -239,8 +269,18 @@ def evaluate_claim(claim, groups, lrs, rng):
     chosen = {norm: groups.get((claim.family, norm, lr), []) for norm in (claim.variant, claim.reference)}
     if lr is None or not all(chosen.values()):
         return {**row, "verdict": "missing runs", "command": sweep_command(claim)}
-    values = {norm: np.array([claim.measure(r) for r in runs]) for norm, runs in chosen.items()}
-    values = {norm: v[np.isfinite(v)] for norm, v in values.items()}
+    def measured(**options):
+        values = {norm: np.array([claim.measure(r, **options) for r in runs])
+                  for norm, runs in chosen.items()}
+        return {norm: v[np.isfinite(v)] for norm, v in values.items()}
+    values = None
+    if claim.matched:
+        row["matched_loss_range"] = matched_loss_range(chosen)
+        if row["matched_loss_range"] is not None:
+            values = measured(loss_range=row["matched_loss_range"])
+            if not all(len(v) for v in values.values()):  # no record of a variant in range
+                row["matched_loss_range"], values = None, None
+    values = values or measured()
     if not all(len(v) for v in values.values()):
         return {**row, "lr": lr, "verdict": "missing records",
                 "command": sweep_command(claim) + " (with the probes the statistic needs)"}
@@ -277,6 +317,11 @@ def format_claims(rows):
             lines.append(f"    {row['statistic']}, LR {row['lr']:g}, {row['seeds']} seed(s): "
                          f"{row['variant']} {row['variant_median']:.4g} vs {row['reference']} "
                          f"{row['reference_median']:.4g}, ratio {row['ratio']:.3g} {interval}")
+        if row.get("matched_loss_range"):
+            low, high = row["matched_loss_range"]
+            lines.append(f"    at matched progress: probe steps with training loss in [{low:.3g}, {high:.3g}]")
+        elif "matched_loss_range" in row:
+            lines.append("    the training losses never overlap in the window: unmatched")
         if "paper_reading" in row:
             reading = ", ".join(f"{k} {v:.4g}" for k, v in row["paper_reading"].items())
             lines.append(f"    paper's reading (max over the curve): {reading}")

@@ -13,9 +13,9 @@ FASTER = next(c for c in CLAIMS if c.key == "bn_trains_faster")
 BAND = next(c for c in CLAIMS if c.key == "loss_band_narrower")
 
 
-def _run(norm, seed, reach_step, lr=0.1, steps=100, band=None):
+def _run(norm, seed, reach_step, lr=0.1, steps=100, band=None, loss=lambda step: 1.0):
     """A VGG run whose mini-batch accuracy jumps from 0.1 to 1.0 at `reach_step`, with
-    landscape records whose loss band is `band` (step -> width)."""
+    landscape records whose loss band is `band` (step -> width) at loss `loss` (step ->)."""
     steps_logged = np.arange(0, steps, 2)
     train = pd.DataFrame({"step": steps_logged,
                           "train/accuracy": np.where(steps_logged >= reach_step, 1.0, 0.1),
@@ -24,8 +24,9 @@ def _run(norm, seed, reach_step, lr=0.1, steps=100, band=None):
     if band is not None:
         probe_steps = np.arange(0, steps, 10)
         widths = np.array([band(s) for s in probe_steps], float)
-        records["landscape"] = pd.DataFrame({"step": probe_steps, "landscape/loss_min": 1.0,
-                                             "landscape/loss_max": 1.0 + widths})
+        records["landscape"] = pd.DataFrame({
+            "step": probe_steps, "landscape/loss": [loss(s) for s in probe_steps],
+            "landscape/loss_min": 1.0, "landscape/loss_max": 1.0 + widths})
     config = {"seed": seed, "model": {"family": "vgg", "norm": norm}, "optim": {"lr": lr},
               "train": {"steps": steps}}
     return {"path": f"{norm}-{seed}", "config": config, "meta": {}, "records": records}
@@ -78,6 +79,24 @@ def test_probe_statistics_use_the_window_not_the_first_steps():
     assert row["variant_median"] == pytest.approx(0.01) and row["verdict"] == "reproduced"
     # The paper's reading, the maximum over the curve, is reported beside it.
     assert row["paper_reading"] == {"batch": pytest.approx(5.0), "none": pytest.approx(0.5)}
+
+
+def test_landscape_claims_compare_at_matched_training_loss():
+    # BN's loss falls to 0.001 by step 30 and only then is its band narrow; at the losses
+    # the standard network passes through (2 -> 0.5), BN's band is twice as wide.
+    def bn_loss(step):
+        return max(2.0 - step / 20, 0.001)
+    bn = [_run("batch", s, 10, loss=bn_loss, band=lambda step: 0.01 if bn_loss(step) < 0.5 else 1.0)
+          for s in range(3)]
+    standard = [_run("none", s, 50, loss=lambda step: 2.0 - step / 66, band=lambda step: 0.5)
+                for s in range(3)]
+    row = _row(claims_table(bn + standard), BAND)
+    low, high = row["matched_loss_range"]
+    assert low == pytest.approx(2.0 - 90 / 66) and high == pytest.approx(1.5)
+    assert row["variant_median"] == 1.0 and row["verdict"] == "not reproduced"
+    # Unmatched, the median over the window would call BN smoother.
+    unmatched = BAND.measure(bn[0])
+    assert unmatched == pytest.approx(0.01)
 
 
 def test_bootstrap_interval_and_rules():
