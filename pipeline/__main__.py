@@ -84,6 +84,10 @@ def main(argv=None):
             return 0
         rows = sweep.run_sweep(args.config, runs)
         print(sweep.format_table(rows))
+        if not sweep.succeeded(rows):
+            print("error: some runs did not finish (see status and error above); rerun the "
+                  "same command to resume them", file=sys.stderr)
+            return 1
         return 0
     except (ConfigError, RunConfigMismatch, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)

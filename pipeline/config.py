@@ -266,10 +266,18 @@ def _read_yaml(path, seen=()):
         raise ConfigError(f"config file not found: {path}")
     if path in seen:
         raise ConfigError(f"config inheritance loops back to {path}")
-    data = yaml.safe_load(path.read_text()) or {}
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as error:
+        raise ConfigError(f"{path} is not valid YAML: {' '.join(str(error).split())}") from None
+    if data is None:
+        raise ConfigError(f"{path} is empty; write the settings that differ from a base "
+                          "(see configs/cpu.yaml), starting with e.g. 'base: base.yaml'")
     if not isinstance(data, dict):
         raise ConfigError(f"{path} must hold a mapping of sections, not {type(data).__name__}")
     base = data.pop("base", None)
+    if base is not None and not isinstance(base, str):
+        raise ConfigError(f"{path}: base={base!r} must be one file name, e.g. base: base.yaml")
     layers = _read_yaml(path.parent / base, seen + (path,)) if base else []
     return layers + [(path, data)]
 

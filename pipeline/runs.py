@@ -22,6 +22,10 @@ META_FILE = "meta.json"
 STATUSES = ("running", "finished", "diverged", "failed")
 
 
+class BrokenRunError(ValueError):
+    """A run directory's file cannot be read; the message names it and what to do."""
+
+
 def atomic_write_bytes(path, data):
     """Write `data` so that readers see the old file or the new one, never a mix."""
     path = Path(path)
@@ -118,8 +122,20 @@ class RunDirectory:
         return sorted(p.stem for p in (self.path / "records").glob("*.jsonl"))
 
     def read_meta(self):
+        """meta.json as a dict ({} before the first start); a `BrokenRunError` naming
+        the file if it is not a JSON object."""
         path = self.path / META_FILE
-        return json.loads(path.read_text()) if path.exists() else {}
+        if not path.exists():
+            return {}
+        try:
+            meta = json.loads(path.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as error:
+            raise BrokenRunError(f"{path} is not valid JSON ({error}); restore it, or delete "
+                                 f"{self.path} to start that run over") from None
+        if not isinstance(meta, dict):
+            raise BrokenRunError(f"{path} holds no JSON object; restore it, or delete "
+                                 f"{self.path} to start that run over")
+        return meta
 
     def write_meta(self, meta):
         if self.writable:

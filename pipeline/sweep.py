@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pipeline.config import load_config
-from pipeline.runs import RunDirectory
+from pipeline.runs import BrokenRunError, RunDirectory
 
 
 @dataclass(frozen=True)
@@ -23,10 +23,11 @@ class PlannedRun:
     workdir: Path
 
     def command(self, config_path):
-        args = [sys.executable, "-m", "pipeline", "train", str(config_path)]
+        """The train command, with absolute paths so that it works from any folder."""
+        args = [sys.executable, "-m", "pipeline", "train", str(Path(config_path).resolve())]
         for item in self.overrides:
             args += ["--set", item]
-        return args + ["--workdir", str(self.workdir)]
+        return args + ["--workdir", str(self.workdir.resolve())]
 
 
 def parse_grid(items):
@@ -47,11 +48,18 @@ def _short(key, value):
 def plan_sweep(config_path, grid_items=(), seeds=1, sweep_dir=None, overrides=()):
     """Every combination of the grid and seeds 0..seeds-1, validated before anything runs."""
     grid = parse_grid(grid_items)
+    seed_values = [values for key, values in grid if key == "seed"]
+    if seed_values:
+        # Seeds given as a grid axis: those seeds, instead of 0..seeds-1.
+        if seeds != 1:
+            raise ValueError("give the seeds either as --seeds N (seeds 0..N-1) or as "
+                             "--grid seed=A,B,..., not both")
+        grid = [(key, values) for key, values in grid if key != "seed"]
     sweep_dir = Path(sweep_dir or Path("runs") / Path(config_path).stem)
     keys = [key for key, _ in grid]
     runs = []
     for values in itertools.product(*[v for _, v in grid]):
-        for seed in range(seeds):
+        for seed in (seed_values[-1] if seed_values else range(seeds)):
             items = tuple(overrides) + tuple(f"{k}={v}" for k, v in zip(keys, values)) + (
                 f"seed={seed}",)
             load_config(config_path, items)  # fail now, not in the middle of the sweep
@@ -63,7 +71,11 @@ def plan_sweep(config_path, grid_items=(), seeds=1, sweep_dir=None, overrides=()
 def run_sweep(config_path, runs, echo=print):
     """Run the planned runs one after another; returns the summary rows."""
     for index, run in enumerate(runs, 1):
-        status = RunDirectory(run.workdir).read_meta().get("status")
+        try:
+            status = RunDirectory(run.workdir).read_meta().get("status")
+        except BrokenRunError as error:  # one broken run does not stop the others
+            echo(f"[{index}/{len(runs)}] {run.name}: skipped: {error}")
+            continue
         if status in ("finished", "diverged"):
             echo(f"[{index}/{len(runs)}] {run.name}: already {status}, skipped")
             continue
@@ -79,7 +91,10 @@ def summarize(runs):
     rows = []
     for run in runs:
         directory = RunDirectory(run.workdir)
-        meta = directory.read_meta()
+        try:
+            meta = directory.read_meta()
+        except BrokenRunError as error:
+            meta = {"status": "broken", "error": str(error)}
         train = directory.records("train")
         evals = directory.records("eval")
         rows.append({
@@ -91,8 +106,14 @@ def summarize(runs):
             "test_loss": evals[-1]["test/loss"] if evals else float("nan"),
             "test_accuracy": evals[-1].get("test/accuracy", float("nan")) if evals else float("nan"),
             "wall_s": round(meta.get("wall_time_s", 0.0), 1),
+            "error": meta.get("error", "") if meta.get("status") in ("failed", "broken") else "",
         })
     return rows
+
+
+def succeeded(rows):
+    """True if every run ended as a result: finished or diverged (failed is not one)."""
+    return all(row["status"] in ("finished", "diverged") for row in rows)
 
 
 def format_table(rows):

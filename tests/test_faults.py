@@ -1,0 +1,80 @@
+"""Expected failures end with one message that names the file or key and what to do, a
+non-zero exit, and no traceback (issue: reliability)."""
+
+import json
+
+import pytest
+
+from conftest import SMOKE, run_cli
+from pipeline import sweep
+from pipeline.config import ConfigError, load_config
+
+
+def _fails_cleanly(result, code, *phrases):
+    assert result.returncode == code, result.stderr[-2000:]
+    assert "Traceback" not in result.stderr, result.stderr[-2000:]
+    for phrase in phrases:
+        assert phrase in result.stderr, result.stderr[-2000:]
+
+
+@pytest.mark.parametrize("text, message", [
+    ("", "is empty"),
+    ("# only a comment\n", "is empty"),
+    ("optim: {lr: [0.1\n", "is not valid YAML"),
+    ("base: [base.yaml, cpu.yaml]\n", "must be one file name"),
+    ("base: 3\n", "must be one file name"),
+])
+def test_bad_config_files_name_the_file(text, message, tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError, match=message) as error:
+        load_config(path)
+    assert str(path) in str(error.value)
+
+
+def test_cli_refuses_an_empty_config_at_once(tmp_path):
+    path = tmp_path / "empty.yaml"
+    path.write_text("")
+    _fails_cleanly(run_cli("train", path, "--workdir", tmp_path / "run", check=False), 2,
+                   "empty.yaml is empty")
+    assert not (tmp_path / "run").exists()
+
+
+def test_grid_seeds_are_honoured_and_conflicting_seeds_refused(tmp_path):
+    runs = sweep.plan_sweep(SMOKE, ["seed=3,4", "model.norm=none"], sweep_dir=tmp_path)
+    assert [r.name for r in runs] == ["norm-none__seed-3", "norm-none__seed-4"]
+    assert [r.overrides[-1] for r in runs] == ["seed=3", "seed=4"]
+    assert all(sum(item.startswith("seed=") for item in r.overrides) == 1 for r in runs)
+    with pytest.raises(ValueError, match="either as --seeds N .* or as --grid seed"):
+        sweep.plan_sweep(SMOKE, ["seed=3,4"], seeds=2, sweep_dir=tmp_path)
+
+
+def test_listed_commands_work_from_another_folder(tmp_path):
+    listed = run_cli("sweep", "configs/smoke.yaml", "--grid", "model.norm=none",
+                     "--sweep-dir", "runs/x", "--list").stdout.split()
+    config = listed[listed.index("train") + 1]
+    workdir = listed[listed.index("--workdir") + 1]
+    assert config == str(SMOKE) and workdir.startswith("/") and workdir.endswith("runs/x/norm-none__seed-0")
+
+
+def test_a_broken_meta_json_is_named_and_does_not_stop_a_sweep(tmp_path):
+    runs = sweep.plan_sweep(SMOKE, ["optim.lr=0.05,0.1"], sweep_dir=tmp_path,
+                            overrides=["train.steps=2"])
+    runs[0].workdir.mkdir(parents=True)
+    (runs[0].workdir / "meta.json").write_text('{"status": "runn\x01ing"}')
+    result = run_cli("train", SMOKE, "--set", "optim.lr=0.05", "--set", "train.steps=2",
+                     "--set", "seed=0", "--workdir", runs[0].workdir, check=False)
+    _fails_cleanly(result, 2, "meta.json is not valid JSON", "delete")
+    result = run_cli("sweep", SMOKE, "--grid", "optim.lr=0.05,0.1", "--set", "train.steps=2",
+                     "--sweep-dir", tmp_path, check=False)
+    assert "lr-0.1__seed-0" in result.stdout and "finished" in result.stdout
+    assert "broken" in result.stdout
+    _fails_cleanly(result, 1, "some runs did not finish")
+
+
+def test_a_sweep_whose_runs_fail_exits_non_zero_and_says_why(tmp_path):
+    result = run_cli("sweep", SMOKE, "--grid", "optim.lr=0.05", "--set", "data.name=cifar10",
+                     "--set", f"data.data_dir={tmp_path / 'none'}", "--set", "data.download=false",
+                     "--sweep-dir", tmp_path / "sweep", check=False)
+    _fails_cleanly(result, 1, "some runs did not finish")
+    assert "not started" in result.stdout or "failed" in result.stdout
