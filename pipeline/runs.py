@@ -12,6 +12,7 @@ Records hold `step` = number of optimizer updates applied to the weights they de
 A killed run leaves at worst a torn last line, which readers skip and a resume rewrites.
 """
 
+import fcntl
 import json
 import os
 import tempfile
@@ -20,6 +21,10 @@ from pathlib import Path
 CONFIG_FILE = "config.yaml"
 META_FILE = "meta.json"
 STATUSES = ("running", "finished", "diverged", "failed")
+
+
+class RunBusyError(RuntimeError):
+    """Another process is training into the same run directory."""
 
 
 class BrokenRunError(ValueError):
@@ -98,6 +103,29 @@ class RunDirectory:
         self.path = Path(path)
         self.writable = writable
         self._writers = {}
+        self._lock = None
+
+    def lock(self):
+        """Become the run directory's one writer, or raise `RunBusyError` at once.
+
+        An exclusive `flock` on `.lock`: the kernel releases it when the holder exits,
+        however it exits, so a killed run never blocks its own resume.
+        """
+        self.path.mkdir(parents=True, exist_ok=True)
+        handle = open(self.path / ".lock", "a+")
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "another process"
+            handle.close()
+            raise RunBusyError(f"{self.path} is in use: {holder} is training into it; wait "
+                               "for it to end, or choose another --workdir") from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"process {os.getpid()} on {os.uname().nodename}\n")
+        handle.flush()
+        self._lock = handle
 
     @property
     def checkpoint_dir(self):
@@ -160,6 +188,9 @@ class RunDirectory:
     def close(self):
         for writer in self._writers.values():
             writer.close()
+        if self._lock is not None:
+            self._lock.close()  # releases the flock
+            self._lock = None
 
 
 def load_run(path):

@@ -198,6 +198,15 @@ def train_and_evaluate(config, workdir, probes_factory=None):
     runtime = configure_runtime(config)
     strategy = make_strategy(config.train.strategy)
     run = RunDirectory(workdir, writable=is_chief(strategy))
+    if run.writable:
+        run.lock()
+    try:
+        return _resume_and_train(config, runtime, strategy, run, probes_factory)
+    finally:
+        run.close()  # also releases the lock, whatever happened
+
+
+def _resume_and_train(config, runtime, strategy, run, probes_factory):
     _check_same_config(run, config)
     meta = run.read_meta()
     if meta.get("status") in ("finished", "diverged"):

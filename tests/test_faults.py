@@ -78,3 +78,34 @@ def test_a_sweep_whose_runs_fail_exits_non_zero_and_says_why(tmp_path):
                      "--sweep-dir", tmp_path / "sweep", check=False)
     _fails_cleanly(result, 1, "some runs did not finish")
     assert "not started" in result.stdout or "failed" in result.stdout
+
+
+def test_a_second_training_on_a_busy_run_directory_is_refused_at_once(tmp_path):
+    import subprocess
+    import sys
+    import time
+
+    from conftest import REPO
+    from pipeline.runs import RunDirectory
+    # Long enough (~10 s) to be still training when the second command has started.
+    settings = ["--set", "train.steps=2000", "--set", "train.log_every=10",
+                "--set", "train.checkpoint_every=1000", "--set", "train.eval_every=1000"]
+    args = [sys.executable, "-m", "pipeline", "train", str(SMOKE), *settings,
+            "--workdir", str(tmp_path)]
+    first = subprocess.Popen(args, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.time() + 120
+        while not RunDirectory(tmp_path).records("train") and time.time() < deadline:
+            time.sleep(0.05)
+        began = time.time()
+        second = run_cli("train", SMOKE, *settings, "--workdir", tmp_path, check=False)
+        _fails_cleanly(second, 1, "is in use", "is training into it")
+        assert first.poll() is None, "the first run ended before the second was tried"
+        assert time.time() - began < 60
+    finally:
+        first.wait(timeout=300)
+    assert first.returncode == 0
+    steps = [r["step"] for r in RunDirectory(tmp_path).records("train")]
+    assert steps == list(range(0, 2000, 10))  # one writer: every record once
+    # The lock went with its holder: the same command now finds the run finished.
+    assert run_cli("train", SMOKE, *settings, "--workdir", tmp_path).stdout.startswith("finished")
