@@ -51,6 +51,7 @@ def main(argv=None):
     args = _parser().parse_args(argv)
     from pipeline.analysis import MissingRunsError
     from pipeline.data import DatasetUnavailableError
+    from pipeline.report import NotebookFailure
     from pipeline.runs import RunBusyError
     from pipeline.train import RunConfigMismatch
     try:
@@ -93,7 +94,7 @@ def main(argv=None):
     except (ConfigError, RunConfigMismatch, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    except (DatasetUnavailableError, MissingRunsError, RunBusyError) as error:
+    except (DatasetUnavailableError, MissingRunsError, RunBusyError, NotebookFailure) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
 

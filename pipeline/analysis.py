@@ -76,8 +76,10 @@ def runs_summary(runs):
 
 
 def require_stream(runs, stream, probe_hint=None):
-    """Raise a clear error naming the runs that lack records of `stream`."""
-    missing = [r["path"] for r in runs if r["records"].get(stream) is None]
+    """Raise a clear error naming the runs that lack records of `stream`. A diverged run
+    may have ended before its first record of a stream; it is not counted."""
+    missing = [r["path"] for r in runs if r["records"].get(stream) is None
+               and r["meta"].get("status") != "diverged"]
     if missing:
         hint = probe_hint or f"--set probes.{stream}.enabled=true"
         raise ValueError(f"{len(missing)} run(s) have no {stream} records: {missing[:3]}; "

@@ -42,19 +42,28 @@ def checkpoints(directory):
     return sorted(p for p in directory.iterdir() if PATTERN.search(p.name))
 
 
-def restore_latest(directory, model, optimizer):
-    """Load the newest checkpoint into the variables; returns its step, or 0 if none."""
-    found = checkpoints(directory)
-    if not found:
-        return 0
-    path = found[-1]
+def restore_latest(directory, model, optimizer, warn=None):
+    """Load the newest intact checkpoint into the variables; returns its step, or 0 if
+    there is none. A checkpoint that cannot be read (truncated, garbage) is reported
+    through `warn` and the next older one is tried."""
+    import sys
+    import zipfile
+    warn = warn or (lambda message: print(f"warning: {message}", file=sys.stderr))
     tracked = _tracked(model, optimizer)
-    with np.load(path) as saved:
-        shapes = {key: tuple(saved[key].shape) for key in saved.files}
-        if shapes != {key: tuple(v.shape) for key, v in tracked.items()}:
+    expected = {key: tuple(v.shape) for key, v in tracked.items()}
+    for path in reversed(checkpoints(directory)):
+        try:
+            with np.load(path) as saved:
+                values = {key: saved[key] for key in saved.files}
+        except (zipfile.BadZipFile, OSError, ValueError, EOFError, KeyError) as error:
+            warn(f"{path} is damaged ({type(error).__name__}: {error}); trying an older "
+                 "checkpoint")
+            continue
+        if {key: tuple(v.shape) for key, v in values.items()} != expected:
             raise ValueError(
                 f"{path} was written by a different model or optimizer (variables differ); "
                 "use a new --workdir or delete the run directory to start over")
         for key, variable in tracked.items():
-            variable.assign(saved[key])
-    return int(PATTERN.search(path.name).group(1))
+            variable.assign(values[key])
+        return int(PATTERN.search(path.name).group(1))
+    return 0

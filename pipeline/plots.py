@@ -79,7 +79,8 @@ def plot_activation_violins(distributions, layer, max_steps=6):
     for ax, variant in zip(axes[:, 0], variants):
         rows = distributions[(distributions["variant"] == variant)
                              & distributions["step"].isin(chosen)]
-        long = rows[["step", column]].explode(column).astype({column: float})
+        # explode repeats each row's index label; seaborn needs unique labels.
+        long = rows[["step", column]].explode(column, ignore_index=True).astype({column: float})
         sns.violinplot(data=long, x="step", y=column, ax=ax, cut=0, inner="quartile",
                        density_norm="width", color="C0")
         ax.set(title=f"{variant}: layer #{layer} activations", ylabel="activation", xlabel="")

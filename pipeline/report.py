@@ -13,6 +13,10 @@ NOTEBOOKS = ("training", "distributions", "ics", "landscape", "lp_variants", "dl
 CAPTIONS = "captions.json"
 
 
+class NotebookFailure(RuntimeError):
+    """Notebooks stopped with an error; the message names them and their messages."""
+
+
 def save_captioned(fig, output_dir, name, caption, formats=("png", "svg")):
     """Save `fig` under output_dir/figures and record its caption for the report."""
     from pipeline.plots import save_figure
@@ -65,7 +69,12 @@ def make_figures(runs, output_dir="reports", notebooks=NOTEBOOKS, echo=print):
     so the report shows only what these runs made. A notebook that finds no runs of its
     kind (no DLN run for `dln`) says so and is left out; any other stop is an error.
     """
+    from pipeline.analysis import load_runs
+    unknown = sorted(set(notebooks) - set(NOTEBOOKS))
+    if unknown:
+        raise ValueError(f"unknown notebook(s) {unknown}; choose from {', '.join(NOTEBOOKS)}")
     runs = [str(r) for r in runs]
+    load_runs(runs)  # a missing run path stops here, before any notebook runs
     for folder in ("figures", "notebooks"):
         shutil.rmtree(Path(output_dir) / folder, ignore_errors=True)
     failures = {}
@@ -79,8 +88,10 @@ def make_figures(runs, output_dir="reports", notebooks=NOTEBOOKS, echo=print):
             echo(f"    FAILED: {message}")
     report = build_report(output_dir, runs)
     if failures:
-        raise RuntimeError(f"notebooks failed: {failures}; executed copies in "
-                           f"{Path(output_dir) / 'notebooks'} show where")
+        listed = "; ".join(f"{name}: {message}" for name, message in failures.items())
+        raise NotebookFailure(f"{len(failures)} notebook(s) failed ({listed}); the executed "
+                              f"copies in {Path(output_dir) / 'notebooks'} show where, and "
+                              f"{report} holds what the others made")
     return report
 
 

@@ -31,6 +31,12 @@ class BrokenRunError(ValueError):
     """A run directory's file cannot be read; the message names it and what to do."""
 
 
+def _umask():
+    mask = os.umask(0)  # the only way to read it is to set it
+    os.umask(mask)
+    return mask
+
+
 def atomic_write_bytes(path, data):
     """Write `data` so that readers see the old file or the new one, never a mix."""
     path = Path(path)
@@ -41,6 +47,9 @@ def atomic_write_bytes(path, data):
             handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())
+        # mkstemp makes the file 0600; give it the permissions any new file gets
+        # (0666 less the umask), so a group sharing a results folder can read it.
+        os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

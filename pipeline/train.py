@@ -25,7 +25,7 @@ import numpy as np
 import tensorflow as tf
 
 import pipeline
-from pipeline.checkpoint import restore_latest, save_checkpoint
+from pipeline.checkpoint import checkpoints, restore_latest, save_checkpoint
 from pipeline.config import AUTO, load_config, to_yaml
 from pipeline.data import load_arrays, make_dataset
 from pipeline.evaluation import make_evaluate
@@ -180,12 +180,34 @@ def describe_environment(strategy):
     }
 
 
+def _differing_keys(saved, config):
+    """Dotted keys whose values differ between two config dicts."""
+    keys = []
+    for key in sorted(set(saved) | set(config)):
+        a, b = saved.get(key), config.get(key)
+        if isinstance(a, dict) and isinstance(b, dict):
+            keys += [f"{key}.{k}" for k in _differing_keys(a, b)]
+        elif a != b:
+            keys.append(key)
+    return keys
+
+
 def _check_same_config(run, config):
+    """Refuse a different config for a run that has taken a step; a run that failed
+    before its first checkpoint may start again with a corrected config."""
+    import yaml
     saved = run.path / CONFIG_FILE
-    if saved.exists() and saved.read_text() != to_yaml(config):
-        raise RunConfigMismatch(
-            f"{run.path} already holds a run with a different config; resume it with the "
-            f"same config (python -m pipeline train {saved}) or choose another --workdir")
+    if not saved.exists() or saved.read_text() == to_yaml(config):
+        return
+    if not checkpoints(run.checkpoint_dir) and not run.streams():
+        return  # nothing was trained with the old config
+    differing = _differing_keys(yaml.safe_load(saved.read_text()) or {},
+                                yaml.safe_load(to_yaml(config)))
+    raise RunConfigMismatch(
+        f"{run.path} already holds a run with another config (differing: "
+        f"{', '.join(differing)}); resume it with its own config "
+        f"(python -m pipeline train {saved} --workdir {run.path}), choose another --workdir, "
+        f"or delete {run.path} to start over")
 
 
 def train_and_evaluate(config, workdir, probes_factory=None):

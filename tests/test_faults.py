@@ -109,3 +109,70 @@ def test_a_second_training_on_a_busy_run_directory_is_refused_at_once(tmp_path):
     assert steps == list(range(0, 2000, 10))  # one writer: every record once
     # The lock went with its holder: the same command now finds the run finished.
     assert run_cli("train", SMOKE, *settings, "--workdir", tmp_path).stdout.startswith("finished")
+
+
+def test_a_run_that_failed_before_its_first_step_takes_the_corrected_config(tmp_path):
+    missing = ["--set", "data.name=cifar10", "--set", f"data.data_dir={tmp_path / 'nowhere'}",
+               "--set", "data.download=false"]
+    failed = run_cli("train", SMOKE, *missing, "--workdir", tmp_path / "run", check=False)
+    _fails_cleanly(failed, 1, "cifar10")
+    fixed = run_cli("train", SMOKE, "--set", "train.steps=4", "--workdir", tmp_path / "run")
+    assert fixed.stdout.startswith("finished")
+    # Now that it has trained, another config is refused, naming the keys, and the
+    # command it suggests works as printed.
+    other = run_cli("train", SMOKE, "--set", "train.steps=6", "--workdir", tmp_path / "run",
+                    check=False)
+    _fails_cleanly(other, 2, "differing: train.steps")
+    suggested = other.stderr.split("(python -m pipeline ")[1].split(")")[0].split()
+    assert run_cli(*suggested).stdout.startswith("finished")
+
+
+def test_a_damaged_newest_checkpoint_falls_back_to_the_previous_one(tmp_path):
+    from pipeline.runs import RunDirectory
+    settings = ["--set", "train.steps=12", "--set", "train.log_every=1",
+                "--set", "train.checkpoint_every=4"]
+    run_cli("train", SMOKE, *settings, "--workdir", tmp_path / "clean")
+    run_cli("train", SMOKE, *settings, "--set", "train.steps=8", "--workdir", tmp_path / "cut")
+    # Pretend the run was killed after step 8 with its newest checkpoint half written.
+    cut = RunDirectory(tmp_path / "cut")
+    (cut.path / "config.yaml").write_text((tmp_path / "clean" / "config.yaml").read_text())
+    meta = json.loads((cut.path / "meta.json").read_text())
+    (cut.path / "meta.json").write_text(json.dumps({**meta, "status": "running", "steps": 12}))
+    newest = cut.checkpoint_dir / "ckpt-00000008.npz"
+    newest.write_bytes(newest.read_bytes()[:1000])
+    resumed = run_cli("train", SMOKE, *settings, "--workdir", cut.path)
+    assert "ckpt-00000008.npz is damaged" in resumed.stderr and "Traceback" not in resumed.stderr
+    assert json.loads((cut.path / "meta.json").read_text())["start_step"] == 4
+    for stream in ("train", "eval"):
+        assert cut.records(stream) == RunDirectory(tmp_path / "clean").records(stream), stream
+
+
+def test_run_files_get_the_usual_permissions(tmp_path):
+    import os
+    import stat
+
+    from pipeline.runs import atomic_write_text
+    old = os.umask(0o022)
+    try:
+        atomic_write_text(tmp_path / "meta.json", "{}")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((tmp_path / "meta.json").stat().st_mode) == 0o644
+
+
+def test_figures_check_notebook_names_and_run_paths_before_running_anything(tmp_path):
+    unknown = run_cli("figures", tmp_path, "--notebooks", "trainig", "--output", tmp_path / "out",
+                      check=False)
+    _fails_cleanly(unknown, 2, "unknown notebook(s) ['trainig']", "training")
+    missing = run_cli("figures", tmp_path / "nowhere", "--output", tmp_path / "out", check=False)
+    _fails_cleanly(missing, 1, "does not exist")
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_diverged_run_without_evaluations_does_not_stop_the_figures(tmp_path):
+    from pipeline import analysis
+    runs = [{"path": "a", "meta": {"status": "diverged"}, "records": {"train": object()}},
+            {"path": "b", "meta": {"status": "finished"}, "records": {"eval": object()}}]
+    analysis.require_stream(runs, "eval")  # the diverged run ended before its first one
+    with pytest.raises(ValueError, match=r"1 run\(s\) have no train records: \['b'\]"):
+        analysis.require_stream(runs, "train")

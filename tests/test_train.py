@@ -67,7 +67,7 @@ def test_mixed_precision_and_xla_switches_train(switches, tmp_path):
 
 def test_other_config_in_same_workdir_is_refused(tmp_path):
     train_and_evaluate(load_config(SMOKE, ["train.steps=2"]), tmp_path)
-    with pytest.raises(RunConfigMismatch, match="different config"):
+    with pytest.raises(RunConfigMismatch, match=r"another config \(differing: train.steps\)"):
         train_and_evaluate(load_config(SMOKE, ["train.steps=3"]), tmp_path)
 
 
