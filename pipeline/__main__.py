@@ -97,6 +97,26 @@ def main(argv=None):
     except (DatasetUnavailableError, MissingRunsError, RunBusyError, NotebookFailure) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:
+        print("interrupted: what was written is intact; rerun the same command to resume from "
+              "the last checkpoint", file=sys.stderr)
+        return 130
+    except OSError as error:  # a full disk, no permission, a path that is a file
+        print(f"error: {error.filename or 'a file'}: {error.strerror or error}; "
+              f"{_advice(error)}", file=sys.stderr)
+        return 1
+
+
+def _advice(error):
+    """What to do about an operating-system error while writing runs or reports."""
+    import errno
+    if error.errno in (errno.ENOSPC, errno.EDQUOT):
+        return "free some space on that disk, then rerun the same command to resume"
+    if error.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return "make it writable, or choose another --workdir / --output"
+    if error.errno in (errno.ENOTDIR, errno.EEXIST, errno.EISDIR):
+        return "that path must be a folder (or a file) and is not; choose another path"
+    return "fix the file or folder named, then rerun the same command"
 
 
 if __name__ == "__main__":

@@ -239,6 +239,7 @@ def _resume_and_train(config, runtime, strategy, run, probes_factory):
     model, optimizer = build_training_state(config, arrays.num_classes, strategy)
     start = restore_latest(run.checkpoint_dir, model, optimizer)
     run.drop_records_after(start)
+    meta.pop("error", None)  # an earlier attempt's; this one starts clean
     meta = {**meta, **describe_environment(strategy), "seed": config.seed,
             "sync_batch_norm": config.model.sync_batch_norm, "status": "running",
             "runtime": {**dataclasses.asdict(runtime), "steps_per_call": config.train.steps_per_call},
@@ -255,7 +256,9 @@ def _resume_and_train(config, runtime, strategy, run, probes_factory):
                            probes_factory(config, model, optimizer, arrays)
                            if probes_factory else [], wall_time)
     except BaseException as error:
-        meta.update(status="failed", error=f"{type(error).__name__}: {error}")
+        reason = ("interrupted (Ctrl-C)" if isinstance(error, KeyboardInterrupt)
+                  else f"{type(error).__name__}: {error}")
+        meta.update(status="failed", error=reason)
         raise
     finally:
         meta["wall_time_s"] = wall_time()

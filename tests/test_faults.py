@@ -176,3 +176,84 @@ def test_a_diverged_run_without_evaluations_does_not_stop_the_figures(tmp_path):
     analysis.require_stream(runs, "eval")  # the diverged run ended before its first one
     with pytest.raises(ValueError, match=r"1 run\(s\) have no train records: \['b'\]"):
         analysis.require_stream(runs, "train")
+
+
+def test_a_workdir_that_is_a_file_is_named(tmp_path):
+    path = tmp_path / "results.txt"
+    path.write_text("mine")
+    result = run_cli("train", SMOKE, "--workdir", path, check=False)
+    _fails_cleanly(result, 1, str(path), "must be a folder")
+    assert path.read_text() == "mine"
+
+
+@pytest.mark.parametrize("raised, code, message", [
+    (OSError(28, "No space left on device", "/runs/x/meta.json"), 1,
+     "/runs/x/meta.json: No space left on device; free some space"),
+    (PermissionError(13, "Permission denied", "/runs/x"), 1, "make it writable"),
+    (KeyboardInterrupt(), 130, "interrupted: what was written is intact; rerun"),
+])
+def test_os_errors_and_ctrl_c_end_with_one_message(raised, code, message, monkeypatch, capsys):
+    import pipeline.train
+    from pipeline.__main__ import main
+
+    def fail(*args):
+        raise raised
+    monkeypatch.setattr(pipeline.train, "train_from_file", fail)
+    assert main(["train", str(SMOKE)]) == code
+    assert message in capsys.readouterr().err
+
+
+def test_a_resumed_run_forgets_the_error_of_the_failed_attempt(tmp_path):
+    from pipeline.runs import RunDirectory
+    from pipeline.train import train_and_evaluate
+
+    class Interrupting:
+        name, every = "interrupting", 1
+
+        def __call__(self, step):
+            if step == 5:
+                raise KeyboardInterrupt
+            return {}
+    config = load_config(SMOKE, ["train.checkpoint_every=2"])
+    with pytest.raises(KeyboardInterrupt):
+        train_and_evaluate(config, tmp_path, probes_factory=lambda *args: [Interrupting()])
+    meta = RunDirectory(tmp_path).read_meta()
+    assert meta["status"] == "failed" and meta["error"] == "interrupted (Ctrl-C)"
+    assert train_and_evaluate(config, tmp_path)["status"] == "finished"
+    assert "error" not in RunDirectory(tmp_path).read_meta()
+
+
+def test_killed_at_random_moments_and_resumed_each_time_gives_the_uninterrupted_records(tmp_path):
+    import os
+    import random
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from conftest import REPO
+    from pipeline.runs import RunDirectory
+    # Checkpoints every 3 steps, so a kill also lands in or near a checkpoint write.
+    settings = ["--set", "model.norm=noisy_batch", "--set", "train.steps=150",
+                "--set", "train.log_every=1", "--set", "train.checkpoint_every=3",
+                "--set", "train.eval_every=10", "--set", "train.steps_per_call=1"]
+    killed = RunDirectory(tmp_path / "killed")
+    moments = random.Random(0)
+    for attempt in range(3):
+        process = subprocess.Popen([sys.executable, "-m", "pipeline", "train", str(SMOKE),
+                                    *settings, "--workdir", str(killed.path)], cwd=REPO,
+                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        before = len(killed.records("train"))
+        deadline = time.time() + 120
+        while len(killed.records("train")) <= before and time.time() < deadline:
+            time.sleep(0.01)
+        time.sleep(moments.uniform(0.0, 0.5))  # somewhere in the middle of training
+        os.kill(process.pid, signal.SIGKILL)
+        process.wait()
+    assert killed.read_meta().get("status") == "running", "a run ended before it was killed"
+    run_cli("train", SMOKE, *settings, "--workdir", killed.path)
+    run_cli("train", SMOKE, *settings, "--workdir", tmp_path / "clean")
+    for stream in ("train", "eval"):
+        assert (killed.records_path(stream).read_bytes()
+                == (tmp_path / "clean" / "records" / f"{stream}.jsonl").read_bytes()), stream
+    assert killed.read_meta()["restarts"] == 3
