@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: test test-all setup clean train sweep demo figures reproduce bench
+.PHONY: test setup clean train sweep demo figures reproduce bench
 
 # The environment is rebuilt when the pinned set or the package metadata change.
 $(STAMP): requirements.lock pyproject.toml
@@ -18,9 +18,6 @@ setup: $(STAMP)
 
 # Two workers: one per core; each test file's TensorFlow start-up runs in parallel.
 test: $(STAMP)
-	$(PY) -m pytest -n 2 -m "not slow" tests
-
-test-all: $(STAMP)
 	$(PY) -m pytest -n 2 tests
 
 # make train CONFIG=configs/cpu.yaml [SET="optim.lr=0.5 seed=1"] [WORKDIR=runs/x]
@@ -41,7 +38,7 @@ sweep: $(STAMP)
 # The README's first command: 3 seeds of standard / BN / noisy BN at LR 0.1 and of
 # standard / BN at LR 0.5 on the CPU profile with every probe, 3 seeds of the DLN
 # (standard, BN, l1), then the claims table, the notebooks and the HTML report
-# (~17 min on 2 cores from a fresh clone).
+# (16 min on 2 cores from a fresh clone, set-up included).
 DEMO_SEEDS ?= 3
 demo: $(STAMP)
 	$(PY) -m pipeline sweep configs/demo.yaml --sweep-dir runs/demo --seeds $(DEMO_SEEDS) \
