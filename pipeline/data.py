@@ -65,18 +65,46 @@ def _how_to_get(name):
             f"data.data_dir=/path/to/{archive}. Offline, use data.name=digits or synthetic.")
 
 
+# Where tensorflow-datasets downloads CIFAR from (its cifar builder's URLs).
+CIFAR_HOST = ("www.cs.toronto.edu", 443)
+
+
+def _can_reach(address, timeout=5.0):
+    import socket
+    try:
+        socket.create_connection(address, timeout=timeout).close()
+        return True
+    except OSError:
+        return False
+
+
 def _load_tfds(config):
     import tensorflow_datasets as tfds
     where = config.data_dir or "the tensorflow-datasets default folder (~/tensorflow_datasets)"
+
+    def load(download):
+        return tfds.load(config.name, split=["train", "test"], data_dir=config.data_dir,
+                         as_supervised=True, download=download)
     try:
-        splits = tfds.load(config.name, split=["train", "test"], data_dir=config.data_dir,
-                           as_supervised=True, download=config.download)
+        try:
+            splits = load(download=False)  # already prepared: no network needed
+        except Exception:  # noqa: BLE001 - tfds raises many kinds for "not there"
+            if not config.download:
+                raise
+            # Offline, tfds would retry the download for minutes before failing.
+            if not _can_reach(CIFAR_HOST):
+                raise DatasetUnavailableError(
+                    f"{config.name} is not in {where} and {CIFAR_HOST[0]} cannot be reached "
+                    "to download it (no network?). " + _how_to_get(config.name)) from None
+            splits = load(download=True)
         # Read in chunks rather than with batch_size=-1, which needs a known cardinality.
         arrays = []
         for split in splits:
             chunks = list(tfds.as_numpy(split.batch(10_000)))
             arrays += [np.concatenate([c[0] for c in chunks]).astype(np.uint8),
                        np.concatenate([c[1] for c in chunks]).astype(np.int64)]
+    except DatasetUnavailableError:
+        raise
     except Exception as error:  # tfds raises many kinds (network, assertion, file errors)
         raise DatasetUnavailableError(
             f"Could not load {config.name} with tensorflow-datasets from {where} "

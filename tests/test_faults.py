@@ -257,3 +257,15 @@ def test_killed_at_random_moments_and_resumed_each_time_gives_the_uninterrupted_
         assert (killed.records_path(stream).read_bytes()
                 == (tmp_path / "clean" / "records" / f"{stream}.jsonl").read_bytes()), stream
     assert killed.read_meta()["restarts"] == 3
+
+
+def test_an_offline_download_fails_within_seconds_with_the_explanation(tmp_path, monkeypatch):
+    import time
+
+    from pipeline import data
+    monkeypatch.setattr(data, "_can_reach", lambda address, timeout=5.0: False)
+    config = load_config(SMOKE, ["data.name=cifar10", f"data.data_dir={tmp_path}"])
+    began = time.time()
+    with pytest.raises(data.DatasetUnavailableError, match="cannot be reached.*cifar-10-binary"):
+        data.load_arrays(config.data)
+    assert time.time() - began < 10
