@@ -43,11 +43,17 @@ def whole_loop_steps_per_second(config_path, overrides, steps):
         return train_and_evaluate(config, Path(folder) / "run")["steps_per_second"]
 
 
-def _bare_step(config):
-    """A function running one compiled SGD step of a fresh model on a fixed batch."""
+def _fresh_state(config):
+    """(runtime, arrays, model, optimizer) of `config` on one device, as a run starts."""
     runtime = configure_runtime(config)
     arrays = load_arrays(config.data)
     model, optimizer = build_training_state(config, arrays.num_classes, tf.distribute.get_strategy())
+    return runtime, arrays, model, optimizer
+
+
+def _bare_step(config):
+    """A function running one compiled SGD step of a fresh model on a fixed batch."""
+    runtime, arrays, model, optimizer = _fresh_state(config)
     x, y = TrainStream(config, arrays).batch(0)
 
     @tf.function(jit_compile=runtime.xla)
@@ -80,9 +86,7 @@ def noise_draw_seconds(config_path, overrides, repeats=10):
     """Seconds to draw one step's Algorithm-1 noise for every noisy layer of the model,
     alone: the floor of what noisy BN can cost over BN."""
     config = _quiet(config_path, [*overrides, "model.norm=noisy_batch"])
-    configure_runtime(config)
-    arrays = load_arrays(config.data)
-    model, _ = build_training_state(config, arrays.num_classes, tf.distribute.get_strategy())
+    _, _, model, _ = _fresh_state(config)
     noisy = [layer for layer in model.layers if isinstance(layer, NoisyBatchNormalization)]
     shapes = [(config.data.batch_size, *layer.output.shape[1:]) for layer in noisy]
 
@@ -173,10 +177,8 @@ def probe_costs(config_path, overrides=(), steps=30, repeats=5):
     """Rows of (what, seconds, training steps, note) plus the schedule's slowdown."""
     enable = [f"probes.{name}.enabled=true" for name in ALL_PROBES]
     config = _quiet(config_path, [*enable, *overrides])
-    runtime = configure_runtime(config)
+    runtime, arrays, model, optimizer = _fresh_state(config)
     strategy = tf.distribute.get_strategy()
-    arrays = load_arrays(config.data)
-    model, optimizer = build_training_state(config, arrays.num_classes, strategy)
     iterator = distributed_batches(config, arrays, strategy)
     train_steps = make_train_step(config, model, optimizer, strategy, xla=runtime.xla)
     one = tf.constant(1)

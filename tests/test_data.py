@@ -235,3 +235,10 @@ def test_missing_tfds_data_raises_one_clear_error(tmp_path):
     message = str(error.value)
     assert "cifar10" in message and str(tmp_path) in message
     assert "cifar-10-binary.tar.gz" in message and "data.name=digits" in message
+
+
+def test_streams_of_one_data_set_share_one_preprocessed_training_set():
+    config = make_config("data.synthetic_train_size=64", "data.batch_size=32")
+    arrays = load_arrays(config.data)
+    from pipeline.data import TrainStream
+    assert TrainStream(config, arrays).x_train is TrainStream(config, arrays).x_train
