@@ -3,11 +3,14 @@
 import argparse
 import sys
 
-from pipeline.config import ConfigError
+from pipeline.backend import BACKENDS, BackendError, select_backend
 
 
 def _parser():
     parser = argparse.ArgumentParser(prog="python -m pipeline", description=__doc__)
+    parser.add_argument("--backend", choices=BACKENDS,
+                        help="Keras backend (default: KERAS_BACKEND, else jax on a TPU host "
+                             "and tensorflow otherwise); recorded in each run's meta.json")
     commands = parser.add_subparsers(dest="command", required=True)
 
     train = commands.add_parser("train", help="train one run (resumes if the workdir has one)")
@@ -49,7 +52,13 @@ def _parser():
 
 def main(argv=None):
     args = _parser().parse_args(argv)
+    try:
+        select_backend(args.backend)  # before anything imports Keras
+    except BackendError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
     from pipeline.analysis import MissingRunsError
+    from pipeline.config import ConfigError
     from pipeline.data import DatasetUnavailableError
     from pipeline.report import NotebookFailure
     from pipeline.runs import RunBusyError

@@ -20,13 +20,13 @@ import tensorflow as tf
 
 from pipeline.config import load_config
 from pipeline.data import TrainStream, load_arrays
+from pipeline.engines import make_engine
 from pipeline.layers import NoisyBatchNormalization, sample_shift_noise
-from pipeline.losses import batch_loss
-from pipeline.probes import make_probes
+from pipeline.probes import REGISTRY, make_probes
 from pipeline.runtime import configure_runtime
-from pipeline.train import build_training_state, distributed_batches, make_train_step, train_and_evaluate
+from pipeline.tasks import task_of
+from pipeline.train import build_training_state, train_and_evaluate
 
-ALL_PROBES = ("landscape", "ics", "distributions", "curvature")
 # Targets of the speed issue, as (ratio name, bound, "min" or "max").
 TARGETS = {"whole/bare": {"vgg": 0.9, "dln": 0.8}, "batch/none": 1.25, "noisy_batch/batch": 1.3}
 
@@ -44,23 +44,24 @@ def whole_loop_steps_per_second(config_path, overrides, steps):
 
 
 def _fresh_state(config):
-    """(runtime, arrays, model, optimizer) of `config` on one device, as a run starts."""
+    """(runtime, engine, arrays, model, optimizer) of `config`, as a run starts."""
     runtime = configure_runtime(config)
+    engine = make_engine(config, runtime)
     arrays = load_arrays(config.data)
-    model, optimizer = build_training_state(config, arrays.num_classes, tf.distribute.get_strategy())
-    return runtime, arrays, model, optimizer
+    model, optimizer = build_training_state(config, arrays.num_classes, engine)
+    return runtime, engine, arrays, model, optimizer
 
 
 def _bare_step(config):
     """A function running one compiled SGD step of a fresh model on a fixed batch."""
-    runtime, arrays, model, optimizer = _fresh_state(config)
+    runtime, _, arrays, model, optimizer = _fresh_state(config)
     x, y = TrainStream(config, arrays).batch(0)
+    task = task_of(config)
 
     @tf.function(jit_compile=runtime.xla)
     def step(x, y):
         with tf.GradientTape() as tape:
-            loss = batch_loss(config.model.family, y, model(x, training=True),
-                              config.data.batch_size)
+            loss = task.batch_loss(y, model(x, training=True), config.data.batch_size)
         gradients = tape.gradient(loss, model.trainable_variables)
         optimizer.apply_gradients(zip(gradients, model.trainable_variables))
         return loss
@@ -86,7 +87,7 @@ def noise_draw_seconds(config_path, overrides, repeats=10):
     """Seconds to draw one step's Algorithm-1 noise for every noisy layer of the model,
     alone: the floor of what noisy BN can cost over BN."""
     config = _quiet(config_path, [*overrides, "model.norm=noisy_batch"])
-    _, _, model, _ = _fresh_state(config)
+    _, _, _, model, _ = _fresh_state(config)
     noisy = [layer for layer in model.layers if isinstance(layer, NoisyBatchNormalization)]
     shapes = [(config.data.batch_size, *layer.output.shape[1:]) for layer in noisy]
 
@@ -175,18 +176,14 @@ def format_loop_speeds(config_path, rows, overrides=()):
 
 def probe_costs(config_path, overrides=(), steps=30, repeats=5):
     """Rows of (what, seconds, training steps, note) plus the schedule's slowdown."""
-    enable = [f"probes.{name}.enabled=true" for name in ALL_PROBES]
+    enable = [f"probes.{name}.enabled=true" for name in REGISTRY]
     config = _quiet(config_path, [*enable, *overrides])
-    runtime, arrays, model, optimizer = _fresh_state(config)
-    strategy = tf.distribute.get_strategy()
-    iterator = distributed_batches(config, arrays, strategy)
-    train_steps = make_train_step(config, model, optimizer, strategy, xla=runtime.xla)
-    one = tf.constant(1)
-    step_seconds = _median_seconds(lambda _: train_steps(iterator, one)[0].numpy(), steps,
-                                   warmup=3)
+    _, engine, arrays, model, optimizer = _fresh_state(config)
+    train_steps = engine.train_steps(model, optimizer, task_of(config), arrays, 0)
+    step_seconds = _median_seconds(lambda _: train_steps(1), steps, warmup=3)
     rows = [("training step", step_seconds, 1.0, "")]
     overhead = 0.0
-    for probe in make_probes(config, model, optimizer, arrays):
+    for probe in make_probes(config, engine, model, optimizer, arrays):
         seconds = _median_seconds(lambda _: probe(0), repeats, warmup=1)
         note = ""
         if probe.name == "landscape":
@@ -208,6 +205,11 @@ def format_probe_costs(rows, slowdown):
 
 def run_benchmarks(config_path, norms, overrides=(), whole_steps=None):
     """Everything `make bench` prints for one config, as text."""
+    import keras
+    if keras.backend.backend() != "tensorflow":
+        raise ValueError("the benchmark's bare loop and noise floor are TensorFlow code; run "
+                         "it with --backend tensorflow (the JAX engine's speed shows in each "
+                         "run's meta.json, steps_per_second)")
     rows = loop_speeds(config_path, norms, overrides, whole_steps)
     parts = [format_loop_speeds(config_path, rows, overrides)]
     if "noisy_batch" in norms and "batch" in norms:

@@ -2,7 +2,11 @@
 
 Everything that makes the continuation of a run bit-identical is a Keras variable:
 weights, BN moving statistics, the noise layers' seed-generator states, and the
-optimizer's iteration count and slots. So a checkpoint is simply all of them, by path.
+optimizer's iteration count and slots. So a checkpoint is simply all of them, keyed by
+variable path (`block1_conv1/kernel`, `sgd/iteration`): the paths are the same on both
+backends, so a checkpoint written on TensorFlow resumes on JAX and back (values are
+cast to the reading backend's dtypes, e.g. int64 <-> uint32 seed states).
+Checkpoints of earlier versions, keyed by position (`v0000`...), still load.
 (The data stream needs no state: batch t is a function of the seed and t.)
 """
 
@@ -18,8 +22,18 @@ PATTERN = re.compile(r"ckpt-(\d+)\.npz$")
 
 
 def _tracked(model, optimizer):
-    # Keyed by position: Keras' automatic names (sgd_1/...) depend on what else the
-    # process built, while the order of a model's and an optimizer's variables does not.
+    """{path: variable}. Every variable is named explicitly (layers, the optimizer
+    `sgd`, seed generators after their layer), so no path depends on what else the
+    process built, as Keras' automatic names (`sgd_1`) would."""
+    variables = list(model.variables) + list(optimizer.variables)
+    tracked = {v.path: v for v in variables}
+    if len(tracked) != len(variables):
+        raise ValueError("two variables share a path; name every layer of the model")
+    return tracked
+
+
+def _by_position(model, optimizer):
+    """The keys of checkpoints written before they were keyed by path."""
     variables = list(model.variables) + list(optimizer.variables)
     return {f"v{i:04d}": v for i, v in enumerate(variables)}
 
@@ -49,8 +63,7 @@ def restore_latest(directory, model, optimizer, warn=None):
     import sys
     import zipfile
     warn = warn or (lambda message: print(f"warning: {message}", file=sys.stderr))
-    tracked = _tracked(model, optimizer)
-    expected = {key: tuple(v.shape) for key, v in tracked.items()}
+    by_path, by_position = _tracked(model, optimizer), _by_position(model, optimizer)
     for path in reversed(checkpoints(directory)):
         try:
             with np.load(path) as saved:
@@ -59,11 +72,13 @@ def restore_latest(directory, model, optimizer, warn=None):
             warn(f"{path} is damaged ({type(error).__name__}: {error}); trying an older "
                  "checkpoint")
             continue
-        if {key: tuple(v.shape) for key, v in values.items()} != expected:
+        tracked = by_position if set(values) == set(by_position) else by_path
+        if {key: tuple(v.shape) for key, v in values.items()} != {
+                key: tuple(v.shape) for key, v in tracked.items()}:
             raise ValueError(
                 f"{path} was written by a different model or optimizer (variables differ); "
                 "use a new --workdir or delete the run directory to start over")
         for key, variable in tracked.items():
-            variable.assign(values[key])
+            variable.assign(values[key].astype(variable.dtype))
         return int(PATTERN.search(path.name).group(1))
     return 0

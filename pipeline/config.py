@@ -11,7 +11,7 @@ import dataclasses
 import difflib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, List, Optional
+from typing import Any, Optional
 
 import yaml
 from omegaconf import OmegaConf
@@ -179,44 +179,22 @@ class EvalConfig:
         _at_least("eval.bn_batches", self.bn_batches, 1)
 
 
-@dataclass(frozen=True)
-class LandscapeProbeConfig:
-    enabled: bool = False
-    every: int = 100
-    # step sizes as multiples of optim.lr; None = family default (VGG {0.5,1,2,4},
-    # DLN a log grid over [0.01, 30])
-    multipliers: Optional[List[float]] = None
+def _probes_config():
+    """`ProbesConfig`: one field per probe of the registry (pipeline.probes), typed by
+    the probe module's own `Config`, so a new probe brings its settings with it."""
+    from pipeline.probes import REGISTRY
 
-
-@dataclass(frozen=True)
-class LayerProbeConfig:
-    enabled: bool = False
-    every: int = 100
-    layers: Optional[List[int]] = None  # 1-based weight-layer indices; None = family default
-
-
-@dataclass(frozen=True)
-class DistributionsProbeConfig(LayerProbeConfig):
-    sample_size: int = 256          # raw activation values kept per layer per record
-
-
-@dataclass(frozen=True)
-class CurvatureProbeConfig:
-    enabled: bool = False
-    every: int = 500
-    iterations: int = 20            # power-iteration steps on Hessian-vector products
-
-
-@dataclass(frozen=True)
-class ProbesConfig:
-    landscape: LandscapeProbeConfig = field(default_factory=LandscapeProbeConfig)
-    ics: LayerProbeConfig = field(default_factory=LayerProbeConfig)
-    distributions: DistributionsProbeConfig = field(default_factory=DistributionsProbeConfig)
-    curvature: CurvatureProbeConfig = field(default_factory=CurvatureProbeConfig)
-
-    def __post_init__(self):
-        for name in ("landscape", "ics", "distributions", "curvature"):
+    def check(self):
+        for name in REGISTRY:
             _at_least(f"probes.{name}.every", getattr(self, name).every, 1)
+    fields = [(name, module.Config, field(default_factory=module.Config))
+              for name, module in REGISTRY.items()]
+    return dataclasses.make_dataclass("ProbesConfig", fields, frozen=True,
+                                      namespace={"__post_init__": check,
+                                                 "__module__": __name__})
+
+
+ProbesConfig = _probes_config()
 
 
 @dataclass(frozen=True)

@@ -9,16 +9,17 @@ evaluates badly (noisy BN 0.85 test accuracy with moving averages, 0.99 recomput
 the demo's own checkpoints). Nothing of the training state changes: the statistics
 and the evaluation go through `stateless_call`, so weights, moving statistics and seed
 states stay as they were and a run's training records do not depend on the choice.
+Written once for both engines: the engine compiles, splits the batches and sums.
 """
 
 import contextlib
 
 import keras
-import tensorflow as tf
+from keras import ops
 
 from pipeline.data import TrainStream
 from pipeline.layers import LpNormalization, ShiftNoise
-from pipeline.losses import correct_predictions, example_losses
+from pipeline.tasks import task_of
 
 # The moving statistics of each BN-family layer kind, by attribute.
 STATISTICS = ((keras.layers.BatchNormalization, ("moving_mean", "moving_variance")),
@@ -62,72 +63,64 @@ class RecomputedStatistics:
     batches of steps 0..count-1 of the run's stream), as a full list of non-trainable
     values for `stateless_call`: the current values with the statistics replaced."""
 
-    def __init__(self, model, config, arrays, count):
-        self.model = model
+    def __init__(self, engine, model, config, arrays, count):
+        self.engine, self.model = engine, model
         self.slots = statistic_slots(model)
         stream = TrainStream(config, arrays)
-        self.inputs = [stream.batch(step)[0] for step in range(count)] if self.slots else []
-        self._batch_statistics = tf.function(self._batch_statistics_graph)
+        self.inputs = [engine.device_batch(stream.batch(step))[0]
+                       for step in range(count)] if self.slots else []
+        self._batch_statistics = engine.compile(self._batch_statistics_graph)
 
     def _batch_statistics_graph(self, trainable, non_trainable, x):
         _, updated = self.model.stateless_call(trainable, non_trainable, x, training=True)
         return [updated[k] for k in self.slots]
 
     def __call__(self):
-        trainable = [tf.identity(v.value) for v in self.model.trainable_variables]
-        non_trainable = [tf.identity(v.value) for v in self.model.non_trainable_variables]
+        trainable = self.engine.values(self.model.trainable_variables)
+        non_trainable = self.engine.values(self.model.non_trainable_variables)
         if not self.slots:
             return non_trainable
         with batch_statistics_mode(self.model):  # in effect when the function traces
             per_batch = [self._batch_statistics(trainable, non_trainable, x) for x in self.inputs]
         for slot, values in zip(self.slots, zip(*per_batch)):
-            non_trainable[slot] = tf.add_n(list(values)) / len(values)
+            non_trainable[slot] = sum(values[1:], values[0]) / len(values)
         return non_trainable
 
 
-def make_evaluate(config, model, strategy, test_dataset, arrays):
+def make_evaluate(engine, config, model, test_dataset, arrays):
     """A function returning the test metrics over the whole test split.
 
     Keys: `test/loss` and `test/accuracy` with the statistics `eval.bn_statistics`
     names; with `recomputed` and BN-family layers, also `test/moving_stats_loss` and
     `test/moving_stats_accuracy` (the moving averages), so the gap can be shown.
     """
-    family = config.model.family
+    task = task_of(config)
     recompute = config.eval.bn_statistics == "recomputed"
-    statistics = RecomputedStatistics(model, config, arrays, config.eval.bn_batches) if recompute else None
+    statistics = (RecomputedStatistics(engine, model, config, arrays, config.eval.bn_batches)
+                  if recompute else None)
     both = recompute and bool(statistics.slots)
-    distributed = strategy.experimental_distribute_dataset(test_dataset)
 
     def sums(outputs, y):
-        return [tf.reduce_sum(example_losses(family, y, outputs)),
-                correct_predictions(family, y, outputs)]
+        return [ops.sum(task.example_losses(y, outputs)), task.correct_predictions(y, outputs)]
 
-    @tf.function(reduce_retracing=True)  # the last test batch is smaller
-    def replica_eval(x, y, recomputed):
+    def batch_sums(x, y, trainable, current, recomputed):
         # Stateless even with the moving statistics: noise at inference (an option) then
         # draws from the current seed states without advancing them.
-        trainable = [v.value for v in model.trainable_variables]
-        current = [v.value for v in model.non_trainable_variables]
         outputs, _ = model.stateless_call(trainable, current, x, training=False)
-        parts = [tf.cast(tf.shape(y)[0], tf.float32)] + sums(outputs, y)
+        parts = [ops.cast(ops.shape(y)[0], "float32")] + sums(outputs, y)
         if both:
             outputs, _ = model.stateless_call(trainable, recomputed, x, training=False)
             parts += sums(outputs, y)
-        return tf.stack(parts)
+        return ops.stack(parts)
 
     def evaluate():
         recomputed = statistics() if both else []
-        totals = 0.0
-        for x, y in distributed:
-            parts = strategy.run(replica_eval, args=(x, y, recomputed))
-            totals += strategy.reduce(tf.distribute.ReduceOp.SUM, parts, axis=None)
-        count, *values = (float(v) for v in totals.numpy())  # one device sync
-        # The DLN reports the summed loss, as in training; classifiers the mean and accuracy.
-        def metrics(loss, correct, prefix):
-            if family == "dln":
-                return {f"{prefix}loss": loss}
-            return {f"{prefix}loss": loss / count, f"{prefix}accuracy": correct / count}
+        totals = engine.sum_over(test_dataset, batch_sums,
+                                 engine.values(model.trainable_variables),
+                                 engine.values(model.non_trainable_variables), recomputed)
+        count, *values = (float(v) for v in totals)  # one device sync
         if not both:
-            return metrics(*values[:2], "test/")
-        return {**metrics(*values[2:], "test/"), **metrics(*values[:2], "test/moving_stats_")}
+            return task.metrics(*values[:2], count, "test/")
+        return {**task.metrics(*values[2:], count, "test/"),
+                **task.metrics(*values[:2], count, "test/moving_stats_")}
     return evaluate

@@ -53,10 +53,34 @@ def sample_shift_noise(shape, axis, seed_generator, n_mu, n_sigma, r_mu, r_sigma
     Per unit j (index along `axis`): mu_j ~ U(-n_mu, n_mu), sigma_j ~ U(1, n_sigma);
     per element: shift ~ U(mu_j - r_mu, mu_j + r_mu), scale ~ N(sigma_j, r_sigma).
 
-    One draw of `seed_generator` per call. The unit draws are the same on every
-    replica (one distribution per step, as in the paper); the element draws fold in
-    the replica id so replicas do not repeat each other's noise. TensorFlow's stateless
-    ops are used because Keras' random functions take no tensor seeds.
+    One draw of `seed_generator` per call, split into four independent seeds. The unit
+    draws are the same on every replica (one distribution per step, as in the paper);
+    the element draws differ between replicas: on TensorFlow each replica folds in its
+    id, on JAX the step is one program over the global batch, so every element of the
+    global batch gets its own draw. The two backends draw different numbers from the
+    same distribution.
+    """
+    rank = len(shape)
+    axis = axis % rank
+    # Broadcast shape of a per-unit quantity: 1 everywhere but the unit axis.
+    unit_shape = [1] * rank
+    unit_shape[axis] = shape[axis]
+    if keras.backend.backend() == "tensorflow":
+        return _tensorflow_noise(shape, unit_shape, seed_generator, n_mu, n_sigma, r_mu, r_sigma,
+                                 dtype)
+    import jax  # the seeds are JAX keys; the draws themselves are keras.random's
+    base = seed_generator.next()
+    unit_mu, unit_sigma, element_shift, element_scale = (
+        jax.random.fold_in(base, k) for k in range(4))
+    mu = keras.random.uniform(unit_shape, -n_mu, n_mu, dtype=dtype, seed=unit_mu)
+    sigma = keras.random.uniform(unit_shape, 1.0, n_sigma, dtype=dtype, seed=unit_sigma)
+    uniform = keras.random.uniform(shape, dtype=dtype, seed=element_shift)
+    normal = keras.random.normal(shape, dtype=dtype, seed=element_scale)
+    return normal * r_sigma + sigma, uniform * (2.0 * r_mu) + (mu - r_mu)
+
+
+def _tensorflow_noise(shape, unit_shape, seed_generator, n_mu, n_sigma, r_mu, r_sigma, dtype):
+    """`sample_shift_noise` with TensorFlow's stateless kernels, which take tensor seeds.
 
     Cost: the two per-element draws are the whole price of the noise (on a 2-core CPU,
     ~13 ms per 4.8M uniforms and ~30 ms per 4.8M Box-Muller normals). The raw kernels
@@ -64,11 +88,6 @@ def sample_shift_noise(shape, axis, seed_generator, n_mu, n_sigma, r_mu, r_sigma
     constants, one pass each, instead of the two or three passes of
     `tf.random.stateless_uniform(..., minval, maxval)` / `stateless_normal(..., mean)`.
     """
-    rank = len(shape)
-    axis = axis % rank
-    # Broadcast shape of a per-unit quantity: 1 everywhere but the unit axis.
-    unit_shape = [1] * rank
-    unit_shape[axis] = shape[axis]
     base = tf.cast(seed_generator.next(), tf.int64)
     unit_seeds = tf.random.experimental.stateless_split(base, 2)
     element_seeds = tf.random.experimental.stateless_split(
@@ -100,7 +119,8 @@ class ShiftNoise:
         self.r_mu, self.r_sigma = float(r_mu), float(r_sigma)
         self.noise_at_inference = bool(noise_at_inference)
         self.seed = seed
-        self.seed_generator = keras.random.SeedGenerator(seed)
+        # Named after the layer, so checkpoints find its state by path on either backend.
+        self.seed_generator = keras.random.SeedGenerator(seed, name=f"{self.name}_noise_seed")
         self.apply_noise = bool(apply_noise)
 
     def _add_noise(self, x, axis, training):
@@ -336,4 +356,7 @@ def make_norm_layer(norm, channels, name, seed=None, synchronized=False, noise=N
     builder = NORM_LAYERS[norm]
     if builder is None:
         return None
+    # On JAX a step is one program over the global batch, so BN statistics are the global
+    # batch's already: what synchronization asks for (Keras refuses the flag there).
+    synchronized = synchronized and keras.backend.backend() == "tensorflow"
     return builder(channels, seed, synchronized, dict(PAPER_NOISE, **(noise or {})), name)

@@ -7,6 +7,8 @@ import os
 
 import tensorflow as tf
 
+from pipeline.backend import tpu_present
+
 
 def _tf_config_workers():
     """Number of workers described by the TF_CONFIG environment variable (0 if unset)."""
@@ -27,14 +29,9 @@ def _tpu_strategy():
     return tf.distribute.TPUStrategy(resolver)
 
 
-def _tpu_present():
-    # Colab and Cloud TPU VMs announce themselves through these variables.
-    return any(os.environ.get(k) for k in ("TPU_NAME", "COLAB_TPU_ADDR", "TPU_ACCELERATOR_TYPE"))
-
-
 def accelerator_kind():
     """"tpu", "gpu" or "cpu": the fastest kind of device this process can use."""
-    if _tpu_present():
+    if tpu_present():
         return "tpu"
     return "gpu" if tf.config.list_physical_devices("GPU") else "cpu"
 
@@ -43,7 +40,7 @@ def detect_strategy_kind():
     """The kind `auto` resolves to on this machine."""
     if _tf_config_workers() > 1:
         return "multi_worker"
-    if _tpu_present():
+    if tpu_present():
         return "tpu"
     if len(tf.config.list_physical_devices("GPU")) > 1:
         return "mirrored"
@@ -64,12 +61,6 @@ def make_strategy(kind="auto"):
     if kind == "mirrored":
         return tf.distribute.MirroredStrategy()
     return tf.distribute.get_strategy()
-
-
-def is_chief(strategy):
-    """True on the one worker that writes the run directory (every worker of a
-    single-worker strategy; the chief of a multi-worker cluster)."""
-    return strategy.extended.should_checkpoint
 
 
 def describe_devices():

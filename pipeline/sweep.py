@@ -7,6 +7,7 @@ cluster scheduler. Finished and diverged runs are skipped, unfinished ones resum
 
 import itertools
 import shlex
+import os
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -24,7 +25,10 @@ class PlannedRun:
 
     def command(self, config_path):
         """The train command, with absolute paths so that it works from any folder."""
-        args = [sys.executable, "-m", "pipeline", "train", str(Path(config_path).resolve())]
+        # The backend this sweep runs on, so a listed command reruns on the same one.
+        backend = ["--backend", os.environ["KERAS_BACKEND"]] if os.environ.get("KERAS_BACKEND") else []
+        args = [sys.executable, "-m", "pipeline", *backend, "train",
+                str(Path(config_path).resolve())]
         for item in self.overrides:
             args += ["--set", item]
         return args + ["--workdir", str(self.workdir.resolve())]

@@ -1,9 +1,9 @@
 """The training loop: `train_and_evaluate(config, workdir)`.
 
-Our own loop rather than `Model.fit`, which fails under MultiWorkerMirroredStrategy in
-Keras 3 (keras-team/keras#20585): a `tf.function` step run with `strategy.run` over
-`distribute_datasets_from_function`, with Keras models, optimizers and losses. Probes
-plug in before each step and see exactly the batch and weights that step uses.
+One loop for both backends: the engine (pipeline.engines) runs the compiled steps, the
+evaluation and the probes' primitives; this module keeps the run directory, the
+schedule of probes, evaluations and checkpoints, and the records. Probes plug in
+before each step and see exactly the batch and weights that step uses.
 
 Step convention: step t is the t-th update (0-based). Train and probe records at step t
 describe the weights after t updates on batch t; evaluation records at step s describe
@@ -28,12 +28,12 @@ import pipeline
 from pipeline.checkpoint import checkpoints, restore_latest, save_checkpoint
 from pipeline.config import AUTO, load_config, to_yaml
 from pipeline.data import load_arrays, make_dataset
+from pipeline.engines import make_engine
 from pipeline.evaluation import make_evaluate
-from pipeline.losses import batch_loss, correct_predictions
 from pipeline.models import build_dln, build_vgg
 from pipeline.runs import CONFIG_FILE, RunDirectory
 from pipeline.runtime import configure_runtime
-from pipeline.strategy import describe_devices, is_chief, make_strategy, strategy_name
+from pipeline.tasks import task_of
 
 
 class RunConfigMismatch(ValueError):
@@ -55,71 +55,22 @@ def build_model(config, num_classes):
 
 def make_optimizer(config):
     o = config.optim
+    # Named, so its variables' paths (checkpoint keys) are `sgd/...` in every process.
     optimizer = keras.optimizers.SGD(learning_rate=o.lr, momentum=o.momentum,
-                                     weight_decay=o.weight_decay or None)
+                                     weight_decay=o.weight_decay or None, name="sgd")
     if config.train.precision == "mixed_float16":
         optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
     return optimizer
 
 
-def build_training_state(config, num_classes, strategy):
-    """Model and built optimizer, their variables placed by `strategy`."""
-    with strategy.scope():
+def build_training_state(config, num_classes, engine):
+    """Model and built optimizer, their variables placed by `engine`."""
+    def build():
         model = build_model(config, num_classes)
         optimizer = make_optimizer(config)
         optimizer.build(model.trainable_variables)
-    return model, optimizer
-
-
-def distributed_batches(config, arrays, strategy, start_step=0):
-    """Iterator over the training batches from `start_step`, split across replicas."""
-    return iter(strategy.distribute_datasets_from_function(
-        lambda context: make_dataset(config, "train", arrays=arrays, start_step=start_step,
-                                     input_context=context)))
-
-
-def make_train_step(config, model, optimizer, strategy, xla=False):
-    """A compiled function `train_steps(iterator, count)`: up to `count` optimizer updates,
-    each on the next distributed batch, stopping after the first non-finite loss.
-
-    Returns (global losses, correct predictions), shape (steps taken,): step k's values
-    are those of its batch before its update. Several steps per call spare the
-    per-call overhead (~0.3 ms, a third of a DLN step) and read metrics back once.
-    `count` is a tensor, so every call length shares one trace.
-    """
-    global_batch = config.data.batch_size
-    scaled = isinstance(optimizer, keras.optimizers.LossScaleOptimizer)
-
-    @tf.function(jit_compile=xla)
-    def replica_step(x, y):
-        with tf.GradientTape() as tape:
-            outputs = model(x, training=True)
-            loss = batch_loss(config.model.family, y, outputs, global_batch)
-            to_differentiate = optimizer.scale_loss(loss) if scaled else loss
-        variables = model.trainable_variables
-        gradients = tape.gradient(to_differentiate, variables)
-        # Keras' optimizer sums the gradients over replicas before applying them.
-        optimizer.apply_gradients(zip(gradients, variables))
-        return loss, correct_predictions(config.model.family, y, outputs)
-
-    def one_step(iterator):
-        loss, correct = strategy.run(replica_step, args=next(iterator))
-        reduce = tf.distribute.ReduceOp.SUM
-        return strategy.reduce(reduce, loss, axis=None), strategy.reduce(reduce, correct, axis=None)
-
-    @tf.function
-    def train_steps(iterator, count):
-        losses = tf.TensorArray(tf.float32, size=0, dynamic_size=True)
-        corrects = tf.TensorArray(tf.float32, size=0, dynamic_size=True)
-        taken, finite = tf.constant(0), tf.constant(True)
-        while taken < count and finite:
-            loss, correct = one_step(iterator)
-            losses = losses.write(taken, loss)
-            corrects = corrects.write(taken, correct)
-            finite = tf.math.is_finite(loss)
-            taken += 1
-        return losses.stack(), corrects.stack()
-    return train_steps
+        return model, optimizer
+    return engine.build(build)
 
 
 def steps_to_next_event(step, cadences, last_step):
@@ -165,17 +116,19 @@ def _git_revision():
     return (revision + ("-dirty" if dirty else "")) or None
 
 
-def describe_environment(strategy):
-    """What produced a run: versions, code revision, machine and strategy."""
+def describe_environment(engine):
+    """What produced a run: versions, code revision, machine, backend and devices."""
+    versions = {"pipeline": pipeline.__version__, "python": platform.python_version(),
+                "tensorflow": tf.__version__, "keras": keras.__version__,
+                "numpy": np.__version__}
+    if engine.backend == "jax":
+        import jax
+        versions["jax"] = jax.__version__
     return {
-        "versions": {"pipeline": pipeline.__version__, "python": platform.python_version(),
-                     "tensorflow": tf.__version__, "keras": keras.__version__,
-                     "numpy": np.__version__},
+        "versions": versions,
         "git_revision": _git_revision(),
         "host": socket.gethostname(), "user": getpass.getuser(), "platform": platform.platform(),
-        "devices": describe_devices(),
-        "strategy": strategy_name(strategy),
-        "replicas": strategy.num_replicas_in_sync,
+        **engine.describe(),
         "command": " ".join(sys.argv),
     }
 
@@ -197,12 +150,13 @@ def _check_same_config(run, config):
     before its first checkpoint may start again with a corrected config."""
     import yaml
     saved = run.path / CONFIG_FILE
-    if not saved.exists() or saved.read_text() == to_yaml(config):
+    if not saved.exists():
         return
-    if not checkpoints(run.checkpoint_dir) and not run.streams():
-        return  # nothing was trained with the old config
+    # Compared as data, not text: the order of keys may change between versions.
     differing = _differing_keys(yaml.safe_load(saved.read_text()) or {},
                                 yaml.safe_load(to_yaml(config)))
+    if not differing or (not checkpoints(run.checkpoint_dir) and not run.streams()):
+        return  # the same config, or nothing was trained with the old one
     raise RunConfigMismatch(
         f"{run.path} already holds a run with another config (differing: "
         f"{', '.join(differing)}); resume it with its own config "
@@ -215,20 +169,21 @@ def train_and_evaluate(config, workdir, probes_factory=None):
 
     The run's status is recorded in meta.json: `finished`, `diverged` (a non-finite
     training loss: a result, with the step), or `failed` (an exception, re-raised).
-    `probes_factory(config, model, optimizer, arrays)` returns probes run before steps.
+    `probes_factory(config, engine, model, optimizer, arrays)` returns probes run
+    before steps.
     """
     runtime = configure_runtime(config)
-    strategy = make_strategy(config.train.strategy)
-    run = RunDirectory(workdir, writable=is_chief(strategy))
+    engine = make_engine(config, runtime)
+    run = RunDirectory(workdir, writable=engine.is_chief)
     if run.writable:
         run.lock()
     try:
-        return _resume_and_train(config, runtime, strategy, run, probes_factory)
+        return _resume_and_train(config, runtime, engine, run, probes_factory)
     finally:
         run.close()  # also releases the lock, whatever happened
 
 
-def _resume_and_train(config, runtime, strategy, run, probes_factory):
+def _resume_and_train(config, runtime, engine, run, probes_factory):
     _check_same_config(run, config)
     meta = run.read_meta()
     if meta.get("status") in ("finished", "diverged"):
@@ -236,11 +191,11 @@ def _resume_and_train(config, runtime, strategy, run, probes_factory):
     run.write_text(CONFIG_FILE, to_yaml(config))
 
     arrays = load_arrays(config.data)
-    model, optimizer = build_training_state(config, arrays.num_classes, strategy)
+    model, optimizer = build_training_state(config, arrays.num_classes, engine)
     start = restore_latest(run.checkpoint_dir, model, optimizer)
     run.drop_records_after(start)
     meta.pop("error", None)  # an earlier attempt's; this one starts clean
-    meta = {**meta, **describe_environment(strategy), "seed": config.seed,
+    meta = {**meta, **describe_environment(engine), "seed": config.seed,
             "sync_batch_norm": config.model.sync_batch_norm, "status": "running",
             "runtime": {**dataclasses.asdict(runtime), "steps_per_call": config.train.steps_per_call},
             "start_step": start, "step": start, "steps": config.train.steps,
@@ -252,8 +207,8 @@ def _resume_and_train(config, runtime, strategy, run, probes_factory):
         """Seconds of all attempts so far (earlier ones as their meta.json recorded)."""
         return wall_before + time.time() - began
     try:
-        meta = _train_loop(config, runtime, run, meta, model, optimizer, strategy, arrays, start,
-                           probes_factory(config, model, optimizer, arrays)
+        meta = _train_loop(config, run, meta, model, optimizer, engine, arrays, start,
+                           probes_factory(config, engine, model, optimizer, arrays)
                            if probes_factory else [], wall_time)
     except BaseException as error:
         reason = ("interrupted (Ctrl-C)" if isinstance(error, KeyboardInterrupt)
@@ -267,13 +222,12 @@ def _resume_and_train(config, runtime, strategy, run, probes_factory):
     return meta
 
 
-def _train_loop(config, runtime, run, meta, model, optimizer, strategy, arrays, start, probes,
-                wall_time):
+def _train_loop(config, run, meta, model, optimizer, engine, arrays, start, probes, wall_time):
     from tqdm.auto import tqdm
     t = config.train
-    iterator = distributed_batches(config, arrays, strategy, start)
-    train_steps = make_train_step(config, model, optimizer, strategy, xla=runtime.xla)
-    evaluate = make_evaluate(config, model, strategy, make_dataset(config, "test", arrays=arrays),
+    task = task_of(config)
+    train_steps = engine.train_steps(model, optimizer, task, arrays, start)
+    evaluate = make_evaluate(engine, config, model, make_dataset(config, "test", arrays=arrays),
                              arrays)
     summary = tf.summary.create_file_writer(str(run.tensorboard_dir)) if run.writable else None
     bar = tqdm(total=t.steps, initial=start, disable=not (t.progress and run.writable),
@@ -281,8 +235,7 @@ def _train_loop(config, runtime, run, meta, model, optimizer, strategy, arrays, 
     # Calls end where a probe (before its step), an evaluation or a checkpoint (after
     # theirs) is due.
     cadences = [probe.every for probe in probes] + [t.eval_every, t.checkpoint_every]
-    call_length = CallLength(t.steps_per_call,
-                             multi_worker=strategy_name(strategy) == "MultiWorkerMirroredStrategy")
+    call_length = CallLength(t.steps_per_call, multi_worker=engine.multi_worker)
 
     def record(stream, step, values):
         run.writer(stream).write({"step": step, **values})
@@ -301,12 +254,10 @@ def _train_loop(config, runtime, run, meta, model, optimizer, strategy, arrays, 
                 record(probe.name, step, probe(step))
         count = min(call_length(), steps_to_next_event(step, cadences, t.steps))
         began = time.perf_counter()
-        losses, corrects = (v.numpy() for v in train_steps(iterator, tf.constant(count)))
+        losses, corrects = train_steps(count)
         call_length.observe(time.perf_counter() - began, len(losses))
         for offset, (loss, correct) in enumerate(zip(losses.tolist(), corrects.tolist())):
-            values = {"train/loss": loss}
-            if config.model.family != "dln":
-                values["train/accuracy"] = correct / config.data.batch_size
+            values = task.train_metrics(loss, correct, config.data.batch_size)
             if not math.isfinite(loss):
                 record("train", step + offset, values)
                 meta.update(status="diverged", diverged_step=step + offset, step=step + offset)

@@ -1,33 +1,40 @@
 """Measurement probes (PROTOCOL.md sections 3-4), run by the training loop before a step.
 
-Each probe has a `name` (its record stream), an `every` (cadence in steps) and is called
-with the step index; it measures on that step's training batch at the current weights,
-in training mode, and returns a flat dict of JSON-able values. Probes never change the
-model, the optimizer or any random state: they evaluate the model with
-`stateless_call` on copies of the variable values.
+A probe is one module of this package that declares `NAME` (its config key under
+`probes.` and its record stream), `Config` (a frozen dataclass with at least `enabled`
+and `every`) and `Probe(probe_config, context)` (see `ProbeContext`). The registry finds
+every such module, so a new probe is one new file.
+
+A probe is called with the step index; it measures on that step's training batch at
+the current weights, in training mode, and returns a flat dict of JSON-able values.
+Probes never change the model, the optimizer or any random state: they evaluate the
+model with `stateless_call` on copies of the variable values. They are written once,
+with `keras.ops`, on the engine's primitives (pipeline.engines).
 """
 
-from pipeline.probes.curvature import CurvatureProbe
-from pipeline.probes.distributions import DistributionsProbe
-from pipeline.probes.ics import ICSProbe
-from pipeline.probes.landscape import LandscapeProbe
-from pipeline.probes.stateless import BatchSource, StatelessObjective
+import importlib
+import pkgutil
 
-__all__ = ["make_probes", "LandscapeProbe", "ICSProbe", "DistributionsProbe", "CurvatureProbe"]
+from pipeline.probes.stateless import BatchSource, ProbeContext, StatelessObjective
 
 
-def make_probes(config, model, optimizer, arrays):
+def _registry():
+    modules = (importlib.import_module(f"{__name__}.{info.name}")
+               for info in pkgutil.iter_modules(__path__))
+    found = {module.NAME: module for module in modules if hasattr(module, "NAME")}
+    return dict(sorted(found.items()))
+
+
+REGISTRY = _registry()  # name -> module, in name order (probes are independent)
+__all__ = ["REGISTRY", "make_probes"]
+
+
+def make_probes(config, engine, model, optimizer, arrays):
     """The probes `config.probes` switches on, sharing one batch source and objective."""
-    batches = BatchSource(config, arrays)
-    objective = StatelessObjective(model, config.model.family, config.data.batch_size)
-    p = config.probes
-    probes = []
-    if p.landscape.enabled:
-        probes.append(LandscapeProbe(p.landscape, config, objective, batches))
-    if p.ics.enabled:
-        probes.append(ICSProbe(p.ics, config, objective, optimizer, batches))
-    if p.distributions.enabled:
-        probes.append(DistributionsProbe(p.distributions, config, model, batches))
-    if p.curvature.enabled:
-        probes.append(CurvatureProbe(p.curvature, config, objective, batches))
-    return probes
+    from pipeline.tasks import task_of
+    task = task_of(config)
+    context = ProbeContext(config, engine, model, optimizer, task,
+                           StatelessObjective(engine, model, task, config.data.batch_size),
+                           BatchSource(config, arrays, engine))
+    return [module.Probe(getattr(config.probes, name), context)
+            for name, module in REGISTRY.items() if getattr(config.probes, name).enabled]

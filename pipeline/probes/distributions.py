@@ -7,13 +7,24 @@ per-channel means and variances (their change between records is paper Fig 8), a
 seeded sample of raw values (for histogram/ridge plots) and the kernel's quantiles.
 """
 
+from dataclasses import dataclass
+from typing import List, Optional
+
 import keras
 import numpy as np
-import tensorflow as tf
 
 from pipeline.probes.stateless import resolve_layers, to_python
 
+NAME = "distributions"
 QUANTILES = (0.05, 0.15, 0.5, 0.85, 0.95)
+
+
+@dataclass(frozen=True)
+class Config:
+    enabled: bool = False
+    every: int = 100
+    layers: Optional[List[int]] = None  # 1-based weight-layer indices; None = task default
+    sample_size: int = 256          # raw activation values kept per layer per record
 
 
 def normalized_output_layer(model, layer):
@@ -26,13 +37,14 @@ def normalized_output_layer(model, layer):
         return layer
 
 
-class DistributionsProbe:
-    name = "distributions"
+class Probe:
+    name = NAME
 
-    def __init__(self, probe_config, config, model, batches):
+    def __init__(self, probe_config, context):
+        config, model, self.engine = context.config, context.model, context.engine
         self.every = probe_config.every
-        self.batches = batches
-        chosen = resolve_layers(probe_config.layers, "distributions", config.model.family, model)
+        self.batches = context.batches
+        chosen = resolve_layers(probe_config.layers, NAME, context.task, model)
         self.indices = [index for index, _ in chosen]
         self.kernels = [layer.kernel for _, layer in chosen]
         outputs = [normalized_output_layer(model, layer).output for _, layer in chosen]
@@ -43,7 +55,7 @@ class DistributionsProbe:
         self.sample_positions = [np.sort(rng.choice(batch * n, min(probe_config.sample_size,
                                                                    batch * n), replace=False))
                                  for n in per_example]
-        self._measure = tf.function(self._measure_graph)
+        self._measure = self.engine.compile(self._measure_graph)
 
     def _measure_graph(self, x, trainable, non_trainable):
         outputs, _ = self.taps.stateless_call(trainable, non_trainable, x, training=True)
@@ -51,12 +63,12 @@ class DistributionsProbe:
 
     def __call__(self, step):
         x, _ = self.batches(step)
-        trainable = [tf.identity(v.value) for v in self.taps.trainable_variables]
-        non_trainable = [tf.identity(v.value) for v in self.taps.non_trainable_variables]
+        trainable = self.engine.values(self.taps.trainable_variables)
+        non_trainable = self.engine.values(self.taps.non_trainable_variables)
         record = {"distributions/quantile_levels": np.array(QUANTILES)}
         for index, kernel, positions, out in zip(self.indices, self.kernels, self.sample_positions,
                                                  self._measure(x, trainable, non_trainable)):
-            values = out.numpy().astype(np.float64)
+            values = np.asarray(out).astype(np.float64)
             channels = values.reshape(-1, values.shape[-1])
             prefix = f"distributions/layer{index}"
             record.update({
@@ -65,6 +77,6 @@ class DistributionsProbe:
                 f"{prefix}_channel_mean": channels.mean(axis=0),
                 f"{prefix}_channel_var": channels.var(axis=0),
                 f"{prefix}_sample": values.reshape(-1)[positions],
-                f"{prefix}_kernel_quantiles": np.quantile(kernel.numpy(), QUANTILES),
+                f"{prefix}_kernel_quantiles": np.quantile(np.asarray(kernel.value), QUANTILES),
             })
         return to_python(record)

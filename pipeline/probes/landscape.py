@@ -7,25 +7,35 @@ grid is the effective beta-smoothness. Cost: one forward+backward per grid point
 one for g, compiled once.
 """
 
+from dataclasses import dataclass
+from typing import List, Optional
+
 import numpy as np
-import tensorflow as tf
+from keras import ops
 
 from pipeline.probes.stateless import global_norm, to_python
 
-# Step sizes as multiples of the learning rate: VGG {0.05..0.4} at LR 0.1 in the paper's
-# figures; for the DLN a log grid over [1/100, 30] x LR.
-DEFAULT_MULTIPLIERS = {"vgg": [0.5, 1.0, 2.0, 4.0], "dln": np.geomspace(0.01, 30, 8).tolist()}
+NAME = "landscape"
 
 
-class LandscapeProbe:
-    name = "landscape"
+@dataclass(frozen=True)
+class Config:
+    enabled: bool = False
+    every: int = 100
+    # step sizes as multiples of optim.lr; None = the task's default (VGG {0.5,1,2,4},
+    # DLN a log grid over [0.01, 30])
+    multipliers: Optional[List[float]] = None
 
-    def __init__(self, probe_config, config, objective, batches):
+
+class Probe:
+    name = NAME
+
+    def __init__(self, probe_config, context):
         self.every = probe_config.every
-        multipliers = probe_config.multipliers or DEFAULT_MULTIPLIERS[config.model.family]
-        self.etas = [float(m) * config.optim.lr for m in multipliers]
-        self.objective, self.batches = objective, batches
-        self._measure = tf.function(self._measure_graph)
+        multipliers = probe_config.multipliers or context.task.landscape_multipliers
+        self.etas = [float(m) * context.config.optim.lr for m in multipliers]
+        self.objective, self.batches = context.objective, context.batches
+        self._measure = context.engine.compile(self._measure_graph)
 
     def _measure_graph(self, x, y, trainable, non_trainable):
         loss, grads = self.objective.loss_and_grads(trainable, non_trainable, x, y)
@@ -35,12 +45,12 @@ class LandscapeProbe:
             moved_loss, moved_grads = self.objective.loss_and_grads(moved, non_trainable, x, y)
             losses.append(moved_loss)
             changes.append(global_norm([a - b for a, b in zip(moved_grads, grads)]))
-        return loss, global_norm(grads), tf.stack(losses), tf.stack(changes)
+        return loss, global_norm(grads), ops.stack(losses), ops.stack(changes)
 
     def __call__(self, step):
         x, y = self.batches(step)
         loss, grad_norm, losses, changes = (
-            t.numpy() for t in self._measure(x, y, *self.objective.values()))
+            np.asarray(t) for t in self._measure(x, y, *self.objective.values()))
         etas = np.array(self.etas)
         betas = changes / (etas * grad_norm)
         return to_python({

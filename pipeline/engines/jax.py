@@ -1,0 +1,186 @@
+"""The JAX engine: `jax.jit` over Keras' `stateless_call` and the optimizer's
+`stateless_apply` (keras.io, "Writing a training loop from scratch in JAX"), data
+parallel over the devices with `keras.distribution.DataParallel`.
+
+- Devices: `train.strategy` default uses one device; auto, mirrored and tpu all local
+  devices; multi_worker calls `jax.distributed.initialize()` (on a TPU pod slice or a
+  cluster it finds the coordinator itself) and uses every process's devices. Every
+  process builds the same global batch from the seeded stream and hands JAX only its own
+  devices' rows, so the batch of step t is the one TensorFlow sees.
+- The step is one program over the global batch: BatchNorm's statistics are those of
+  the global batch (what `sync_batch_norm` asks for on TensorFlow) and each element of
+  the global batch gets its own noise.
+- Several steps per call are dispatched asynchronously, one compiled step each, and
+  their metrics read back once per call. A compiled loop over the steps would be a
+  different XLA program per call length, and records must not depend on call lengths
+  (kill-and-resume changes them).
+"""
+
+import os
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import keras
+import numpy as np
+from jax.sharding import NamedSharding, PartitionSpec
+
+from pipeline.config import ConfigError
+from pipeline.data import make_dataset
+
+
+def _use_compilation_cache():
+    """Keep compiled programs on disk (JAX_COMPILATION_CACHE_DIR, else
+    ~/.cache/bnlab/jax): XLA compiles a VGG step with its probes for tens of seconds on a
+    CPU, and every run of a sweep, every resume, compiles the same programs again."""
+    if jax.config.jax_compilation_cache_dir is None:
+        folder = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "bnlab" / "jax"
+        jax.config.update("jax_compilation_cache_dir", str(folder))
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
+
+
+class JaxEngine:
+    backend = "jax"
+
+    def __init__(self, config, runtime):
+        self.config, self.runtime = config, runtime
+        _use_compilation_cache()
+        if config.train.precision != "float32":
+            raise ConfigError(f"train.precision={config.train.precision} runs on the TensorFlow "
+                              "backend only; use train.precision=float32 with --backend jax")
+        kind = config.train.strategy
+        if kind == "multi_worker":
+            jax.distributed.initialize()
+        self.devices = jax.devices()[:1] if kind == "default" else jax.devices()
+        if config.data.batch_size % len(self.devices):
+            raise ConfigError(f"data.batch_size={config.data.batch_size} must be a multiple of "
+                              f"the {len(self.devices)} devices it is split across")
+        mesh = jax.sharding.Mesh(np.array(self.devices), ("batch",))
+        self._split = NamedSharding(mesh, PartitionSpec("batch"))  # rows across devices
+        self._replicated = NamedSharding(mesh, PartitionSpec())
+        self.distribution = (keras.distribution.DataParallel(devices=self.devices)
+                             if len(self.devices) > 1 else None)
+        self._compiled = {}
+
+    @property
+    def replicas(self):
+        return len(self.devices)
+
+    @property
+    def is_chief(self):
+        return jax.process_index() == 0
+
+    @property
+    def multi_worker(self):
+        return jax.process_count() > 1
+
+    def describe(self):
+        return {"backend": self.backend,
+                "devices": [f"{d.platform.upper()}:{d.id}" for d in self.devices],
+                "strategy": "DataParallel" if self.replicas > 1 else "OneDevice",
+                "replicas": self.replicas, "processes": jax.process_count()}
+
+    def build(self, fn):
+        """Variables are created replicated over the devices under `DataParallel`."""
+        if self.distribution is None:
+            return fn()
+        with self.distribution.scope():
+            return fn()
+
+    def _place(self, array, sharding):
+        array = np.asarray(array)
+        return jax.make_array_from_callback(array.shape, sharding, lambda index: array[index])
+
+    def train_steps(self, model, optimizer, task, arrays, start_step):
+        """`(count) -> (losses, corrects)` as NumPy arrays of the steps taken (up to and
+        including the first non-finite loss): step k's values are those of its batch
+        before its update."""
+        global_batch = self.config.data.batch_size
+        batches = iter(make_dataset(self.config, "train", arrays=arrays, start_step=start_step))
+
+        def step(state, x, y):
+            trainable, non_trainable, optimizer_state = state
+
+            def loss_fn(trainable):
+                outputs, updated = model.stateless_call(trainable, non_trainable, x, training=True)
+                return task.batch_loss(y, outputs, global_batch), (outputs, updated)
+
+            (loss, (outputs, non_trainable)), grads = jax.value_and_grad(
+                loss_fn, has_aux=True)(trainable)
+            trainable, optimizer_state = optimizer.stateless_apply(optimizer_state, grads,
+                                                                   trainable)
+            return ((trainable, non_trainable, optimizer_state),
+                    loss, task.correct_predictions(y, outputs))
+
+        step = jax.jit(step)
+        variables = (model.trainable_variables, model.non_trainable_variables,
+                     optimizer.variables)
+
+        def steps(count):
+            state = tuple(self.values(group) for group in variables)
+            losses, corrects = [], []
+            for _ in range(count):  # dispatched asynchronously; no value is read here
+                x, y = next(batches)
+                state, loss, correct = step(state, self._place(x, self._split),
+                                            self._place(y, self._split))
+                losses.append(loss)
+                corrects.append(correct)
+            losses, corrects = np.asarray(jnp.stack(losses)), np.asarray(jnp.stack(corrects))
+            for group, values in zip(variables, state):
+                for variable, value in zip(group, values):
+                    variable.assign(value)
+            bad = np.flatnonzero(~np.isfinite(losses))
+            taken = bad[0] + 1 if bad.size else count  # the run ends at the first bad step
+            return losses[:taken], corrects[:taken]
+        return steps
+
+    def sum_over(self, dataset, fn, *args):
+        """Sum over `dataset` of `fn(x, y, *args)` (a float32 vector), as NumPy. Each
+        batch goes to every device whole (test batches need not divide evenly)."""
+        key = id(fn)
+        if key not in self._compiled:
+            self._compiled[key] = jax.jit(fn)
+        compiled = self._compiled[key]
+        total = 0.0
+        for x, y in dataset:
+            total = total + compiled(self._place(x, self._replicated),
+                                     self._place(y, self._replicated), *args)
+        return np.asarray(total)
+
+    # The probes' primitives.
+
+    def compile(self, fn):
+        return jax.jit(fn)
+
+    def values(self, variables):
+        """The variables' values, replicated over the devices. JAX arrays are immutable,
+        so no copy is needed; the placement is explicit because compiled functions are
+        cached per input placement, and fresh variables have none yet."""
+        return [jax.device_put(v.value, self._replicated) for v in variables]
+
+    def device_batch(self, batch):
+        return tuple(self._place(part, self._split) for part in batch)
+
+    def value_and_grad(self, fn, values):
+        return jax.value_and_grad(fn)(values)
+
+    def hessian_vector_product(self, fn, values, vector):
+        """H v by forward-over-reverse differentiation (one jvp of the gradient)."""
+        return jax.jvp(jax.grad(fn), (values,), (vector,))[1]
+
+    def optimizer_update(self, optimizer, variables):
+        return StatelessUpdate(self, optimizer)
+
+
+class StatelessUpdate:
+    """The optimizer's update on given values, via its `stateless_apply`: call with
+    (values, grads, state()) inside a compiled function; nothing real is written."""
+
+    def __init__(self, engine, optimizer):
+        self.engine, self.optimizer = engine, optimizer
+
+    def state(self):
+        return self.engine.values(self.optimizer.variables)
+
+    def __call__(self, values, grads, state):
+        return self.optimizer.stateless_apply(state, grads, values)[0]

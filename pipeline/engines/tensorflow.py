@@ -1,0 +1,166 @@
+"""The TensorFlow engine: `tf.function` steps under a `tf.distribute` strategy (one
+device, MirroredStrategy, TPUStrategy, MultiWorkerMirroredStrategy from TF_CONFIG).
+
+Our own step rather than `Model.fit`, which fails under MultiWorkerMirroredStrategy in
+Keras 3 (keras-team/keras#20585): a step run with `strategy.run` over
+`distribute_datasets_from_function`, with Keras models, optimizers and losses.
+"""
+
+import keras
+import tensorflow as tf
+
+from pipeline.data import make_dataset
+from pipeline.strategy import describe_devices, make_strategy, strategy_name
+
+
+class TensorFlowEngine:
+    backend = "tensorflow"
+
+    def __init__(self, config, runtime):
+        self.config, self.runtime = config, runtime
+        self.strategy = make_strategy(config.train.strategy)
+        self._distributed, self._compiled = {}, {}
+
+    @property
+    def replicas(self):
+        return self.strategy.num_replicas_in_sync
+
+    @property
+    def is_chief(self):
+        """True on the one worker that writes the run directory."""
+        return self.strategy.extended.should_checkpoint
+
+    @property
+    def multi_worker(self):
+        return strategy_name(self.strategy) == "MultiWorkerMirroredStrategy"
+
+    def describe(self):
+        return {"backend": self.backend, "devices": describe_devices(),
+                "strategy": strategy_name(self.strategy), "replicas": self.replicas}
+
+    def build(self, fn):
+        with self.strategy.scope():
+            return fn()
+
+    def train_steps(self, model, optimizer, task, arrays, start_step):
+        """`(count) -> (losses, corrects)` as NumPy arrays of the steps taken: step k's
+        values are those of its batch before its update. Several steps run inside one
+        `tf.function` (a `tf.while_loop`), which spares the per-call overhead (~0.3 ms, a
+        third of a DLN step); `count` is a tensor, so every call length shares one trace."""
+        config = self.config
+        global_batch = config.data.batch_size
+        scaled = isinstance(optimizer, keras.optimizers.LossScaleOptimizer)
+        strategy = self.strategy
+        iterator = iter(strategy.distribute_datasets_from_function(
+            lambda context: make_dataset(config, "train", arrays=arrays, start_step=start_step,
+                                         input_context=context)))
+
+        @tf.function(jit_compile=self.runtime.xla)
+        def replica_step(x, y):
+            with tf.GradientTape() as tape:
+                outputs = model(x, training=True)
+                loss = task.batch_loss(y, outputs, global_batch)
+                to_differentiate = optimizer.scale_loss(loss) if scaled else loss
+            variables = model.trainable_variables
+            gradients = tape.gradient(to_differentiate, variables)
+            # Keras' optimizer sums the gradients over replicas before applying them.
+            optimizer.apply_gradients(zip(gradients, variables))
+            return loss, task.correct_predictions(y, outputs)
+
+        def one_step():
+            loss, correct = strategy.run(replica_step, args=next(iterator))
+            reduce = tf.distribute.ReduceOp.SUM
+            return (strategy.reduce(reduce, loss, axis=None),
+                    strategy.reduce(reduce, correct, axis=None))
+
+        @tf.function
+        def steps(count):
+            losses = tf.TensorArray(tf.float32, size=0, dynamic_size=True)
+            corrects = tf.TensorArray(tf.float32, size=0, dynamic_size=True)
+            taken, finite = tf.constant(0), tf.constant(True)
+            while taken < count and finite:
+                loss, correct = one_step()
+                losses = losses.write(taken, loss)
+                corrects = corrects.write(taken, correct)
+                finite = tf.math.is_finite(loss)
+                taken += 1
+            return losses.stack(), corrects.stack()
+
+        return lambda count: tuple(v.numpy() for v in steps(tf.constant(count)))
+
+    def sum_over(self, dataset, fn, *args):
+        """Sum over `dataset` of `fn(x, y, *args)` (a float32 vector), as NumPy; the
+        batches are split across replicas and the sums read back once."""
+        if id(dataset) not in self._distributed:
+            self._distributed[id(dataset)] = self.strategy.experimental_distribute_dataset(dataset)
+        if id(fn) not in self._compiled:
+            # reduce_retracing: the last batch is smaller.
+            self._compiled[id(fn)] = tf.function(fn, reduce_retracing=True)
+        distributed, compiled = self._distributed[id(dataset)], self._compiled[id(fn)]
+        total = 0.0
+        for x, y in distributed:
+            parts = self.strategy.run(compiled, args=(x, y, *args))
+            total += self.strategy.reduce(tf.distribute.ReduceOp.SUM, parts, axis=None)
+        return total.numpy()
+
+    # The probes' primitives.
+
+    def compile(self, fn):
+        return tf.function(fn)
+
+    def values(self, variables):
+        """Copies of the variables' current values (`v.value` is the variable itself)."""
+        return [tf.identity(v.value) for v in variables]
+
+    def device_batch(self, batch):
+        return batch
+
+    def value_and_grad(self, fn, values):
+        """`fn(values)` (a scalar) and its gradient with respect to the list `values`."""
+        with tf.GradientTape() as tape:
+            tape.watch(values)
+            value = fn(values)
+        return value, tape.gradient(value, values)
+
+    def hessian_vector_product(self, fn, values, vector):
+        """H v for the Hessian H of `fn` at `values` (double backpropagation)."""
+        with tf.GradientTape() as outer:
+            outer.watch(values)
+            _, grads = self.value_and_grad(fn, values)
+            directional = tf.add_n([tf.reduce_sum(g * v) for g, v in zip(grads, vector)])
+        return outer.gradient(directional, values)
+
+    def optimizer_update(self, optimizer, variables):
+        return ShadowUpdate(optimizer, variables)
+
+
+class ShadowUpdate:
+    """The optimizer's own update rule applied to copies: `update(values, grads,
+    update.state())` gives the updated values. A clone of the optimizer on shadow
+    variables, built once, copies the real state in at each call, so no real variable is
+    written. (Keras' `stateless_apply` would do this, but the TensorFlow backend refuses
+    it.) The state is read inside the compiled function, hence `state()` is empty."""
+
+    def __init__(self, optimizer, variables):
+        # Gradients here are unscaled, so a loss-scaling wrapper's inner optimizer applies.
+        self.source = getattr(optimizer, "inner_optimizer", optimizer)
+        self.clone = type(self.source).from_config(self.source.get_config())
+        # Fresh storage: `v.value` is the backing tf.Variable itself, not a copy.
+        self.shadows = [keras.Variable(v.numpy(), name=f"shadow_{k}")
+                        for k, v in enumerate(variables)]
+        self.clone.build(self.shadows)
+        if [tuple(v.shape) for v in self.clone.variables] != [
+                tuple(v.shape) for v in self.source.variables]:
+            raise ValueError(f"cannot mirror the state of {type(self.source).__name__} for the "
+                             "ICS probe: its variables differ from a fresh clone's")
+
+    def state(self):
+        return []
+
+    def __call__(self, values, grads, state):
+        for shadow, value in zip(self.shadows, values):
+            shadow.assign(value)
+        for copy, original in zip(self.clone.variables, self.source.variables):
+            copy.assign(original)
+        self.clone.apply_gradients(zip(grads, self.shadows))
+        return [tf.identity(shadow.value) for shadow in self.shadows]

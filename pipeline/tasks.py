@@ -1,0 +1,74 @@
+"""The two learning tasks of the paper, each in one place: its loss, its metrics and
+the defaults its probes use. Written with `keras.ops`, so the same code runs in the
+training step, the evaluation and the probes on either backend.
+
+- `vgg`: image classification, mean cross-entropy over the global batch, accuracy.
+- `dln`: the deep linear network's regression, the squared l2 error *summed* over the
+  samples (PROTOCOL.md section 1), no accuracy.
+"""
+
+import keras
+import numpy as np
+from keras import ops
+
+
+class Classification:
+    family = "vgg"
+    has_accuracy = True
+    # PROTOCOL.md sections 3-4, as 1-based weight-layer indices ("layer #i").
+    default_layers = {"ics": [5, 10], "distributions": [3, 11]}
+    # Landscape step sizes as multiples of the LR ({0.05..0.4} at LR 0.1 in the paper).
+    landscape_multipliers = [0.5, 1.0, 2.0, 4.0]
+
+    def example_losses(self, targets, outputs):
+        """Per-example cross-entropy on logits, shape (batch,)."""
+        return keras.losses.sparse_categorical_crossentropy(
+            targets, ops.cast(outputs, "float32"), from_logits=True)
+
+    def batch_loss(self, targets, outputs, global_batch):
+        """This batch's share of the global batch loss (mean over the global batch)."""
+        return ops.sum(self.example_losses(targets, outputs)) / global_batch
+
+    def correct_predictions(self, targets, outputs):
+        """Number of correct top-1 predictions (float32 scalar)."""
+        predicted = ops.cast(ops.argmax(outputs, axis=-1), "int32")
+        return ops.sum(ops.cast(ops.equal(predicted, ops.cast(targets, "int32")), "float32"))
+
+    def metrics(self, loss_sum, correct, count, prefix):
+        """Records from sums over `count` examples: mean loss and accuracy."""
+        return {f"{prefix}loss": loss_sum / count, f"{prefix}accuracy": correct / count}
+
+    def train_metrics(self, loss, correct, global_batch):
+        return {"train/loss": loss, "train/accuracy": correct / global_batch}
+
+
+class Regression(Classification):
+    family = "dln"
+    has_accuracy = False
+    default_layers = {"ics": [9, 17], "distributions": [1, 11, 24]}
+    # A log grid over [1/100, 30] x LR.
+    landscape_multipliers = np.geomspace(0.01, 30, 8).tolist()
+
+    def example_losses(self, targets, outputs):
+        """Squared l2 error summed over the outputs, shape (batch,)."""
+        return ops.sum(ops.square(ops.cast(outputs, "float32") - targets), axis=-1)
+
+    def batch_loss(self, targets, outputs, global_batch):
+        return ops.sum(self.example_losses(targets, outputs))  # summed, not averaged
+
+    def correct_predictions(self, targets, outputs):
+        return ops.zeros((), "float32")
+
+    def metrics(self, loss_sum, correct, count, prefix):
+        return {f"{prefix}loss": loss_sum}  # summed, as in training
+
+    def train_metrics(self, loss, correct, global_batch):
+        return {"train/loss": loss}
+
+
+TASKS = {task.family: task for task in (Classification(), Regression())}
+
+
+def task_of(config):
+    """The task of `config.model.family`."""
+    return TASKS[config.model.family]
