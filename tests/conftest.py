@@ -1,4 +1,7 @@
-"""Shared test helpers: small configs and deterministic TensorFlow."""
+"""Shared test helpers: small configs and deterministic TensorFlow.
+
+Tests marked `both_backends` run a second time on JAX: `make test` runs them again in a
+process with KERAS_BACKEND=jax (Keras picks its backend once per process)."""
 
 import numpy as np
 import pytest
@@ -39,3 +42,15 @@ def run_cli(*args, env=None, timeout=300, check=True):
     if check and result.returncode != 0:
         raise AssertionError(f"exit {result.returncode}\n{result.stdout}\n{result.stderr[-3000:]}")
     return result
+
+
+def training_state(config):
+    """(engine, model, optimizer, arrays) of `config`, as a run starts."""
+    from pipeline.data import load_arrays
+    from pipeline.engines import make_engine
+    from pipeline.runtime import configure_runtime
+    from pipeline.train import build_training_state
+    engine = make_engine(config, configure_runtime(config))
+    arrays = load_arrays(config.data)
+    model, optimizer = build_training_state(config, arrays.num_classes, engine)
+    return engine, model, optimizer, arrays

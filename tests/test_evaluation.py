@@ -3,22 +3,15 @@ statistics, free of side effects, and recorded beside the moving-average evaluat
 
 import numpy as np
 import pytest
-import tensorflow as tf
 
-from conftest import SMOKE, make_config
+from conftest import SMOKE, make_config, training_state
 from pipeline.config import load_config
-from pipeline.data import batch_at, load_arrays, make_dataset
+from pipeline.data import batch_at, make_dataset
 from pipeline.evaluation import RecomputedStatistics, make_evaluate, statistic_slots
 from pipeline.runs import RunDirectory
-from pipeline.runtime import configure_runtime
-from pipeline.train import build_training_state, train_and_evaluate
+from pipeline.train import train_and_evaluate
 
-
-def _setup(config):
-    configure_runtime(config)
-    arrays = load_arrays(config.data)
-    model, optimizer = build_training_state(config, arrays.num_classes, tf.distribute.get_strategy())
-    return model, optimizer, arrays
+pytestmark = pytest.mark.both_backends
 
 
 @pytest.mark.parametrize("norm", ["batch", "noisy_batch"])
@@ -27,20 +20,20 @@ def test_recomputed_statistics_are_the_numpy_average_of_batch_statistics(norm):
     config = make_config("data.name=linear_regression", "model.family=dln", "model.depth=3",
                          f"model.norm={norm}", "data.regression_dim=4",
                          "data.regression_train_size=64", "data.batch_size=16", "eval.bn_batches=3")
-    model, optimizer, arrays = _setup(config)
+    engine, model, optimizer, arrays = training_state(config)
     # Make the BN parameters and moving statistics non-trivial.
     rng = np.random.default_rng(0)
     for layer in (model.get_layer("norm1"), model.get_layer("norm2")):
         for variable in (layer.gamma, layer.beta, layer.moving_mean, layer.moving_variance):
             variable.assign(rng.uniform(0.5, 1.5, variable.shape).astype("float32"))
     before = [v.numpy().copy() for v in model.variables]
-    non_trainable = RecomputedStatistics(model, config, arrays, 3)()
+    non_trainable = RecomputedStatistics(engine, model, config, arrays, 3)()
     w1, w2 = (model.get_layer(f"dense{i}").kernel.numpy().astype(np.float64) for i in (1, 2))
     norm1 = model.get_layer("norm1")
     gamma, beta = norm1.gamma.numpy(), norm1.beta.numpy()
     means1, vars1, means2, vars2 = [], [], [], []
     for step in range(3):
-        x = batch_at(config, arrays, step)[0].numpy().astype(np.float64)
+        x = np.asarray(batch_at(config, arrays, step)[0]).astype(np.float64)
         h1 = x @ w1
         means1.append(h1.mean(axis=0))
         vars1.append(h1.var(axis=0))  # biased, as Keras' moving statistics
@@ -52,7 +45,7 @@ def test_recomputed_statistics_are_the_numpy_average_of_batch_statistics(norm):
     slots = statistic_slots(model)
     assert len(slots) == 4
     for slot, value in zip(slots, expected):
-        np.testing.assert_allclose(non_trainable[slot].numpy(), value, rtol=1e-4, atol=1e-5)
+        np.testing.assert_allclose(np.asarray(non_trainable[slot]), value, rtol=1e-4, atol=1e-5)
     # Nothing changed: weights, moving statistics, seed states; the noise is back on.
     for a, b in zip(before, model.variables):
         np.testing.assert_array_equal(a, b.numpy())
@@ -62,9 +55,8 @@ def test_recomputed_statistics_are_the_numpy_average_of_batch_statistics(norm):
 
 def test_evaluation_changes_no_state_and_reports_both_statistics():
     config = load_config(SMOKE, ["model.norm=noisy_batch", "eval.bn_batches=2"])
-    model, optimizer, arrays = _setup(config)
-    strategy = tf.distribute.get_strategy()
-    evaluate = make_evaluate(config, model, strategy, make_dataset(config, "test", arrays=arrays),
+    engine, model, optimizer, arrays = training_state(config)
+    evaluate = make_evaluate(engine, config, model, make_dataset(config, "test", arrays=arrays),
                              arrays)
     before = [v.numpy().copy() for v in model.variables + optimizer.variables]
     first = evaluate()
@@ -75,9 +67,9 @@ def test_evaluation_changes_no_state_and_reports_both_statistics():
     assert evaluate() == first
     # At initialization the moving statistics are (0, 1): far from the batch statistics.
     assert first["test/loss"] != first["test/moving_stats_loss"]
-    moving = make_evaluate(load_config(SMOKE, ["model.norm=noisy_batch",
-                                               "eval.bn_statistics=moving"]),
-                           model, strategy, make_dataset(config, "test", arrays=arrays), arrays)()
+    moving = make_evaluate(engine, load_config(SMOKE, ["model.norm=noisy_batch",
+                                                       "eval.bn_statistics=moving"]),
+                           model, make_dataset(config, "test", arrays=arrays), arrays)()
     assert moving == {"test/loss": first["test/moving_stats_loss"],
                       "test/accuracy": first["test/moving_stats_accuracy"]}
 

@@ -1,29 +1,29 @@
-"""Probes against closed forms, and their freedom from side effects."""
+"""Probes against closed forms, and their freedom from side effects (on both backends)."""
 
 import numpy as np
 import pytest
-import tensorflow as tf
 
-from conftest import SMOKE, make_config
+from conftest import SMOKE, make_config, training_state
 from pipeline.config import load_config
-from pipeline.data import batch_at, load_arrays
+from pipeline.data import batch_at
 from pipeline.probes import make_probes
 from pipeline.runs import RunDirectory
-from pipeline.runtime import configure_runtime
-from pipeline.train import build_training_state, train_and_evaluate
+from pipeline.train import train_and_evaluate
+
+pytestmark = pytest.mark.both_backends
 
 ALL_PROBES = ["probes.landscape.enabled=true", "probes.ics.enabled=true",
               "probes.distributions.enabled=true", "probes.curvature.enabled=true",
               "probes.landscape.every=3", "probes.ics.every=3", "probes.distributions.every=3",
-              "probes.curvature.every=3", "probes.ics.layers=[2,5]",
+              "probes.curvature.every=3", "probes.ics.layers=[2,5]", "probes.landscape.multipliers=[1,2]",
               "probes.distributions.layers=[3,9]", "probes.curvature.iterations=5"]
 
 
 def _setup(config):
-    configure_runtime(config)
-    arrays = load_arrays(config.data)
-    model, optimizer = build_training_state(config, arrays.num_classes, tf.distribute.get_strategy())
-    return model, optimizer, arrays
+    """(model, optimizer, arrays, probes by name)."""
+    engine, model, optimizer, arrays = training_state(config)
+    probes = lambda: {p.name: p for p in make_probes(config, engine, model, optimizer, arrays)}
+    return model, optimizer, arrays, probes
 
 
 def _linear_config(depth, *extra):
@@ -39,9 +39,9 @@ def test_landscape_and_curvature_match_the_quadratic_closed_form():
     # g = 2 X^T (XW - Y), H[V] = 2 X^T X V. Along theta - eta g: grad change = eta ||H g||,
     # beta = ||H g|| / ||g|| at every eta, top eigenvalue = 2 lambda_max(X^T X).
     config = _linear_config(1)
-    model, optimizer, arrays = _setup(config)
-    landscape, curvature = make_probes(config, model, optimizer, arrays)
-    x, y = (t.numpy().astype(np.float64) for t in batch_at(config, arrays, 0))
+    model, optimizer, arrays, probes = _setup(config)
+    landscape, curvature = probes()["landscape"], probes()["curvature"]
+    x, y = (np.asarray(t).astype(np.float64) for t in batch_at(config, arrays, 0))
     w = model.layers[-1].kernel.numpy().astype(np.float64)
     g = 2 * x.T @ (x @ w - y)
     hg = 2 * x.T @ x @ g
@@ -65,13 +65,13 @@ def test_ics_matches_a_numpy_two_layer_linear_model_with_momentum():
     config = _linear_config(2, "optim.momentum=0.9", "probes.ics.enabled=true",
                             "probes.ics.layers=[1,2]", "probes.landscape.enabled=false",
                             "probes.curvature.enabled=false")
-    model, optimizer, arrays = _setup(config)
+    model, optimizer, arrays, probes = _setup(config)
     rng = np.random.default_rng(1)
     # Give the momentum slots a history, so "the real update" differs from -lr * g.
     optimizer.apply_gradients([(rng.normal(size=v.shape).astype("float32"), v)
                                for v in model.trainable_variables])
-    (ics,) = make_probes(config, model, optimizer, arrays)
-    x, y = (t.numpy().astype(np.float64) for t in batch_at(config, arrays, 0))
+    (ics,) = probes().values()
+    x, y = (np.asarray(t).astype(np.float64) for t in batch_at(config, arrays, 0))
     w1, w2 = (v.numpy().astype(np.float64) for v in model.trainable_variables)
     m1 = optimizer.momentums[0].numpy().astype(np.float64)
     assert np.abs(m1).sum() > 0
@@ -95,10 +95,11 @@ def _state(model, optimizer):
 
 def test_probes_leave_no_trace_and_repeat_exactly_on_noisy_bn():
     config = load_config(SMOKE, ["model.norm=noisy_batch", "optim.momentum=0.9", *ALL_PROBES])
-    model, optimizer, arrays = _setup(config)
+    model, optimizer, arrays, make = _setup(config)
     optimizer.apply_gradients([(np.ones(v.shape, "float32"), v) for v in model.trainable_variables])
     before = _state(model, optimizer)
-    probes = make_probes(config, model, optimizer, arrays)
+    probes = list(make().values())
+    assert len(probes) == 4
     first = [probe(3) for probe in probes]
     after = _state(model, optimizer)
     assert len(before) == len(after)
@@ -125,9 +126,9 @@ def test_training_with_every_probe_gives_the_same_training_records(tmp_path):
 
 def test_out_of_range_layers_fail_with_the_valid_range():
     config = load_config(SMOKE, ["probes.ics.enabled=true", "probes.ics.layers=[10]"])
-    model, optimizer, arrays = _setup(config)
+    _, _, _, probes = _setup(config)
     with pytest.raises(ValueError, match=r"\[10\] out of range; this vgg model has weight layers 1..9"):
-        make_probes(config, model, optimizer, arrays)
+        probes()
 
 
 def test_hessian_vector_products_through_batchnorm_match_finite_differences():
@@ -135,21 +136,22 @@ def test_hessian_vector_products_through_batchnorm_match_finite_differences():
     # large h is fine). Keras' TensorFlow BN stops the gradient through the mean inside
     # the variance, which leaves first derivatives exact but Hv ~5 % off here.
     config = _linear_config(3, "model.norm=batch")
-    model, optimizer, arrays = _setup(config)
-    curvature = next(p for p in make_probes(config, model, optimizer, arrays)
-                     if p.name == "curvature")
+    _, _, _, probes = _setup(config)
+    curvature = probes()["curvature"]
+    objective = curvature.objective
     x, y = curvature.batches(0)
-    trainable, non_trainable = curvature.objective.values()
+    trainable, non_trainable = objective.values()
     rng = np.random.default_rng(1)
     v = [rng.normal(size=w.shape) for w in trainable]
     length = np.sqrt(sum(np.sum(a ** 2) for a in v))
-    v = [tf.constant(a / length, tf.float32) for a in v]
-    product = tf.function(curvature._hessian_vector_product)(trainable, non_trainable, x, y, v)
+    v = [(a / length).astype("float32") for a in v]
+    product = objective.engine.compile(objective.hessian_vector_product)(
+        trainable, non_trainable, x, y, v)
     step = 1e-3
 
     def gradients(sign):
         moved = [w + sign * step * d for w, d in zip(trainable, v)]
         return curvature.objective.loss_and_grads(moved, non_trainable, x, y)[1]
-    flat = lambda tensors: np.concatenate([t.numpy().astype(np.float64).ravel() for t in tensors])
+    flat = lambda tensors: np.concatenate([np.asarray(t).astype(np.float64).ravel() for t in tensors])
     difference = (flat(gradients(1)) - flat(gradients(-1))) / (2 * step)
     assert np.linalg.norm(flat(product) - difference) / np.linalg.norm(difference) < 1e-3

@@ -25,7 +25,7 @@ def test_list_prints_runnable_commands(tmp_path):
     out = run_cli("sweep", SMOKE, "--grid", "model.norm=none,batch", "--seeds", "2",
                   "--sweep-dir", tmp_path, "--list").stdout.strip().splitlines()
     assert len(out) == 4
-    assert "-m pipeline train" in out[0] and "--set model.norm=none" in out[0]
+    assert "-m pipeline --backend tensorflow train" in out[0] and "--set model.norm=none" in out[0]
     assert f"--workdir {tmp_path}/norm-batch__seed-1" in out[3]
     assert not any(tmp_path.iterdir())  # listing runs nothing
 

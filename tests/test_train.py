@@ -8,6 +8,7 @@ import subprocess
 import sys
 import time
 
+import keras
 import numpy as np
 import pytest
 
@@ -45,6 +46,7 @@ def test_smoke_run_writes_every_run_directory_file(tmp_path):
     assert len(run.records("train")) == 6
 
 
+@pytest.mark.both_backends
 def test_same_seed_same_records_other_seed_other_records(tmp_path):
     config = load_config(SMOKE, ["model.norm=noisy_batch", "train.steps=6"])
     train_and_evaluate(config, tmp_path / "a")
@@ -71,6 +73,7 @@ def test_other_config_in_same_workdir_is_refused(tmp_path):
         train_and_evaluate(load_config(SMOKE, ["train.steps=3"]), tmp_path)
 
 
+@pytest.mark.both_backends
 def test_sigkill_then_rerun_gives_the_uninterrupted_records(tmp_path):
     overrides = ["--set", "train.steps=60", "--set", "train.log_every=1",
                  "--set", "train.checkpoint_every=7", "--set", "train.eval_every=10",
@@ -100,6 +103,7 @@ def test_sigkill_then_rerun_gives_the_uninterrupted_records(tmp_path):
     assert meta["status"] == "finished" and meta["restarts"] == 1 and meta["start_step"] > 0
 
 
+@pytest.mark.both_backends
 def test_non_finite_loss_ends_the_run_as_diverged(tmp_path):
     config = load_config(SMOKE, ["model.norm=none", "optim.lr=1000", "train.steps=30",
                                  "train.log_every=10"])
@@ -140,6 +144,7 @@ def _records(workdir):
     return {stream: _strip(run.records(stream)) for stream in run.streams()}
 
 
+@pytest.mark.both_backends
 def test_records_are_identical_for_one_and_several_steps_per_call(tmp_path):
     common = ["model.norm=noisy_batch", "train.steps=23", "train.log_every=1",
               "train.eval_every=7", "train.checkpoint_every=10", "probes.landscape.enabled=true",
@@ -153,10 +158,13 @@ def test_records_are_identical_for_one_and_several_steps_per_call(tmp_path):
     for name in ("five", "many", "auto"):
         assert _records(tmp_path / name) == one, name
     meta = RunDirectory(tmp_path / "five").read_meta()
-    assert meta["runtime"] == {"accelerator": "cpu", "xla": False, "deterministic": True,
-                               "steps_per_call": 5}
+    backend = keras.backend.backend()
+    assert meta["backend"] == backend
+    assert meta["runtime"] == {"accelerator": "cpu", "xla": backend == "jax",
+                               "deterministic": True, "steps_per_call": 5, "backend": backend}
 
 
+@pytest.mark.both_backends
 def test_divergence_inside_a_multi_step_call_is_reported_at_its_own_step(tmp_path):
     common = ["model.norm=none", "optim.lr=1000", "train.steps=30", "train.log_every=10",
               "train.checkpoint_every=30", "train.eval_every=30"]
