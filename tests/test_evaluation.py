@@ -11,9 +11,8 @@ from pipeline.evaluation import RecomputedStatistics, make_evaluate, statistic_s
 from pipeline.runs import RunDirectory
 from pipeline.train import train_and_evaluate
 
-pytestmark = pytest.mark.both_backends
 
-
+@pytest.mark.both_backends
 @pytest.mark.parametrize("norm", ["batch", "noisy_batch"])
 def test_recomputed_statistics_are_the_numpy_average_of_batch_statistics(norm):
     # A 3-layer DLN: dense1 -> norm1 -> dense2 -> norm2 -> dense3, batches of 16 of 64.
@@ -53,6 +52,7 @@ def test_recomputed_statistics_are_the_numpy_average_of_batch_statistics(norm):
     assert norm1.momentum == 0.9
 
 
+@pytest.mark.both_backends
 def test_evaluation_changes_no_state_and_reports_both_statistics():
     config = load_config(SMOKE, ["model.norm=noisy_batch", "eval.bn_batches=2"])
     engine, model, optimizer, arrays = training_state(config)

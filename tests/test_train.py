@@ -144,7 +144,6 @@ def _records(workdir):
     return {stream: _strip(run.records(stream)) for stream in run.streams()}
 
 
-@pytest.mark.both_backends
 def test_records_are_identical_for_one_and_several_steps_per_call(tmp_path):
     common = ["model.norm=noisy_batch", "train.steps=23", "train.log_every=1",
               "train.eval_every=7", "train.checkpoint_every=10", "probes.landscape.enabled=true",
