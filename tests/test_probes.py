@@ -1,4 +1,6 @@
-"""Probes against closed forms, and their freedom from side effects (on both backends)."""
+"""Probes against closed forms, and their freedom from side effects (on both backends;
+on JAX, that probing leaves every variable bit-identical stands for "training records
+do not change", which the TensorFlow pass tests end to end)."""
 
 import numpy as np
 import pytest
@@ -9,8 +11,6 @@ from pipeline.data import batch_at
 from pipeline.probes import make_probes
 from pipeline.runs import RunDirectory
 from pipeline.train import train_and_evaluate
-
-pytestmark = pytest.mark.both_backends
 
 ALL_PROBES = ["probes.landscape.enabled=true", "probes.ics.enabled=true",
               "probes.distributions.enabled=true", "probes.curvature.enabled=true",
@@ -34,6 +34,7 @@ def _linear_config(depth, *extra):
                        "probes.curvature.iterations=200", *extra)
 
 
+@pytest.mark.both_backends
 def test_landscape_and_curvature_match_the_quadratic_closed_form():
     # One linear layer with the summed squared loss: L(W) = ||XW - Y||^2 is quadratic,
     # g = 2 X^T (XW - Y), H[V] = 2 X^T X V. Along theta - eta g: grad change = eta ||H g||,
@@ -61,6 +62,7 @@ def test_landscape_and_curvature_match_the_quadratic_closed_form():
     assert measured["curvature/residual"] < 1e-2
 
 
+@pytest.mark.both_backends
 def test_ics_matches_a_numpy_two_layer_linear_model_with_momentum():
     config = _linear_config(2, "optim.momentum=0.9", "probes.ics.enabled=true",
                             "probes.ics.layers=[1,2]", "probes.landscape.enabled=false",
@@ -93,6 +95,7 @@ def _state(model, optimizer):
     return [v.numpy().copy() for v in model.variables + optimizer.variables]
 
 
+@pytest.mark.both_backends
 def test_probes_leave_no_trace_and_repeat_exactly_on_noisy_bn():
     config = load_config(SMOKE, ["model.norm=noisy_batch", "optim.momentum=0.9", *ALL_PROBES])
     model, optimizer, arrays, make = _setup(config)
@@ -124,6 +127,7 @@ def test_training_with_every_probe_gives_the_same_training_records(tmp_path):
     assert len(sample) == 256
 
 
+@pytest.mark.both_backends
 def test_out_of_range_layers_fail_with_the_valid_range():
     config = load_config(SMOKE, ["probes.ics.enabled=true", "probes.ics.layers=[10]"])
     _, _, _, probes = _setup(config)
@@ -131,6 +135,7 @@ def test_out_of_range_layers_fail_with_the_valid_range():
         probes()
 
 
+@pytest.mark.both_backends
 def test_hessian_vector_products_through_batchnorm_match_finite_differences():
     # Hv = (g(theta + h v) - g(theta - h v)) / 2h for a unit v, on a BN DLN (smooth, so a
     # large h is fine). Keras' TensorFlow BN stops the gradient through the mean inside
