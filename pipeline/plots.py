@@ -141,6 +141,10 @@ def plot_distribution_shift(distributions, layer):
             change = np.abs(np.diff(values, axis=0)).mean(axis=1)
             rows += [{"variant": variant, "seed": seed, "step": step, "statistic": statistic,
                       "change": value} for step, value in zip(frame["step"].to_numpy()[1:], change)]
+    if not rows:
+        from pipeline.analysis import NothingToPlot
+        raise NothingToPlot("the distribution shift needs two probe steps of a run; these runs "
+                            "have one (set probes.distributions.every below train.steps)")
     frame = with_seed_counts(pd.DataFrame(rows))
     fig, axes = plt.subplots(1, 2, figsize=(11, 4), constrained_layout=True)
     for ax, statistic, label in zip(axes, ("mean", "var"), ("mean", "variance")):

@@ -157,3 +157,6 @@ def test_distribution_shift_is_the_mean_change_between_probe_steps(runs):
     # One of 4 channels' variance moves by 0.5: mean change over channels 0.125.
     np.testing.assert_allclose(_line_for(var_panel, "BN (n=2)").get_ydata(), [0.125] * 3)
     assert mean_panel.get_yscale() == "log"
+    first_step = analysis.records_frame(runs, "distributions").query("step == 0")
+    with pytest.raises(analysis.NothingToPlot, match="needs two probe steps"):
+        plots.plot_distribution_shift(first_step, 3)
