@@ -3,6 +3,8 @@ giving the same losses and probe values on TensorFlow and JAX, checkpoints that 
 backends, and JAX's data parallelism over two (forced host) devices."""
 
 
+import os
+
 import numpy as np
 import pytest
 
@@ -109,6 +111,9 @@ def test_same_weights_and_batches_give_the_same_losses_and_probes_on_both_backen
     assert int(optimizer.iterations.numpy()) == steps
 
 
+@pytest.mark.skipif((os.cpu_count() or 1) < 4, reason=(
+    "XLA's CPU all-reduce between 2 forced host devices starved and aborted (40 s rendezvous "
+    "timeout) once in 3 runs on 2 cores shared with a second test worker"))
 def test_jax_data_parallel_on_two_devices_matches_one_device(tmp_path):
     env = {"KERAS_BACKEND": "jax", "XLA_FLAGS": "--xla_force_host_platform_device_count=2"}
     common = ["model.norm=batch", "train.steps=6", "train.log_every=1"]
