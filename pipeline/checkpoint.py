@@ -21,21 +21,18 @@ from pipeline.runs import atomic_write_bytes
 PATTERN = re.compile(r"ckpt-(\d+)\.npz$")
 
 
-def _tracked(model, optimizer):
+def _tracked(model, optimizer, by_position=False):
     """{path: variable}. Every variable is named explicitly (layers, the optimizer
     `sgd`, seed generators after their layer), so no path depends on what else the
-    process built, as Keras' automatic names (`sgd_1`) would."""
+    process built, as Keras' automatic names (`sgd_1`) would. `by_position`: the keys
+    of checkpoints written before they were keyed by path (`v0000`...)."""
     variables = list(model.variables) + list(optimizer.variables)
+    if by_position:
+        return {f"v{i:04d}": v for i, v in enumerate(variables)}
     tracked = {v.path: v for v in variables}
     if len(tracked) != len(variables):
         raise ValueError("two variables share a path; name every layer of the model")
     return tracked
-
-
-def _by_position(model, optimizer):
-    """The keys of checkpoints written before they were keyed by path."""
-    variables = list(model.variables) + list(optimizer.variables)
-    return {f"v{i:04d}": v for i, v in enumerate(variables)}
 
 
 def save_checkpoint(directory, step, model, optimizer, keep=2):
@@ -63,7 +60,7 @@ def restore_latest(directory, model, optimizer, warn=None):
     import sys
     import zipfile
     warn = warn or (lambda message: print(f"warning: {message}", file=sys.stderr))
-    by_path, by_position = _tracked(model, optimizer), _by_position(model, optimizer)
+    by_path, by_position = _tracked(model, optimizer), _tracked(model, optimizer, True)
     for path in reversed(checkpoints(directory)):
         try:
             with np.load(path) as saved:

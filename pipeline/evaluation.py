@@ -113,11 +113,12 @@ def make_evaluate(engine, config, model, test_dataset, arrays):
             parts += sums(outputs, y)
         return ops.stack(parts)
 
+    summed = engine.summed(batch_sums, test_dataset)
+
     def evaluate():
         recomputed = statistics() if both else []
-        totals = engine.sum_over(test_dataset, batch_sums,
-                                 engine.values(model.trainable_variables),
-                                 engine.values(model.non_trainable_variables), recomputed)
+        totals = summed(engine.values(model.trainable_variables),
+                        engine.values(model.non_trainable_variables), recomputed)
         count, *values = (float(v) for v in totals)  # one device sync
         if not both:
             return task.metrics(*values[:2], count, "test/")

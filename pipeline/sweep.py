@@ -6,8 +6,8 @@ cluster scheduler. Finished and diverged runs are skipped, unfinished ones resum
 """
 
 import itertools
-import shlex
 import os
+import shlex
 import subprocess
 import sys
 from dataclasses import dataclass

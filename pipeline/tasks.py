@@ -14,7 +14,6 @@ from keras import ops
 
 class Classification:
     family = "vgg"
-    has_accuracy = True
     # PROTOCOL.md sections 3-4, as 1-based weight-layer indices ("layer #i").
     default_layers = {"ics": [5, 10], "distributions": [3, 11]}
     # Landscape step sizes as multiples of the LR ({0.05..0.4} at LR 0.1 in the paper).
@@ -42,9 +41,8 @@ class Classification:
         return {"train/loss": loss, "train/accuracy": correct / global_batch}
 
 
-class Regression(Classification):
+class Regression:
     family = "dln"
-    has_accuracy = False
     default_layers = {"ics": [9, 17], "distributions": [1, 11, 24]}
     # A log grid over [1/100, 30] x LR.
     landscape_multipliers = np.geomspace(0.01, 30, 8).tolist()

@@ -60,7 +60,6 @@ class JaxEngine:
         self._replicated = NamedSharding(mesh, PartitionSpec())
         self.distribution = (keras.distribution.DataParallel(devices=self.devices)
                              if len(self.devices) > 1 else None)
-        self._compiled = {}
 
     @property
     def replicas(self):
@@ -134,18 +133,19 @@ class JaxEngine:
             return losses[:taken], corrects[:taken]
         return steps
 
-    def sum_over(self, dataset, fn, *args):
-        """Sum over `dataset` of `fn(x, y, *args)` (a float32 vector), as NumPy. Each
-        batch goes to every device whole (test batches need not divide evenly)."""
-        key = id(fn)
-        if key not in self._compiled:
-            self._compiled[key] = jax.jit(fn)
-        compiled = self._compiled[key]
-        total = 0.0
-        for x, y in dataset:
-            total = total + compiled(self._place(x, self._replicated),
-                                     self._place(y, self._replicated), *args)
-        return np.asarray(total)
+    def summed(self, fn, dataset):
+        """A function `(*args) -> sum over `dataset` of fn(x, y, *args)` (a float32
+        vector, as NumPy), compiled once. Each batch goes to every device whole (test
+        batches need not divide evenly)."""
+        compiled = jax.jit(fn)
+
+        def total(*args):
+            result = 0.0
+            for x, y in dataset:
+                result = result + compiled(self._place(x, self._replicated),
+                                           self._place(y, self._replicated), *args)
+            return np.asarray(result)
+        return total
 
     # The probes' primitives.
 

@@ -19,7 +19,6 @@ class TensorFlowEngine:
     def __init__(self, config, runtime):
         self.config, self.runtime = config, runtime
         self.strategy = make_strategy(config.train.strategy)
-        self._distributed, self._compiled = {}, {}
 
     @property
     def replicas(self):
@@ -88,20 +87,20 @@ class TensorFlowEngine:
 
         return lambda count: tuple(v.numpy() for v in steps(tf.constant(count)))
 
-    def sum_over(self, dataset, fn, *args):
-        """Sum over `dataset` of `fn(x, y, *args)` (a float32 vector), as NumPy; the
-        batches are split across replicas and the sums read back once."""
-        if id(dataset) not in self._distributed:
-            self._distributed[id(dataset)] = self.strategy.experimental_distribute_dataset(dataset)
-        if id(fn) not in self._compiled:
-            # reduce_retracing: the last batch is smaller.
-            self._compiled[id(fn)] = tf.function(fn, reduce_retracing=True)
-        distributed, compiled = self._distributed[id(dataset)], self._compiled[id(fn)]
-        total = 0.0
-        for x, y in distributed:
-            parts = self.strategy.run(compiled, args=(x, y, *args))
-            total += self.strategy.reduce(tf.distribute.ReduceOp.SUM, parts, axis=None)
-        return total.numpy()
+    def summed(self, fn, dataset):
+        """A function `(*args) -> sum over `dataset` of fn(x, y, *args)` (a float32
+        vector, as NumPy), compiled and distributed once: the batches are split across
+        replicas and the sums read back once per call."""
+        distributed = self.strategy.experimental_distribute_dataset(dataset)
+        compiled = tf.function(fn, reduce_retracing=True)  # the last batch is smaller
+
+        def total(*args):
+            result = 0.0
+            for x, y in distributed:
+                parts = self.strategy.run(compiled, args=(x, y, *args))
+                result += self.strategy.reduce(tf.distribute.ReduceOp.SUM, parts, axis=None)
+            return result.numpy()
+        return total
 
     # The probes' primitives.
 

@@ -16,6 +16,7 @@ import importlib
 import pkgutil
 
 from pipeline.probes.stateless import BatchSource, ProbeContext, StatelessObjective
+from pipeline.tasks import task_of
 
 
 def _registry():
@@ -31,7 +32,6 @@ __all__ = ["REGISTRY", "make_probes"]
 
 def make_probes(config, engine, model, optimizer, arrays):
     """The probes `config.probes` switches on, sharing one batch source and objective."""
-    from pipeline.tasks import task_of
     task = task_of(config)
     context = ProbeContext(config, engine, model, optimizer, task,
                            StatelessObjective(engine, model, task, config.data.batch_size),
