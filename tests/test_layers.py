@@ -106,6 +106,27 @@ def test_noise_follows_algorithm_1_per_channel():
     np.testing.assert_allclose(scale.std(axis=axes), 0.1, rtol=0.1)
 
 
+@pytest.mark.parametrize("shape", [(64, 8, 8, 32), (3, 5, 7)])  # an even and an odd size
+def test_box_muller_normals_are_the_transform_of_the_philox_uniforms(shape):
+    from scipy import stats
+
+    from pipeline.layers import _box_muller_normal, _raw_uniform
+    seed = tf.constant([3, 4], tf.int64)
+    normal = _box_muller_normal(tf.constant(shape), seed, tf.float32).numpy()
+    # Independently: the same seed's uniforms, transformed in float64 by NumPy.
+    size = int(np.prod(shape))
+    u1, u2 = _raw_uniform(tf.constant([2, (size + 1) // 2]), seed, tf.float32).numpy()
+    radius = np.sqrt(-2.0 * np.log1p(-u1.astype("float64")))
+    angle = 2.0 * np.pi * u2.astype("float64")
+    expected = np.concatenate([radius * np.cos(angle), radius * np.sin(angle)])[:size]
+    assert normal.shape == shape
+    np.testing.assert_allclose(normal.ravel(), expected, rtol=1e-5, atol=1e-5)
+    if size > 1000:  # the law: standard normal, and the two halves uncorrelated
+        flat = normal.ravel()
+        assert stats.kstest(flat, "norm").pvalue > 1e-3
+        assert abs(np.corrcoef(flat[: size // 2], flat[size // 2:])[0, 1]) < 4 / np.sqrt(size / 2)
+
+
 @pytest.mark.both_backends
 def test_noise_is_redrawn_each_step_seeded_and_absent_in_inference(rng):
     x = rng.normal(size=(16, 4, 4, 8)).astype("float32")
