@@ -61,19 +61,31 @@ def batch_statistics_mode(model):
 class RecomputedStatistics:
     """The BN-family statistics averaged over `count` fixed training batches (the
     batches of steps 0..count-1 of the run's stream), as a full list of non-trainable
-    values for `stateless_call`: the current values with the statistics replaced."""
+    values for `stateless_call`: the current values with the statistics replaced.
+
+    All batches go through one compiled loop, one call per evaluation: on a 2-core CPU
+    20 VGG11/4 batches take ~0.33 s that way against ~0.5 s as 20 calls, and evaluation
+    runs every `train.eval_every` steps.
+    """
 
     def __init__(self, engine, model, config, arrays, count):
         self.engine, self.model = engine, model
         self.slots = statistic_slots(model)
         stream = TrainStream(config, arrays)
-        self.inputs = [engine.device_batch(stream.batch(step))[0]
-                       for step in range(count)] if self.slots else []
-        self._batch_statistics = engine.compile(self._batch_statistics_graph)
+        # (count, batch, ...): the batches stacked, placed once.
+        self.inputs = ops.stack([engine.device_batch(stream.batch(step))[0]
+                                 for step in range(count)]) if self.slots else None
+        self._averaged_statistics = engine.compile(self._averaged_statistics_graph)
 
-    def _batch_statistics_graph(self, trainable, non_trainable, x):
-        _, updated = self.model.stateless_call(trainable, non_trainable, x, training=True)
-        return [updated[k] for k in self.slots]
+    def _averaged_statistics_graph(self, trainable, non_trainable, inputs):
+        def add_batch(index, totals):
+            _, updated = self.model.stateless_call(trainable, non_trainable, inputs[index],
+                                                   training=True)
+            return [total + updated[k] for total, k in zip(totals, self.slots)]
+        count = ops.shape(inputs)[0]
+        totals = ops.fori_loop(0, count, add_batch,
+                               [ops.zeros_like(non_trainable[k]) for k in self.slots])
+        return [total / ops.cast(count, total.dtype) for total in totals]
 
     def __call__(self):
         trainable = self.engine.values(self.model.trainable_variables)
@@ -81,9 +93,9 @@ class RecomputedStatistics:
         if not self.slots:
             return non_trainable
         with batch_statistics_mode(self.model):  # in effect when the function traces
-            per_batch = [self._batch_statistics(trainable, non_trainable, x) for x in self.inputs]
-        for slot, values in zip(self.slots, zip(*per_batch)):
-            non_trainable[slot] = sum(values[1:], values[0]) / len(values)
+            averaged = self._averaged_statistics(trainable, non_trainable, self.inputs)
+        for slot, value in zip(self.slots, averaged):
+            non_trainable[slot] = value
         return non_trainable
 
 
