@@ -247,7 +247,9 @@ def _train_loop(config, run, meta, model, optimizer, engine, arrays, start, prob
 
     meta["status"] = "finished"
     step = start
-    steady = None  # (time, step) after the first call, which traces
+    # (time, step) from which the speed is timed: after the first call and the first
+    # evaluation, the two that trace (probes trace before the first call).
+    steady, evaluated = None, False
     while step < t.steps:
         for probe in probes:
             if step % probe.every == 0:
@@ -272,6 +274,8 @@ def _train_loop(config, run, meta, model, optimizer, engine, arrays, start, prob
         steady = steady or (time.perf_counter(), step)
         if step % t.eval_every == 0 or step == t.steps:
             record("eval", step, evaluate())
+            if not evaluated and step < t.steps:
+                steady, evaluated = (time.perf_counter(), step), True
         if step % t.checkpoint_every == 0 or step == t.steps:
             if run.writable:
                 save_checkpoint(run.checkpoint_dir, step, model, optimizer, t.keep_checkpoints)
@@ -282,7 +286,9 @@ def _train_loop(config, run, meta, model, optimizer, engine, arrays, start, prob
     if summary is not None:
         summary.flush()
     if steady and step > steady[1]:
-        # Whole-loop speed (records, evaluations, checkpoints, probes) after tracing.
+        # Whole-loop speed (records, evaluations, checkpoints, probes) after tracing:
+        # the window (first evaluation, last step] holds every later evaluation and
+        # checkpoint, one of each per cadence.
         meta["steps_per_second"] = (step - steady[1]) / (time.perf_counter() - steady[0])
     return meta
 
