@@ -68,19 +68,24 @@ def _bare_step(config):
     return lambda: float(step(x, y))
 
 
-def bare_loop_seconds_per_step(config_path, norms, overrides, repeats):
-    """{norm: median seconds of one bare step}. The norms take turns step by step, so a
-    change in the machine's load hits all of them alike and their ratios stay fair."""
-    steps = {norm: _bare_step(_quiet(config_path, [*overrides, f"model.norm={norm}"]))
-             for norm in norms}
-    times = {norm: [] for norm in norms}
-    for index in range(repeats + 3):
+def bare_step_functions(config_path, norms, overrides):
+    """{norm: one compiled bare step}, each on its own fresh model."""
+    return {norm: _bare_step(_quiet(config_path, [*overrides, f"model.norm={norm}"]))
+            for norm in norms}
+
+
+def time_bare_steps(steps, repeats, warmup=3):
+    """{norm: [seconds of each of `repeats` bare steps]}. The norms take turns step by
+    step, so a change in the machine's load hits all of them alike and their ratios stay
+    fair. The first `warmup` rounds (tracing, caches) are not timed."""
+    times = {norm: [] for norm in steps}
+    for index in range(repeats + warmup):
         for norm, step in steps.items():
             began = time.perf_counter()
             step()
-            if index >= 3:  # the first calls trace and warm up
+            if index >= warmup:
                 times[norm].append(time.perf_counter() - began)
-    return {norm: float(np.median(t)) for norm, t in times.items()}
+    return times
 
 
 def noise_draw_seconds(config_path, overrides, repeats=10):
@@ -130,22 +135,32 @@ def _median_seconds(function, repeats, warmup=0):
     return float(np.median(times))
 
 
-# Length of the whole-loop runs: several seconds, at least two evaluations and checkpoints.
-WHOLE_STEPS = {"vgg": 200, "dln": 3000}
+# Length of the whole-loop runs: several seconds, and two evaluations and checkpoints
+# after the first (which traces and is not timed).
+WHOLE_STEPS = {"vgg": 300, "dln": 3000}
 
 
 def loop_speeds(config_path, norms, overrides=(), whole_steps=None, bare_steps=30,
                 input_batches=500):
-    """Rows {norm, whole, bare, input} in steps (batches) per second, one per norm."""
+    """Rows {norm, whole, bare, bare_around, input} in steps (batches) per second, one per
+    norm. `bare` is timed with the norms taking turns (for the step-cost ratios);
+    `bare_around` half just before and half just after that norm's whole loop, so the
+    whole/bare ratio does not move with the machine's load between the two."""
     whole_steps = whole_steps or WHOLE_STEPS[_quiet(config_path, overrides).model.family]
-    bare = bare_loop_seconds_per_step(config_path, norms, overrides, bare_steps)
+    steps = bare_step_functions(config_path, norms, overrides)
+    bare = time_bare_steps(steps, bare_steps)
     rows = []
     for norm in norms:
         variant = [*overrides, f"model.norm={norm}"]
+        alone = {norm: steps[norm]}
+        before = time_bare_steps(alone, bare_steps // 2, warmup=1)[norm]
+        whole = whole_loop_steps_per_second(config_path, variant, whole_steps)
+        after = time_bare_steps(alone, bare_steps // 2, warmup=1)[norm]
         rows.append({
             "norm": norm,
-            "whole": whole_loop_steps_per_second(config_path, variant, whole_steps),
-            "bare": 1.0 / bare[norm],
+            "whole": whole,
+            "bare": 1.0 / float(np.median(bare[norm])),
+            "bare_around": 1.0 / float(np.median(before + after)),
             "input": input_batches_per_second(config_path, variant, input_batches),
         })
     return rows
@@ -160,8 +175,10 @@ def format_loop_speeds(config_path, rows, overrides=()):
              f"{'':12s} {'steps/s':>8s} {'ex/s':>8s} {'steps/s':>8s} {'ex/s':>8s} {'':>10s} "
              f"{'batches/s':>9s} {'ex/s':>9s}"]
     for r in rows:
+        # whole/bare against the bare steps timed around this whole run (`loop_speeds`).
         lines.append(f"{r['norm']:12s} {r['whole']:8.1f} {r['whole'] * batch:8.0f} "
-                     f"{r['bare']:8.1f} {r['bare'] * batch:8.0f} {r['whole'] / r['bare']:10.2f} "
+                     f"{r['bare']:8.1f} {r['bare'] * batch:8.0f} "
+                     f"{r['whole'] / r['bare_around']:10.2f} "
                      f"{r['input']:9.0f} {r['input'] * batch:9.0f} {r['input'] / r['whole']:11.1f}")
     lines.append(f"target: whole/bare >= {TARGETS['whole/bare'][family]} with BN")
     by_norm = {r["norm"]: r for r in rows}
