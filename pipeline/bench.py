@@ -21,7 +21,7 @@ import tensorflow as tf
 from pipeline.config import load_config
 from pipeline.data import TrainStream, load_arrays
 from pipeline.engines import make_engine
-from pipeline.layers import NoisyBatchNormalization, sample_shift_noise
+from pipeline.layers import NoisyBatchNormalization, philox_uniform, sample_shift_noise
 from pipeline.probes import REGISTRY, make_probes
 from pipeline.runtime import configure_runtime
 from pipeline.tasks import task_of
@@ -106,6 +106,18 @@ def noise_draw_seconds(config_path, overrides, repeats=10):
         return total
     elements = sum(int(np.prod(shape)) for shape in shapes)
     return _median_seconds(lambda _: float(draw()), repeats, warmup=2), elements
+
+
+def random_word_seconds(count, repeats=10):
+    """Seconds for TensorFlow's Philox kernel to make `count` uniform floats (one 32-bit
+    word each) and nothing else: noisy BN needs two per activation (a uniform shift, a
+    normal scale), so this is its floor on TensorFlow's kernels."""
+    seed = tf.constant([0, 1], tf.int64)
+
+    @tf.function
+    def draw():
+        return philox_uniform(tf.constant([count]), seed, tf.float32)[0]
+    return _median_seconds(lambda _: float(draw()), repeats, warmup=2)
 
 
 def input_batches_per_second(config_path, overrides, batches):
@@ -232,7 +244,10 @@ def run_benchmarks(config_path, norms, overrides=(), whole_steps=None):
     if "noisy_batch" in norms and "batch" in norms:
         seconds, elements = noise_draw_seconds(config_path, overrides)
         bn_step = 1.0 / next(r["bare"] for r in rows if r["norm"] == "batch")
+        words = random_word_seconds(2 * elements)
         parts[0] += (f"\nnoise draws alone (uniform + normal for {elements:,} activations): "
-                     f"{1e3 * seconds:.1f} ms = {seconds / bn_step:.2f} BN steps")
+                     f"{1e3 * seconds:.1f} ms = {seconds / bn_step:.2f} BN steps"
+                     f"\n  of which the {2 * elements:,} random words alone (Philox): "
+                     f"{1e3 * words:.1f} ms = {words / bn_step:.2f} BN steps")
     parts.append(format_probe_costs(*probe_costs(config_path, overrides)))
     return "\n\n".join(parts)

@@ -110,12 +110,12 @@ def test_noise_follows_algorithm_1_per_channel():
 def test_box_muller_normals_are_the_transform_of_the_philox_uniforms(shape):
     from scipy import stats
 
-    from pipeline.layers import _box_muller_normal, _raw_uniform
+    from pipeline.layers import box_muller_normal, philox_uniform
     seed = tf.constant([3, 4], tf.int64)
-    normal = _box_muller_normal(tf.constant(shape), seed, tf.float32).numpy()
+    normal = box_muller_normal(tf.constant(shape), seed, tf.float32).numpy()
     # Independently: the same seed's uniforms, transformed in float64 by NumPy.
     size = int(np.prod(shape))
-    u1, u2 = _raw_uniform(tf.constant([2, (size + 1) // 2]), seed, tf.float32).numpy()
+    u1, u2 = philox_uniform(tf.constant([2, (size + 1) // 2]), seed, tf.float32).numpy()
     radius = np.sqrt(-2.0 * np.log1p(-u1.astype("float64")))
     angle = 2.0 * np.pi * u2.astype("float64")
     expected = np.concatenate([radius * np.cos(angle), radius * np.sin(angle)])[:size]
