@@ -118,9 +118,9 @@ def box_muller_normal(shape, seed, dtype):
 
     The transform TensorFlow's normal kernel applies too, from the same Philox words at
     the same 2^-23 resolution, but there with scalar log, sin and cos per pair; as
-    vectorized ops it makes VGG11/4's 4.8M draws per step ~12 ms cheaper (a quarter of the
-    noise's cost) on a
-    2-core CPU. `1 - u1` lies in (0, 1], so the logarithm is finite and |z| <= 5.65.
+    vectorized ops it makes VGG11/4's 4.8M draws per step ~12 ms cheaper on a 2-core CPU
+    (a quarter of the noise's cost). `1 - u1` lies in (0, 1], so the logarithm is finite
+    and |z| <= 5.65.
     """
     size = tf.reduce_prod(shape)
     half = (size + 1) // 2  # an odd size drops the last draw
