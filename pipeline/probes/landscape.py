@@ -4,7 +4,7 @@ At step t with g = grad L(theta) on the step's batch and theta(eta) = theta - et
 each eta of the grid: L(theta(eta)) (loss variation), ||grad L(theta(eta)) - g||_2
 (gradient predictiveness) and ||grad L(theta(eta)) - g|| / ||eta g|| whose max over the
 grid is the effective beta-smoothness. Cost: one forward+backward per grid point plus
-one for g, compiled once.
+one for g, compiled once as a loop over the grid.
 """
 
 from dataclasses import dataclass
@@ -39,13 +39,22 @@ class Probe:
 
     def _measure_graph(self, x, y, trainable, non_trainable):
         loss, grads = self.objective.loss_and_grads(trainable, non_trainable, x, y)
-        losses, changes = [], []
-        for eta in self.etas:  # unrolled: the grid is small and fixed
+        etas = ops.convert_to_tensor(self.etas, "float32")
+        slots = ops.arange(len(self.etas))
+
+        # A compiled loop over the grid, not one traced copy of forward+backward per
+        # eta: tracing (XLA compiling, on JAX) then costs two passes whatever the grid.
+        def at_eta(index, results):
+            eta = etas[index]
             moved = [w - eta * g for w, g in zip(trainable, grads)]
             moved_loss, moved_grads = self.objective.loss_and_grads(moved, non_trainable, x, y)
-            losses.append(moved_loss)
-            changes.append(global_norm([a - b for a, b in zip(moved_grads, grads)]))
-        return loss, global_norm(grads), ops.stack(losses), ops.stack(changes)
+            change = global_norm([a - b for a, b in zip(moved_grads, grads)])
+            # `where`, not a one-hot sum: an infinite loss must not turn the others to NaN.
+            return tuple(ops.where(slots == index, value, column)
+                         for value, column in zip((moved_loss, change), results))
+        empty = ops.zeros([len(self.etas)], "float32")
+        losses, changes = ops.fori_loop(0, len(self.etas), at_eta, (empty, empty))
+        return loss, global_norm(grads), losses, changes
 
     def __call__(self, step):
         x, y = self.batches(step)
