@@ -36,16 +36,6 @@ def _assert_same_training(a, b):
                                rtol=2e-5)
 
 
-def test_mirrored_strategy_on_two_replicas_matches_one_device(tmp_path):
-    run_cli("train", SMOKE, *COMMON, "--workdir", tmp_path / "one")
-    subprocess.run([sys.executable, "-c", TWO_LOGICAL_CPUS, "train", str(SMOKE), *COMMON,
-                    "--set", "train.strategy=mirrored", "--workdir", str(tmp_path / "two")],
-                   cwd=REPO, check=True, capture_output=True, timeout=300)
-    meta = RunDirectory(tmp_path / "two").read_meta()
-    assert meta["strategy"] == "MirroredStrategy" and meta["replicas"] == 2
-    _assert_same_training(tmp_path / "one", tmp_path / "two")
-
-
 def _free_ports(count):
     sockets = [socket.socket() for _ in range(count)]
     for s in sockets:
@@ -78,7 +68,9 @@ def test_two_worker_processes_match_one_worker(tmp_path):
     _assert_same_training(tmp_path / "single", tmp_path / "multi")
 
 
-def test_probes_under_mirrored_strategy_match_one_device(tmp_path):
+def test_mirrored_strategy_on_two_replicas_matches_one_device_with_every_probe(tmp_path):
+    # One pair of runs for training and probes: probing changes no training record
+    # (tests/test_probes.py), so the probes cost the comparison nothing.
     probes = []
     for item in ["probes.landscape.enabled=true", "probes.ics.enabled=true",
                  "probes.ics.layers=[2,5]", "probes.distributions.enabled=true",
@@ -90,6 +82,9 @@ def test_probes_under_mirrored_strategy_match_one_device(tmp_path):
     subprocess.run([sys.executable, "-c", TWO_LOGICAL_CPUS, "train", str(SMOKE), *COMMON, *probes,
                     "--set", "train.strategy=mirrored", "--workdir", str(tmp_path / "two")],
                    cwd=REPO, check=True, capture_output=True, timeout=300)
+    meta = RunDirectory(tmp_path / "two").read_meta()
+    assert meta["strategy"] == "MirroredStrategy" and meta["replicas"] == 2
+    _assert_same_training(tmp_path / "one", tmp_path / "two")
     for stream in ("landscape", "ics", "distributions", "curvature"):
         one, two = (RunDirectory(tmp_path / n).records(stream) for n in ("one", "two"))
         assert len(one) == len(two) == 2, stream

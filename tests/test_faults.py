@@ -250,13 +250,16 @@ def test_killed_at_random_moments_and_resumed_each_time_gives_the_uninterrupted_
         time.sleep(moments.uniform(0.0, 0.5))  # somewhere in the middle of training
         os.kill(process.pid, signal.SIGKILL)
         process.wait()
-    assert killed.read_meta().get("status") == "running", "a run ended before it was killed"
+    killed_meta = killed.read_meta()
+    assert killed_meta.get("status") == "running", "a run ended before it was killed"
+    assert killed_meta["wall_time_s"] > 0  # written at checkpoints, so a killed run has it
     run_cli("train", SMOKE, *settings, "--workdir", killed.path)
     run_cli("train", SMOKE, *settings, "--workdir", tmp_path / "clean")
     for stream in ("train", "eval"):
         assert (killed.records_path(stream).read_bytes()
                 == (tmp_path / "clean" / "records" / f"{stream}.jsonl").read_bytes()), stream
-    assert killed.read_meta()["restarts"] == 3
+    meta = killed.read_meta()
+    assert meta["status"] == "finished" and meta["restarts"] == 3 and meta["start_step"] > 0
 
 
 def test_an_offline_download_fails_within_seconds_with_the_explanation(tmp_path, monkeypatch):

@@ -74,6 +74,9 @@ def test_other_config_in_same_workdir_is_refused(tmp_path):
 
 
 @pytest.mark.both_backends
+@pytest.mark.skipif(keras.backend.backend() == "tensorflow",
+                    reason="on TensorFlow the stronger test_faults.py test kills such a run at "
+                           "3 random moments")
 def test_sigkill_then_rerun_gives_the_uninterrupted_records(tmp_path):
     overrides = ["--set", "train.steps=60", "--set", "train.log_every=1",
                  "--set", "train.checkpoint_every=7", "--set", "train.eval_every=10",
