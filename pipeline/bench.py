@@ -74,18 +74,22 @@ def bare_step_functions(config_path, norms, overrides):
             for norm in norms}
 
 
-def time_bare_steps(steps, repeats, warmup=3):
-    """{norm: [seconds of each of `repeats` bare steps]}. The norms take turns step by
-    step, so a change in the machine's load hits all of them alike and their ratios stay
-    fair. The first `warmup` rounds (tracing, caches) are not timed."""
-    times = {norm: [] for norm in steps}
+def time_in_turns(functions, repeats, warmup=3):
+    """{name: [seconds of each of `repeats` calls]} of argument-free functions. They take
+    turns call by call, so a change in the machine's load hits all of them alike and
+    their ratios stay fair. The first `warmup` rounds (tracing, caches) are not timed."""
+    times = {name: [] for name in functions}
     for index in range(repeats + warmup):
-        for norm, step in steps.items():
+        for name, function in functions.items():
             began = time.perf_counter()
-            step()
+            function()
             if index >= warmup:
-                times[norm].append(time.perf_counter() - began)
+                times[name].append(time.perf_counter() - began)
     return times
+
+
+def _median_seconds(function, repeats, warmup=0):
+    return float(np.median(time_in_turns({"": function}, repeats, warmup)[""]))
 
 
 def noise_draw_seconds(config_path, overrides, repeats=10):
@@ -105,7 +109,7 @@ def noise_draw_seconds(config_path, overrides, repeats=10):
             total += scale[(0,) * len(shape)] + shift[(0,) * len(shape)]
         return total
     elements = sum(int(np.prod(shape)) for shape in shapes)
-    return _median_seconds(lambda _: float(draw()), repeats, warmup=2), elements
+    return _median_seconds(lambda: float(draw()), repeats, warmup=2), elements
 
 
 def random_word_seconds(count, repeats=10):
@@ -117,7 +121,7 @@ def random_word_seconds(count, repeats=10):
     @tf.function
     def draw():
         return philox_uniform(tf.constant([count]), seed, tf.float32)[0]
-    return _median_seconds(lambda _: float(draw()), repeats, warmup=2)
+    return _median_seconds(lambda: float(draw()), repeats, warmup=2)
 
 
 def input_batches_per_second(config_path, overrides, batches):
@@ -136,17 +140,6 @@ def input_batches_per_second(config_path, overrides, batches):
     return batches / (time.perf_counter() - began)
 
 
-def _median_seconds(function, repeats, warmup=0):
-    for index in range(warmup):
-        function(index)
-    times = []
-    for index in range(repeats):
-        began = time.perf_counter()
-        function(index)
-        times.append(time.perf_counter() - began)
-    return float(np.median(times))
-
-
 # Length of the whole-loop runs: several seconds, and two evaluations and checkpoints
 # after the first (which traces and is not timed).
 WHOLE_STEPS = {"vgg": 300, "dln": 3000}
@@ -160,14 +153,14 @@ def loop_speeds(config_path, norms, overrides=(), whole_steps=None, bare_steps=3
     whole/bare ratio does not move with the machine's load between the two."""
     whole_steps = whole_steps or WHOLE_STEPS[_quiet(config_path, overrides).model.family]
     steps = bare_step_functions(config_path, norms, overrides)
-    bare = time_bare_steps(steps, bare_steps)
+    bare = time_in_turns(steps, bare_steps)
     rows = []
     for norm in norms:
         variant = [*overrides, f"model.norm={norm}"]
         alone = {norm: steps[norm]}
-        before = time_bare_steps(alone, bare_steps // 2, warmup=1)[norm]
+        before = time_in_turns(alone, bare_steps // 2, warmup=1)[norm]
         whole = whole_loop_steps_per_second(config_path, variant, whole_steps)
-        after = time_bare_steps(alone, bare_steps // 2, warmup=1)[norm]
+        after = time_in_turns(alone, bare_steps // 2, warmup=1)[norm]
         rows.append({
             "norm": norm,
             "whole": whole,
@@ -209,11 +202,11 @@ def probe_costs(config_path, overrides=(), steps=30, repeats=5):
     config = _quiet(config_path, [*enable, *overrides])
     _, engine, arrays, model, optimizer = _fresh_state(config)
     train_steps = engine.train_steps(model, optimizer, task_of(config), arrays, 0)
-    step_seconds = _median_seconds(lambda _: train_steps(1), steps, warmup=3)
+    step_seconds = _median_seconds(lambda: train_steps(1), steps, warmup=3)
     rows = [("training step", step_seconds, 1.0, "")]
     overhead = 0.0
     for probe in make_probes(config, engine, model, optimizer, arrays):
-        seconds = _median_seconds(lambda _: probe(0), repeats, warmup=1)
+        seconds = _median_seconds(lambda: probe(0), repeats, warmup=1)
         note = ""
         if probe.name == "landscape":
             grid = len(probe.etas)
