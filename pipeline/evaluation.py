@@ -87,16 +87,17 @@ class RecomputedStatistics:
                                [ops.zeros_like(non_trainable[k]) for k in self.slots])
         return [total / ops.cast(count, total.dtype) for total in totals]
 
-    def __call__(self):
-        trainable = self.engine.values(self.model.trainable_variables)
-        non_trainable = self.engine.values(self.model.non_trainable_variables)
+    def __call__(self, trainable, non_trainable):
+        """A new list: the values `non_trainable` with the statistics replaced by their
+        averages at the weights `trainable` (both lists of the engine's values)."""
+        recomputed = list(non_trainable)
         if not self.slots:
-            return non_trainable
+            return recomputed
         with batch_statistics_mode(self.model):  # in effect when the function traces
             averaged = self._averaged_statistics(trainable, non_trainable, self.inputs)
         for slot, value in zip(self.slots, averaged):
-            non_trainable[slot] = value
-        return non_trainable
+            recomputed[slot] = value
+        return recomputed
 
 
 def make_evaluate(engine, config, model, test_dataset, arrays):
@@ -128,9 +129,11 @@ def make_evaluate(engine, config, model, test_dataset, arrays):
     summed = engine.summed(batch_sums, test_dataset)
 
     def evaluate():
-        recomputed = statistics() if both else []
-        totals = summed(engine.values(model.trainable_variables),
-                        engine.values(model.non_trainable_variables), recomputed)
+        # One copy of the current values serves the statistics and the test pass.
+        trainable = engine.values(model.trainable_variables)
+        current = engine.values(model.non_trainable_variables)
+        recomputed = statistics(trainable, current) if both else []
+        totals = summed(trainable, current, recomputed)
         count, *values = (float(v) for v in totals)  # one device sync
         if not both:
             return task.metrics(*values[:2], count, "test/")

@@ -26,7 +26,8 @@ def test_recomputed_statistics_are_the_numpy_average_of_batch_statistics(norm):
         for variable in (layer.gamma, layer.beta, layer.moving_mean, layer.moving_variance):
             variable.assign(rng.uniform(0.5, 1.5, variable.shape).astype("float32"))
     before = [v.numpy().copy() for v in model.variables]
-    non_trainable = RecomputedStatistics(engine, model, config, arrays, 3)()
+    non_trainable = RecomputedStatistics(engine, model, config, arrays, 3)(
+        engine.values(model.trainable_variables), engine.values(model.non_trainable_variables))
     w1, w2 = (model.get_layer(f"dense{i}").kernel.numpy().astype(np.float64) for i in (1, 2))
     norm1 = model.get_layer("norm1")
     gamma, beta = norm1.gamma.numpy(), norm1.beta.numpy()
