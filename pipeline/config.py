@@ -148,6 +148,11 @@ class TrainConfig:
     # TF op determinism, same seed -> same bits. auto: on for a CPU, off (faster kernels)
     # with a GPU or TPU.
     deterministic: Any = AUTO
+    # Intra-op threads of one run. On a CPU the thread count changes the numerics (how
+    # reductions are split), so it is part of the run, never taken from how it was
+    # launched: auto = 1 on a CPU (a sweep runs one run per core, `sweep --jobs`), the
+    # framework's default on a GPU or TPU; 0 = the framework's default (all cores).
+    threads: Any = AUTO
     progress: bool = True
 
     def __post_init__(self):
@@ -157,6 +162,10 @@ class TrainConfig:
         _choice("train.precision", self.precision, PRECISIONS)
         _auto_or_bool("train.xla", self.xla)
         _auto_or_bool("train.deterministic", self.deterministic)
+        if self.threads != AUTO and (isinstance(self.threads, bool) or not isinstance(
+                self.threads, int) or self.threads < 0):
+            raise ConfigError(f"train.threads={self.threads!r} is not valid; use auto, 0 (the "
+                              "framework's default) or a whole number of threads")
         if self.steps_per_call != AUTO and (isinstance(self.steps_per_call, bool) or not isinstance(
                 self.steps_per_call, int) or self.steps_per_call < 1):
             raise ConfigError(f"train.steps_per_call={self.steps_per_call!r} is not valid; "

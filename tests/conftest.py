@@ -8,6 +8,10 @@ import pytest
 
 from pipeline.config import load_config
 
+# A run fixes TensorFlow's intra-op threads before TensorFlow starts (train.threads: 1 on
+# a CPU); tests that use TensorFlow before their first run need the same count.
+__import__("tensorflow").config.threading.set_intra_op_parallelism_threads(1)
+
 
 def make_config(*overrides):
     """A `Config` from the defaults on synthetic data plus `section.key=value` overrides."""
@@ -31,14 +35,23 @@ REPO = __import__("pathlib").Path(__file__).resolve().parent.parent
 SMOKE = REPO / "configs" / "smoke.yaml"
 
 
+def clean_environment():
+    """This process's environment as a user's shell has it: without the
+    TF_CPP_MIN_LOG_LEVEL that importing JAX sets here (a command reads a set one as the
+    user's wish to see TensorFlow's logging)."""
+    import os
+    from pipeline.console import OWN_LEVEL
+    return {k: v for k, v in os.environ.items() if k not in ("TF_CPP_MIN_LOG_LEVEL", OWN_LEVEL)}
+
+
 def run_cli(*args, env=None, timeout=300, check=True):
     """Run `python -m pipeline ARGS` in a subprocess; returns the CompletedProcess."""
     import os
     import subprocess
     import sys
     result = subprocess.run([sys.executable, "-m", "pipeline", *map(str, args)], cwd=REPO,
-                            env={**os.environ, **(env or {})}, capture_output=True, text=True,
-                            timeout=timeout)
+                            env={**clean_environment(), **(env or {})}, capture_output=True,
+                            text=True, timeout=timeout)
     if check and result.returncode != 0:
         raise AssertionError(f"exit {result.returncode}\n{result.stdout}\n{result.stderr[-3000:]}")
     return result

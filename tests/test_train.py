@@ -163,7 +163,8 @@ def test_records_are_identical_for_one_and_several_steps_per_call(tmp_path):
     backend = keras.backend.backend()
     assert meta["backend"] == backend
     assert meta["runtime"] == {"accelerator": "cpu", "xla": backend == "jax",
-                               "deterministic": True, "steps_per_call": 5, "backend": backend}
+                               "deterministic": True, "steps_per_call": 5, "backend": backend,
+                               "threads": int(backend == "tensorflow")}
 
 
 @pytest.mark.both_backends
