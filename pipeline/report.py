@@ -55,7 +55,10 @@ def execute(name, output_dir, parameters):
         papermill.execute_notebook(str(NOTEBOOK_DIR / f"{name}.ipynb"), str(target),
                                    parameters={**parameters, "output_dir": str(output_dir)},
                                    kernel_name="python3", progress_bar=False,
-                                   cwd=str(NOTEBOOK_DIR.parent))
+                                   cwd=str(NOTEBOOK_DIR.parent),
+                                   # The kernel's own start-up warnings (TCP transport on
+                                   # localhost) are not the user's to act on.
+                                   extra_arguments=["--IPKernelApp.log_level=ERROR"])
     except papermill.PapermillExecutionError as error:
         return f"{error.ename}: {error.evalue}"
     return None

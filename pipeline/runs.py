@@ -20,7 +20,7 @@ from pathlib import Path
 
 CONFIG_FILE = "config.yaml"
 META_FILE = "meta.json"
-STATUSES = ("running", "finished", "diverged", "failed")
+STATUSES = ("running", "finished", "diverged", "interrupted", "failed")
 
 
 class RunBusyError(RuntimeError):

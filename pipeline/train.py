@@ -25,6 +25,7 @@ import numpy as np
 import tensorflow as tf
 
 import pipeline
+from pipeline import interrupts
 from pipeline.checkpoint import checkpoints, restore_latest, save_checkpoint
 from pipeline.config import AUTO, load_config, to_yaml
 from pipeline.data import load_arrays, make_dataset
@@ -164,26 +165,37 @@ def _check_same_config(run, config):
         f"or delete {run.path} to start over")
 
 
-def train_and_evaluate(config, workdir, probes_factory=None):
+def train_and_evaluate(config, workdir, probes_factory=None, echo=None):
     """Train `config` into `workdir`, resuming from its last checkpoint; returns meta.
 
     The run's status is recorded in meta.json: `finished`, `diverged` (a non-finite
-    training loss: a result, with the step), or `failed` (an exception, re-raised).
+    training loss: a result, with the step), `interrupted` (Ctrl-C or SIGTERM,
+    re-raised; resumable) or `failed` (an exception, re-raised).
     `probes_factory(config, engine, model, optimizer, arrays)` returns probes run
-    before steps.
+    before steps; `echo(line)`, if given, is told where and how the run starts.
     """
-    runtime = configure_runtime(config)
+    # A resumed run keeps the runtime it recorded (thread count: its numerics).
+    recorded = RunDirectory(workdir).read_meta().get("runtime") if Path(workdir).is_dir() else None
+    runtime = configure_runtime(config, recorded)
     engine = make_engine(config, runtime)
     run = RunDirectory(workdir, writable=engine.is_chief)
     if run.writable:
         run.lock()
     try:
-        return _resume_and_train(config, runtime, engine, run, probes_factory)
+        return _resume_and_train(config, runtime, engine, run, probes_factory, echo)
     finally:
         run.close()  # also releases the lock, whatever happened
 
 
-def _resume_and_train(config, runtime, engine, run, probes_factory):
+def _announce(echo, run, meta, start):
+    devices = ", ".join(meta.get("devices", [])) or "?"
+    threads = meta["runtime"].get("threads")
+    threads = f", {threads} thread(s)" if threads else ""
+    echo(f"{run.path}: {meta['backend']} on {devices}{threads}, "
+         + (f"resuming at step {start} of {meta['steps']}" if start else f"{meta['steps']} steps"))
+
+
+def _resume_and_train(config, runtime, engine, run, probes_factory, echo=None):
     _check_same_config(run, config)
     meta = run.read_meta()
     if meta.get("status") in ("finished", "diverged"):
@@ -201,6 +213,8 @@ def _resume_and_train(config, runtime, engine, run, probes_factory):
             "start_step": start, "step": start, "steps": config.train.steps,
             "restarts": meta.get("restarts", -1) + 1}
     run.write_meta(meta)
+    if echo:
+        _announce(echo, run, meta, start)
     began, wall_before = time.time(), meta.get("wall_time_s", 0.0)
 
     def wall_time():
@@ -211,9 +225,10 @@ def _resume_and_train(config, runtime, engine, run, probes_factory):
                            probes_factory(config, engine, model, optimizer, arrays)
                            if probes_factory else [], wall_time)
     except BaseException as error:
-        reason = ("interrupted (Ctrl-C)" if isinstance(error, KeyboardInterrupt)
-                  else f"{type(error).__name__}: {error}")
-        meta.update(status="failed", error=reason)
+        if interrupts.is_interrupt(error):
+            meta.update(status="interrupted", error=f"interrupted ({interrupts.describe(error)})")
+        else:
+            meta.update(status="failed", error=f"{type(error).__name__}: {error}")
         raise
     finally:
         meta["wall_time_s"] = wall_time()
@@ -293,10 +308,10 @@ def _train_loop(config, run, meta, model, optimizer, engine, arrays, start, prob
     return meta
 
 
-def train_from_file(path, overrides=(), workdir=None):
+def train_from_file(path, overrides=(), workdir=None, echo=None):
     """CLI entry: load a config file with overrides and train into `workdir`, with the
     probes the config switches on."""
     from pipeline.probes import make_probes
     config = load_config(path, overrides)
     workdir = workdir or Path("runs") / (Path(path).stem if path else "default")
-    return train_and_evaluate(config, workdir, probes_factory=make_probes)
+    return train_and_evaluate(config, workdir, probes_factory=make_probes, echo=echo)

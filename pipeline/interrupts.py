@@ -1,0 +1,44 @@
+"""Ctrl-C and SIGTERM as exceptions, so that a command ends cleanly at any moment.
+
+Schedulers (Slurm, Kubernetes, a sweep stopping its children) send SIGTERM before they
+kill; Python's default for it is to die on the spot, leaving `meta.json` at `running`.
+`install()` turns SIGTERM into `Terminated`, which unwinds like Ctrl-C's
+`KeyboardInterrupt`: the run records itself as interrupted and the command exits with
+the shell's code for the signal (128 + its number: 130 for SIGINT, 143 for SIGTERM).
+"""
+
+import signal
+
+
+class Terminated(BaseException):
+    """SIGTERM arrived. A BaseException, like KeyboardInterrupt, so that no `except
+    Exception` swallows it."""
+
+
+def _raise_terminated(signum, frame):
+    raise Terminated()
+
+
+def install():
+    """Make SIGTERM raise `Terminated` in the main thread."""
+    signal.signal(signal.SIGTERM, _raise_terminated)
+
+
+def is_interrupt(error):
+    return isinstance(error, (KeyboardInterrupt, Terminated))
+
+
+def describe(error):
+    """'Ctrl-C' or 'SIGTERM', for messages and meta.json."""
+    return "SIGTERM" if isinstance(error, Terminated) else "Ctrl-C"
+
+
+def exit_code(error):
+    """The shell's exit code for the interrupt `error`."""
+    number = signal.SIGTERM if isinstance(error, Terminated) else signal.SIGINT
+    return 128 + int(number)
+
+
+def signal_of(error):
+    """The signal to pass on to child processes for the interrupt `error`."""
+    return signal.SIGTERM if isinstance(error, Terminated) else signal.SIGINT
