@@ -3,7 +3,20 @@
 import argparse
 import sys
 
+from pipeline import interrupts
 from pipeline.backend import BACKENDS, BackendError, select_backend
+
+
+def _jobs(text):
+    if text == "auto":
+        return text
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not valid; use auto or a whole number >= 1")
+    return value
 
 
 def _parser():
@@ -11,6 +24,8 @@ def _parser():
     parser.add_argument("--backend", choices=BACKENDS,
                         help="Keras backend (default: KERAS_BACKEND, else jax on a TPU host "
                              "and tensorflow otherwise); recorded in each run's meta.json")
+    parser.add_argument("--verbose", action="store_true",
+                        help="show TensorFlow's and XLA's start-up logging (hidden by default)")
     commands = parser.add_subparsers(dest="command", required=True)
 
     train = commands.add_parser("train", help="train one run (resumes if the workdir has one)")
@@ -29,6 +44,24 @@ def _parser():
     sweep.add_argument("--sweep-dir", help="parent folder of the runs (default: runs/<config name>)")
     sweep.add_argument("--list", action="store_true",
                        help="print the runs as shell commands instead of running them")
+    sweep.add_argument("--jobs", type=_jobs, default="auto", metavar="N",
+                       help="runs at once on this machine (default auto: one per GPU, or the "
+                            "CPU cores divided by train.threads, 1 per run by default)")
+    sweep.add_argument("--executor", choices=("local", "slurm", "submitit_local"),
+                       default="local", help="where the runs go: local processes (default), a "
+                       "Slurm job array through submitit, or submitit's local executor")
+    slurm = sweep.add_argument_group("Slurm (--executor slurm)")
+    slurm.add_argument("--partition", help="Slurm partition")
+    slurm.add_argument("--time", type=int, default=60, metavar="MINUTES",
+                       help="time limit per run (default: %(default)s)")
+    slurm.add_argument("--gpus-per-run", type=int, default=None, metavar="N",
+                       help="GPUs per run (local default 1 where there are GPUs; Slurm 0)")
+    slurm.add_argument("--cpus-per-run", type=int, metavar="N",
+                       help="CPUs per array task (default: the runs' train.threads)")
+    slurm.add_argument("--array-parallelism", type=int, default=64, metavar="N",
+                       help="array tasks running at once (default: %(default)s)")
+    slurm.add_argument("--log-dir", help="submitit's log folder, on storage the nodes share "
+                       "(default: <sweep dir>/slurm)")
     figures = commands.add_parser("figures", help="execute the notebooks on runs, build the report")
     figures.add_argument("runs", nargs="+", help="run directories or sweep folders")
     figures.add_argument("--output", default="reports", help="output folder (default: reports)")
@@ -51,22 +84,36 @@ def _parser():
 
 
 def main(argv=None):
-    args = _parser().parse_args(argv)
+    interrupts.install()  # SIGTERM unwinds like Ctrl-C, from the first instant on
     try:
+        args = _parser().parse_args(argv)
         select_backend(args.backend)  # before anything imports Keras
+        return _run(args)
     except BackendError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    except (KeyboardInterrupt, interrupts.Terminated) as error:
+        print(f"interrupted ({interrupts.describe(error)}): what was written is intact; rerun "
+              "the same command to resume from the last checkpoint", file=sys.stderr)
+        return interrupts.exit_code(error)
+
+
+def _run(args):
+    from pipeline.console import start_frameworks, verbose_requested
+    verbose = verbose_requested(args.verbose)
+    if args.command in ("train", "sweep", "bench"):
+        start_frameworks(verbose)
     from pipeline.analysis import MissingRunsError
     from pipeline.config import ConfigError
     from pipeline.data import DatasetUnavailableError
     from pipeline.report import NotebookFailure
     from pipeline.runs import RunBusyError
+    from pipeline.runtime import ThreadsError
     from pipeline.train import RunConfigMismatch
     try:
         if args.command == "train":
             from pipeline.train import train_from_file
-            meta = train_from_file(args.config, args.set, args.workdir)
+            meta = train_from_file(args.config, args.set, args.workdir, echo=print)
             print(f"{meta['status']}: step {meta['step']} of {meta['steps']}")
             return 0 if meta["status"] in ("finished", "diverged") else 1
         if args.command == "figures":
@@ -86,34 +133,49 @@ def main(argv=None):
             print(bench.run_benchmarks(args.config, args.norms.split(","), args.set,
                                        args.whole_steps))
             return 0
-        from pipeline import sweep
-        if args.seeds < 1:
-            raise ConfigError(f"--seeds={args.seeds} must be >= 1")
-        runs = sweep.plan_sweep(args.config, args.grid, args.seeds, args.sweep_dir, args.set)
-        if args.list:
-            print(sweep.list_commands(args.config, runs))
-            return 0
-        rows = sweep.run_sweep(args.config, runs)
-        print(sweep.format_table(rows))
-        if not sweep.succeeded(rows):
-            print("error: some runs did not finish (see status and error above); rerun the "
-                  "same command to resume them", file=sys.stderr)
-            return 1
-        return 0
+        return _sweep(args, verbose=args.verbose)
     except (ConfigError, RunConfigMismatch, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    except (DatasetUnavailableError, MissingRunsError, RunBusyError, NotebookFailure) as error:
+    except (DatasetUnavailableError, MissingRunsError, RunBusyError, NotebookFailure,
+            ThreadsError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
-    except KeyboardInterrupt:
-        print("interrupted: what was written is intact; rerun the same command to resume from "
-              "the last checkpoint", file=sys.stderr)
-        return 130
     except OSError as error:  # a full disk, no permission, a path that is a file
         print(f"error: {error.filename or 'a file'}: {error.strerror or error}; "
               f"{_advice(error)}", file=sys.stderr)
         return 1
+
+
+def _sweep(args, verbose):
+    from pathlib import Path
+
+    from pipeline import sweep
+    from pipeline.config import ConfigError
+    if args.seeds < 1:
+        raise ConfigError(f"--seeds={args.seeds} must be >= 1")
+    runs = sweep.plan_sweep(args.config, args.grid, args.seeds, args.sweep_dir, args.set)
+    if args.list:
+        print(sweep.list_commands(args.config, runs))
+        return 0
+    if args.executor == "local":
+        from pipeline.launch import run_local
+        rows = run_local(args.config, runs, args.jobs, args.gpus_per_run or 1, verbose)
+    else:
+        from pipeline.slurm import SlurmOptions, submit
+        options = SlurmOptions(args.partition, args.time, args.gpus_per_run or 0,
+                               args.cpus_per_run, args.array_parallelism, args.log_dir)
+        sweep_dir = args.sweep_dir or Path("runs") / Path(args.config).stem
+        rows = submit(args.config, runs, sweep_dir, args.executor, options, verbose)
+    print(sweep.format_table(rows))
+    failures = sweep.format_failures(runs, rows)
+    if failures:
+        print(failures)
+    if not sweep.succeeded(rows):
+        print("error: some runs did not finish (see status and error above); rerun the "
+              "same command to resume them", file=sys.stderr)
+        return 1
+    return 0
 
 
 def _advice(error):

@@ -1,20 +1,26 @@
 """Sweeps: a grid of config overrides x seeds, one run directory each.
 
 Each run is a separate `python -m pipeline train` process, so a crash or a diverged
-run cannot take the sweep down, and `--list` prints exactly those commands for a
-cluster scheduler. Finished and diverged runs are skipped, unfinished ones resume.
+run cannot take the sweep down. The same commands run as local processes, several at
+once (pipeline.launch), as a Slurm job array (pipeline.slurm), or are printed by
+`--list` for any other scheduler. Finished and diverged runs are skipped, unfinished
+ones resume.
 """
 
+import hashlib
 import itertools
 import os
+import re
 import shlex
-import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from pipeline.config import load_config
+from pipeline.config import AUTO, ConfigError, load_config
 from pipeline.runs import BrokenRunError, RunDirectory
+
+LOG_FILE = "train.log"   # a sweep's copy of each run's console output, in its run directory
+NAME_LENGTH = 48         # longest value in a run name; longer ones are cut and hashed
 
 
 @dataclass(frozen=True)
@@ -22,16 +28,22 @@ class PlannedRun:
     name: str
     overrides: tuple
     workdir: Path
+    steps: int = 0       # train.steps, for progress
+    threads: object = AUTO  # train.threads, for how many runs fit on the CPU at once
 
-    def command(self, config_path):
+    def command(self, config_path, verbose=False):
         """The train command, with absolute paths so that it works from any folder."""
         # The backend this sweep runs on, so a listed command reruns on the same one.
         backend = ["--backend", os.environ["KERAS_BACKEND"]] if os.environ.get("KERAS_BACKEND") else []
-        args = [sys.executable, "-m", "pipeline", *backend, "train",
-                str(Path(config_path).resolve())]
+        args = [sys.executable, "-m", "pipeline", *backend] + (["--verbose"] if verbose else [])
+        args += ["train", str(Path(config_path).resolve())]
         for item in self.overrides:
             args += ["--set", item]
         return args + ["--workdir", str(self.workdir.resolve())]
+
+    @property
+    def log_path(self):
+        return self.workdir / LOG_FILE
 
 
 def parse_grid(items):
@@ -45,49 +57,95 @@ def parse_grid(items):
     return grid
 
 
+def safe_name(text):
+    """`text` as one folder-name component: letters, digits and `.-+` only (nothing that
+    separates or climbs paths), never starting with a dot, at most NAME_LENGTH long
+    (a longer one keeps its start and a hash of the whole, so names stay distinct)."""
+    name = re.sub(r"[^A-Za-z0-9.+-]+|\.{2,}", "_", str(text))
+    name = re.sub(r"_+", "_", name).lstrip(".") or "_"
+    if len(name) > NAME_LENGTH:
+        digest = hashlib.sha1(str(text).encode()).hexdigest()[:8]
+        name = f"{name[:NAME_LENGTH - 9]}_{digest}"
+    return name
+
+
 def _short(key, value):
-    return f"{key.split('.')[-1]}-{value}"
+    return safe_name(f"{key.split('.')[-1]}-{value}")
+
+
+def _seeds(grid, seeds, overrides):
+    """The seed axis: `--grid seed=...`, or a `--set seed=S` (that one seed), or 0..seeds-1.
+    Given two ways at once, refused: one would silently override the other."""
+    from_grid = [values for key, values in grid if key == "seed"]
+    from_set = [item.partition("=")[2].strip() for item in overrides
+                if item.partition("=")[0].strip() == "seed"]
+    given = [name for name, found in (("--grid seed=...", from_grid), ("--set seed=...", from_set),
+                                      ("--seeds N", seeds != 1)) if found]
+    if len(given) > 1:
+        raise ConfigError(f"the seeds are given twice ({' and '.join(given)}); give them one "
+                          "way: --seeds N (seeds 0..N-1), --grid seed=A,B,... or --set seed=S")
+    if from_grid:
+        return from_grid[-1]
+    if from_set:
+        return from_set[-1:]
+    return list(range(seeds))
 
 
 def plan_sweep(config_path, grid_items=(), seeds=1, sweep_dir=None, overrides=()):
-    """Every combination of the grid and seeds 0..seeds-1, validated before anything runs."""
+    """Every combination of the grid and the seeds, validated before anything runs."""
     grid = parse_grid(grid_items)
-    seed_values = [values for key, values in grid if key == "seed"]
-    if seed_values:
-        # Seeds given as a grid axis: those seeds, instead of 0..seeds-1.
-        if seeds != 1:
-            raise ValueError("give the seeds either as --seeds N (seeds 0..N-1) or as "
-                             "--grid seed=A,B,..., not both")
-        grid = [(key, values) for key, values in grid if key != "seed"]
+    seed_values = _seeds(grid, seeds, overrides)
+    grid = [(key, values) for key, values in grid if key != "seed"]
+    overrides = tuple(item for item in overrides if item.partition("=")[0].strip() != "seed")
     sweep_dir = Path(sweep_dir or Path("runs") / Path(config_path).stem)
     keys = [key for key, _ in grid]
     runs = []
     for values in itertools.product(*[v for _, v in grid]):
-        for seed in (seed_values[-1] if seed_values else range(seeds)):
-            items = tuple(overrides) + tuple(f"{k}={v}" for k, v in zip(keys, values)) + (
-                f"seed={seed}",)
-            load_config(config_path, items)  # fail now, not in the middle of the sweep
-            name = "__".join([_short(k, v) for k, v in zip(keys, values)] + [f"seed-{seed}"])
-            runs.append(PlannedRun(name, items, sweep_dir / name))
+        for seed in seed_values:
+            items = overrides + tuple(f"{k}={v}" for k, v in zip(keys, values)) + (f"seed={seed}",)
+            config = load_config(config_path, items)  # fail now, not in the middle of the sweep
+            name = "__".join([_short(k, v) for k, v in zip(keys, values)] +
+                             [_short("seed", seed)])
+            runs.append(PlannedRun(name, items, sweep_dir / name, config.train.steps,
+                                   config.train.threads))
+    names = [run.name for run in runs]
+    if len(set(names)) != len(names):
+        clash = next(name for name in names if names.count(name) > 1)
+        raise ConfigError(f"two runs of the grid would share the folder {clash!r}; give "
+                          "each grid value only once")
     return runs
 
 
-def run_sweep(config_path, runs, echo=print):
-    """Run the planned runs one after another; returns the summary rows."""
+def run_status(run):
+    """The run's status from its meta.json (None before its first start); a
+    `BrokenRunError` if meta.json cannot be read."""
+    return RunDirectory(run.workdir).read_meta().get("status")
+
+
+def runs_to_do(runs, echo=print):
+    """The runs that still need training: not finished, not diverged, not broken (one
+    broken run does not stop the others); says why each other one is skipped."""
+    todo = []
     for index, run in enumerate(runs, 1):
         try:
-            status = RunDirectory(run.workdir).read_meta().get("status")
-        except BrokenRunError as error:  # one broken run does not stop the others
+            status = run_status(run)
+        except BrokenRunError as error:
             echo(f"[{index}/{len(runs)}] {run.name}: skipped: {error}")
             continue
         if status in ("finished", "diverged"):
             echo(f"[{index}/{len(runs)}] {run.name}: already {status}, skipped")
             continue
-        echo(f"[{index}/{len(runs)}] {run.name}" + (" (resuming)" if status else ""))
-        code = subprocess.call(run.command(config_path))
-        if code != 0:
-            echo(f"[{index}/{len(runs)}] {run.name}: exited with code {code}; continuing")
-    return summarize(runs)
+        todo.append(run)
+    return todo
+
+
+def log_tail(run, lines=5):
+    """The last `lines` lines of a run's log ('' if it has none)."""
+    try:
+        text = run.log_path.read_text(errors="replace")
+    except OSError:
+        return ""
+    return "\n".join([line for line in text.splitlines() if line.strip()][-lines:])
 
 
 def summarize(runs):
@@ -115,8 +173,19 @@ def summarize(runs):
     return rows
 
 
+def format_failures(runs, rows):
+    """For each run that did not end as a result, the last lines of its log."""
+    blocks = []
+    for run, row in zip(runs, rows):
+        tail = log_tail(run) if row["status"] not in ("finished", "diverged") else ""
+        if tail:
+            blocks.append(f"--- {run.name}: last lines of {run.log_path}\n{tail}")
+    return "\n".join(blocks)
+
+
 def succeeded(rows):
-    """True if every run ended as a result: finished or diverged (failed is not one)."""
+    """True if every run ended as a result: finished or diverged (failed and interrupted
+    are not)."""
     return all(row["status"] in ("finished", "diverged") for row in rows)
 
 

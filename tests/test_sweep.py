@@ -1,12 +1,19 @@
-"""Sweeps: planning, listing, running past diverged runs, skipping and resuming."""
+"""Sweeps: planning, listing, parallel local runs, submitit, resuming, signals."""
 
 import json
+import signal
+import subprocess
+import sys
+import time
 
 import pytest
 
-from conftest import SMOKE, run_cli
-from pipeline import sweep
+from conftest import REPO, SMOKE, clean_environment, run_cli
+from pipeline import launch, sweep
 from pipeline.config import ConfigError
+from pipeline.runs import RunDirectory
+
+STARTUP_NOISE = ("I0000", "E0000", "W0000", "WARNING: All log messages")
 
 
 def test_plan_covers_grid_times_seeds_with_readable_names(tmp_path):
@@ -15,37 +22,142 @@ def test_plan_covers_grid_times_seeds_with_readable_names(tmp_path):
     assert len(runs) == 12 and len({r.workdir for r in runs}) == 12
     assert runs[0].name == "norm-none__lr-0.1__seed-0"
     assert runs[0].overrides == ("model.norm=none", "optim.lr=0.1", "seed=0")
+    assert runs[0].steps == 12 and runs[0].threads == "auto"
     with pytest.raises(ConfigError, match="model.norm='bn'"):
         sweep.plan_sweep(SMOKE, ["model.norm=none,bn"], sweep_dir=tmp_path)
     with pytest.raises(ValueError, match="must look like"):
         sweep.plan_sweep(SMOKE, ["model.norm"], sweep_dir=tmp_path)
 
 
-def test_list_prints_runnable_commands(tmp_path):
-    out = run_cli("sweep", SMOKE, "--grid", "model.norm=none,batch", "--seeds", "2",
-                  "--sweep-dir", tmp_path, "--list").stdout.strip().splitlines()
+def test_run_names_are_safe_folder_names_inside_the_sweep_folder(tmp_path):
+    runs = sweep.plan_sweep(SMOKE, ["description=x/../../../../escaped,.hidden," + "y" * 200],
+                            sweep_dir=tmp_path)
+    for run in runs:
+        assert run.workdir.resolve().parent == tmp_path.resolve(), run.workdir
+        assert "/" not in run.name and ".." not in run.name and not run.name.startswith(".")
+        assert len(run.name) <= 3 * sweep.NAME_LENGTH
+    assert runs[0].name == "description-x_escaped__seed-0"
+    # Cut names stay distinct: the hash of the whole value is kept.
+    assert sweep.safe_name("a" * 100) != sweep.safe_name("a" * 101)
+    with pytest.raises(ConfigError, match="share the folder"):
+        sweep.plan_sweep(SMOKE, ["description=a/b,a_b"], sweep_dir=tmp_path)
+
+
+def test_a_seed_given_with_set_is_honoured_and_two_seed_axes_are_refused(tmp_path):
+    runs = sweep.plan_sweep(SMOKE, ["model.norm=none,batch"], sweep_dir=tmp_path,
+                            overrides=["seed=5"])
+    assert [r.overrides for r in runs] == [("model.norm=none", "seed=5"),
+                                           ("model.norm=batch", "seed=5")]
+    assert runs[0].name == "norm-none__seed-5"
+    with pytest.raises(ConfigError, match="--set seed=... and --seeds N"):
+        sweep.plan_sweep(SMOKE, [], seeds=3, sweep_dir=tmp_path, overrides=["seed=5"])
+    with pytest.raises(ConfigError, match="given twice"):
+        sweep.plan_sweep(SMOKE, ["seed=1,2"], seeds=2, sweep_dir=tmp_path)
+
+
+def test_jobs_and_devices_follow_the_gpus_or_the_cores(monkeypatch):
+    runs = sweep.plan_sweep(SMOKE, ["model.norm=none,batch"], sweep_dir="unused")
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
+    monkeypatch.setattr(launch, "available_cores", lambda: 8)
+    assert launch.default_jobs(runs) == 8                     # 1 thread a run by default
+    two = sweep.plan_sweep(SMOKE, [], sweep_dir="u", overrides=["train.threads=2"])
+    assert launch.default_jobs(two) == 4
+    every_core = sweep.plan_sweep(SMOKE, [], sweep_dir="u", overrides=["train.threads=0"])
+    assert launch.default_jobs(every_core) == 1
+    assert launch.device_slots(3) == [None, None, None]
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0,1,3,4")
+    assert launch.default_jobs(runs) == 4 and launch.default_jobs(runs, gpus_per_run=2) == 2
+    assert launch.device_slots(2, gpus_per_run=2) == ["0,1", "3,4"]
+    with pytest.raises(ConfigError, match="needs 6 GPUs and this machine has 4"):
+        launch.device_slots(3, gpus_per_run=2)
+
+
+def test_list_prints_runnable_commands(tmp_path, monkeypatch):
+    monkeypatch.setenv("KERAS_BACKEND", "tensorflow")  # as the CLI's --backend sets it
+    runs = sweep.plan_sweep(SMOKE, ["model.norm=none,batch"], seeds=2, sweep_dir=tmp_path)
+    out = sweep.list_commands(SMOKE, runs).splitlines()
     assert len(out) == 4
     assert "-m pipeline --backend tensorflow train" in out[0] and "--set model.norm=none" in out[0]
     assert f"--workdir {tmp_path}/norm-batch__seed-1" in out[3]
     assert not any(tmp_path.iterdir())  # listing runs nothing
 
 
-def test_sweep_continues_past_divergence_skips_finished_and_resumes_unfinished(tmp_path, monkeypatch):
-    result = run_cli("sweep", SMOKE, "--grid", "optim.lr=0.05,1000", "--set", "model.norm=none",
-                     "--set", "train.steps=8", "--sweep-dir", tmp_path)
-    table = result.stdout
-    assert "lr-0.05__seed-0" in table and "finished" in table and "diverged" in table
-    runs = sweep.plan_sweep(SMOKE, ["optim.lr=0.05,1000"], sweep_dir=tmp_path,
+def _records(workdir):
+    return {stream: (workdir / "records" / f"{stream}.jsonl").read_bytes()
+            for stream in ("train", "eval")}
+
+
+def test_a_parallel_sweep_continues_past_divergence_and_its_runs_equal_runs_launched_alone(
+        tmp_path, monkeypatch):
+    # The runs start as from a user's shell (see conftest.clean_environment).
+    monkeypatch.delenv("TF_CPP_MIN_LOG_LEVEL", raising=False)
+    sweep_dir = tmp_path / "sweep"
+    runs = sweep.plan_sweep(SMOKE, ["optim.lr=0.05,1000"], sweep_dir=sweep_dir,
                             overrides=["model.norm=none", "train.steps=8"])
-    # Mark the finished run as interrupted: the next sweep must resume (only) it.
+    messages = []
+    rows = launch.run_local(SMOKE, runs, jobs=2, echo=messages.append)
+    assert [r["status"] for r in rows] == ["finished", "diverged"]
+    assert any(m.startswith("[2/2] lr-1000__seed-0: diverged after") for m in messages), messages
+    assert "finished: step 8 of 8" in runs[0].log_path.read_text()
+    assert not [line for line in runs[0].log_path.read_text().splitlines()
+                if line.startswith(STARTUP_NOISE)]
+    # The same run launched alone: the same records to the byte (one thread either way).
+    alone = run_cli("train", SMOKE, "--set", "model.norm=none", "--set", "train.steps=8",
+                    "--set", "optim.lr=0.05", "--set", "seed=0", "--workdir", tmp_path / "alone")
+    assert _records(tmp_path / "alone") == _records(sweep_dir / "lr-0.05__seed-0")
+    meta = RunDirectory(tmp_path / "alone").read_meta()
+    assert meta["runtime"]["threads"] == 1
+    # A quiet console: which run, where, how it ended; no framework start-up logging.
+    lines = (alone.stdout + alone.stderr).splitlines()
+    assert not [line for line in lines if line.startswith(STARTUP_NOISE)], lines
+    assert lines[0].endswith("tensorflow on CPU:0, 1 thread(s), 8 steps"), lines
+    assert lines[-1] == "finished: step 8 of 8"
+    # Mark the finished run as interrupted: the next sweep resumes (only) it.
     meta_path = runs[0].workdir / "meta.json"
-    meta = json.loads(meta_path.read_text())
-    meta_path.write_text(json.dumps({**meta, "status": "running"}))
-    called, messages = [], []
-    monkeypatch.setattr(sweep.subprocess, "call", lambda cmd: called.append(cmd) or 0)
-    rows = sweep.run_sweep(SMOKE, runs, echo=messages.append)
-    assert len(called) == 1 and str(runs[0].workdir) in called[0]
-    assert "already diverged, skipped" in messages[1]
-    assert [r["status"] for r in rows] == ["running", "diverged"]
+    meta_path.write_text(json.dumps({**json.loads(meta_path.read_text()), "status": "interrupted"}))
+    messages = []
+    assert sweep.runs_to_do(runs, messages.append) == [runs[0]]
+    assert messages == ["[2/2] lr-1000__seed-0: already diverged, skipped"]
+    rows = sweep.summarize(runs)
+    assert [r["status"] for r in rows] == ["interrupted", "diverged"]
     assert rows[1]["diverged_at"] != "" and rows[0]["step"] == 8
-    assert "run" in sweep.format_table(rows).splitlines()[0]
+
+
+def test_a_sweep_through_submitit_runs_each_run_once_and_skips_them_when_resubmitted(tmp_path):
+    from pipeline import slurm
+    runs = sweep.plan_sweep(SMOKE, ["model.norm=none,batch"], sweep_dir=tmp_path,
+                            overrides=["train.steps=4"])
+    messages = []
+    rows = slurm.submit(SMOKE, runs, tmp_path, "submitit_local", echo=messages.append)
+    assert [r["status"] for r in rows] == ["finished", "finished"]
+    assert messages[0].startswith("submitted 2 run(s)") and (tmp_path / "slurm").is_dir()
+    for run in runs:
+        assert "finished: step 4 of 4" in run.log_path.read_text()
+    messages.clear()
+    slurm.submit(SMOKE, runs, tmp_path, "submitit_local", echo=messages.append)
+    assert messages == [f"[{k}/2] {run.name}: already finished, skipped"
+                        for k, run in enumerate(runs, 1)]
+
+
+def test_sigterm_stops_a_sweep_and_marks_its_runs_interrupted(tmp_path):
+    args = [sys.executable, "-m", "pipeline", "sweep", str(SMOKE), "--grid",
+            "model.norm=none,batch", "--set", "train.steps=3000", "--set",
+            "train.checkpoint_every=1000", "--set", "train.eval_every=1000",
+            "--sweep-dir", str(tmp_path), "--jobs", "2"]
+    process = subprocess.Popen(args, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               text=True, env=clean_environment())
+    runs = [tmp_path / "norm-none__seed-0", tmp_path / "norm-batch__seed-0"]
+    try:
+        deadline = time.time() + 120
+        while not all(RunDirectory(r).records("train") for r in runs) and time.time() < deadline:
+            time.sleep(0.1)
+    finally:
+        process.send_signal(signal.SIGTERM)
+        stdout, stderr = process.communicate(timeout=120)
+    assert process.returncode == 143, stderr[-2000:]
+    assert "Traceback" not in stderr and stderr.strip().splitlines()[-1].startswith(
+        "interrupted (SIGTERM)"), stderr[-2000:]
+    for run in runs:
+        meta = RunDirectory(run).read_meta()
+        assert meta["status"] == "interrupted" and meta["error"] == "interrupted (SIGTERM)"
+        assert "Traceback" not in (run / "train.log").read_text()

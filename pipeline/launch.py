@@ -1,0 +1,189 @@
+"""Running a sweep's runs as local processes, several at once (`sweep --jobs N`).
+
+Each run is its own `python -m pipeline train` process, so a crash stays isolated; its
+console output goes to `train.log` in its run directory, and the sweep shows one
+progress line per active run. How many run at once (`--jobs auto`): with GPUs, one run
+per `gpus_per_run` GPUs, each process seeing only its own (CUDA_VISIBLE_DEVICES), so
+runs never share a device by accident; on a CPU, as many as the cores hold at the runs'
+`train.threads` (1 by default; on 2 cores two VGG11/4 demo runs side by side finish in
+1.5-1.8x less time than one after the other, see README "Sweeps").
+
+Ctrl-C or SIGTERM stops the children with the same signal (each records itself as
+interrupted and resumes on the next sweep) and is raised again, so the command exits
+with the signal's code.
+"""
+
+import dataclasses
+import json
+import os
+import subprocess
+import time
+from pathlib import Path
+from typing import Any, Optional
+
+from pipeline import interrupts
+from pipeline.config import AUTO, ConfigError
+from pipeline.runs import BrokenRunError
+from pipeline.sweep import log_tail, run_status, runs_to_do, summarize
+
+POLL_SECONDS = 0.5
+STOP_SECONDS = 60    # how long stopped children may take to write their last records
+NVIDIA_GPUS = Path("/proc/driver/nvidia/gpus")
+
+
+def available_cores():
+    """Cores this process may run on (its affinity, which a container or taskset limits)."""
+    return len(os.sched_getaffinity(0))
+
+
+def local_gpus():
+    """IDs of the NVIDIA GPUs processes started here may use: CUDA_VISIBLE_DEVICES if set,
+    else every GPU the driver lists (none on a machine without the driver)."""
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if visible is not None:
+        return [g.strip() for g in visible.split(",") if g.strip() and g.strip() != "-1"]
+    count = len(list(NVIDIA_GPUS.iterdir())) if NVIDIA_GPUS.is_dir() else 0
+    return [str(i) for i in range(count)]
+
+
+def default_jobs(runs, gpus_per_run=1):
+    """`--jobs auto`: one run per `gpus_per_run` GPUs; on a CPU, the cores divided by the
+    runs' threads (train.threads: auto is 1, 0 means all cores)."""
+    gpus = local_gpus()
+    if gpus:
+        return max(1, len(gpus) // gpus_per_run)
+    threads = [1 if run.threads == AUTO else run.threads for run in runs] or [1]
+    if 0 in threads:
+        return 1
+    return max(1, available_cores() // max(threads))
+
+
+def device_slots(jobs, gpus_per_run=1):
+    """Per job slot, the CUDA_VISIBLE_DEVICES of its runs (None on a CPU-only machine)."""
+    gpus = local_gpus()
+    if not gpus:
+        return [None] * jobs
+    if jobs * gpus_per_run > len(gpus):
+        raise ConfigError(f"--jobs {jobs} with {gpus_per_run} GPU(s) per run needs "
+                          f"{jobs * gpus_per_run} GPUs and this machine has {len(gpus)} "
+                          f"({','.join(gpus)}); lower --jobs or --gpus-per-run")
+    return [",".join(gpus[k * gpus_per_run:(k + 1) * gpus_per_run]) for k in range(jobs)]
+
+
+def steps_done(run):
+    """Steps a running run has logged (from the tail of its train records; 0 if none)."""
+    path = run.workdir / "records" / "train.jsonl"
+    try:
+        with open(path, "rb") as handle:
+            handle.seek(max(0, handle.seek(0, os.SEEK_END) - 4096))
+            lines = handle.read().splitlines()
+    except OSError:
+        return 0
+    for line in reversed(lines):
+        try:
+            return json.loads(line)["step"] + 1
+        except (ValueError, KeyError, TypeError):
+            continue  # a line being written, or cut by the 4 KiB window
+    return 0
+
+
+@dataclasses.dataclass
+class Active:
+    """A run being trained by a child process in job slot `slot`."""
+    run: Any
+    label: str
+    slot: int
+    process: subprocess.Popen
+    log: Any
+    bar: Any
+    started: float = dataclasses.field(default_factory=time.monotonic)
+    devices: Optional[str] = None
+
+
+def _start(config_path, run, label, slot, devices, verbose, tqdm, echo):
+    run.workdir.mkdir(parents=True, exist_ok=True)
+    log = open(run.log_path, "a")
+    env = {**os.environ, "TQDM_DISABLE": "1"}  # the log keeps lines, not redrawn bars
+    if devices is not None:
+        env["CUDA_VISIBLE_DEVICES"] = devices
+    # Its own session: a Ctrl-C in the terminal reaches the sweep, which passes it on once.
+    process = subprocess.Popen(run.command(config_path, verbose), stdout=log,
+                               stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
+                               start_new_session=True)
+    where = f"GPU {devices}" if devices is not None else (
+        f"CPU, {'1 thread' if run.threads == AUTO else f'{run.threads} thread(s)'}")
+    echo(f"{label}: started on {where}; log {run.log_path}")
+    # disable=None: no bars when the console is not a terminal (a log, CI).
+    bar = tqdm(total=run.steps, position=slot, desc=run.name, unit="step", leave=False,
+               dynamic_ncols=True, disable=None)
+    return Active(run, label, slot, process, log, bar, devices=devices)
+
+
+def _ended(active, code):
+    """One line saying how the run ended."""
+    seconds = time.monotonic() - active.started
+    try:
+        meta_status = run_status(active.run)
+    except BrokenRunError:
+        meta_status = "broken"
+    if code == 0 and meta_status in ("finished", "diverged"):
+        return f"{active.label}: {meta_status} after {seconds:.0f} s"
+    last = log_tail(active.run, lines=1)
+    return (f"{active.label}: exited with code {code} ({meta_status or 'not started'}) after "
+            f"{seconds:.0f} s" + (f": {last}" if last else "") + "; continuing")
+
+
+def _close(active):
+    active.bar.close()
+    active.log.close()
+
+
+def _stop(actives, signal_number):
+    """Pass `signal_number` on to every child and wait for them to end (kill stragglers)."""
+    for active in actives:
+        try:
+            os.killpg(active.process.pid, signal_number)
+        except ProcessLookupError:
+            pass
+    deadline = time.monotonic() + STOP_SECONDS
+    for active in actives:
+        try:
+            active.process.wait(max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            os.killpg(active.process.pid, 9)
+            active.process.wait()
+        _close(active)
+
+
+def run_local(config_path, runs, jobs=AUTO, gpus_per_run=1, verbose=False, echo=None):
+    """Train the runs that are not done yet, up to `jobs` at once; returns the summary
+    rows of all `runs`."""
+    from tqdm.auto import tqdm
+    echo = echo or tqdm.write
+    todo = runs_to_do(runs, echo)
+    jobs = default_jobs(todo, gpus_per_run) if jobs == AUTO else jobs
+    slots = device_slots(min(jobs, max(1, len(todo))), gpus_per_run)
+    free = list(range(len(slots)))
+    number = {run.workdir: index for index, run in enumerate(runs, 1)}
+    active = []
+    try:
+        while todo or active:
+            while todo and free:
+                run, slot = todo.pop(0), free.pop(0)
+                label = f"[{number[run.workdir]}/{len(runs)}] {run.name}"
+                active.append(_start(config_path, run, label, slot, slots[slot], verbose,
+                                     tqdm, echo))
+            time.sleep(POLL_SECONDS)
+            for child in list(active):
+                code = child.process.poll()
+                if code is None:
+                    child.bar.update(steps_done(child.run) - child.bar.n)
+                    continue
+                _close(child)
+                echo(_ended(child, code))
+                active.remove(child)
+                free.append(child.slot)
+    except BaseException as error:
+        _stop(active, interrupts.signal_of(error) if interrupts.is_interrupt(error) else 15)
+        raise
+    return summarize(runs)

@@ -1,0 +1,93 @@
+"""Running a sweep on a Slurm cluster as one job array, through submitit.
+
+Every array task runs the same `python -m pipeline train ...` command that `--list`
+prints and the local sweep starts (one task per run, its output in the run's
+`train.log` and submitit's own logs in `log_dir`), so a run behaves the same wherever it
+was launched. Resubmitting the sweep skips finished and diverged runs and resumes the
+others. The runs' folders and the log folder must be on storage the nodes share.
+
+`executor="submitit_local"` runs the same code path with submitit's local executor
+(processes on this machine, no Slurm), which is how the test suite covers it.
+"""
+
+import dataclasses
+import subprocess
+from pathlib import Path
+from typing import Optional
+
+from pipeline.config import AUTO, ConfigError
+from pipeline.sweep import runs_to_do, summarize
+
+EXECUTORS = {"slurm": "slurm", "submitit_local": "local"}  # --executor -> submitit's cluster
+
+
+@dataclasses.dataclass(frozen=True)
+class SlurmOptions:
+    """What a job array asks of Slurm (each option maps to one sbatch flag)."""
+    partition: Optional[str] = None     # --partition
+    time_minutes: int = 60              # --time, per run
+    gpus_per_run: int = 0               # --gpus-per-node (one run per array task)
+    cpus_per_run: Optional[int] = None  # --cpus-per-task (default: the runs' threads)
+    array_parallelism: int = 64         # --array=...%N: runs of the array at once
+    log_dir: Optional[str] = None       # submitit's folder (default: <sweep dir>/slurm)
+
+
+def train_task(command, log_path):
+    """One array task: the run's train command, its output appended to its log.
+    Returns the command's exit code (a failed run is a result of the array, not an
+    error of the task)."""
+    Path(log_path).parent.mkdir(parents=True, exist_ok=True)
+    with open(log_path, "a") as log:
+        return subprocess.call(command, stdout=log, stderr=subprocess.STDOUT,
+                               stdin=subprocess.DEVNULL, env=None)
+
+
+def _parameters(executor, options, runs):
+    threads = max([1 if r.threads == AUTO else (r.threads or 1) for r in runs] or [1])
+    parameters = {"name": "bnlab", "timeout_min": options.time_minutes,
+                  "cpus_per_task": options.cpus_per_run or threads}
+    if options.gpus_per_run:
+        parameters["gpus_per_node"] = options.gpus_per_run
+    if executor == "slurm":
+        parameters["slurm_array_parallelism"] = options.array_parallelism
+        if options.partition:
+            parameters["slurm_partition"] = options.partition
+    return parameters
+
+
+def submit(config_path, runs, sweep_dir, executor="slurm", options=SlurmOptions(),
+           verbose=False, echo=print):
+    """Submit the runs that are not done as one job array, wait for it and return the
+    summary rows of all `runs`."""
+    import submitit
+    if executor not in EXECUTORS:
+        raise ConfigError(f"--executor {executor!r} is not valid; choose one of: local, "
+                          f"{', '.join(EXECUTORS)}")
+    todo = runs_to_do(runs, echo)
+    if not todo:
+        return summarize(runs)
+    folder = Path(options.log_dir or Path(sweep_dir) / "slurm")
+    try:
+        cluster = submitit.AutoExecutor(folder=folder / "%j", cluster=EXECUTORS[executor])
+    except RuntimeError as error:  # no sbatch on this machine
+        raise ConfigError(f"--executor {executor}: {error}; run the sweep on the cluster's "
+                          "login node, or use --list for another scheduler") from None
+    cluster.update_parameters(**_parameters(executor, options, todo))
+    with cluster.batch():
+        jobs = [cluster.submit(train_task, run.command(config_path, verbose), str(run.log_path))
+                for run in todo]
+    echo(f"submitted {len(jobs)} run(s) as job(s) {', '.join(sorted({j.job_id.split('_')[0] for j in jobs}))}"
+         f" ({executor}); submitit's logs in {folder}")
+    try:
+        for run, job in zip(todo, jobs):
+            try:
+                code = job.result()
+            except submitit.core.utils.UncompletedJobError as error:
+                code = f"not completed ({' '.join(str(error).split())[:200]})"
+            echo(f"{run.name}: " + ("done" if code == 0 else f"exited with code {code}"))
+    except KeyboardInterrupt:
+        if executor == "slurm":
+            echo(f"the job array keeps running on the cluster ({jobs[0].job_id.split('_')[0]}); "
+                 "rerun the same command to see the summary or resume what stopped")
+        raise
+    return summarize(runs)
