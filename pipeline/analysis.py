@@ -3,6 +3,7 @@ the run's variant label, seed and settings attached."""
 
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from pipeline.runs import find_runs, load_run
@@ -58,6 +59,25 @@ def records_frame(runs, stream):
                                    norm=config["model"]["norm"], lr=config["optim"]["lr"],
                                    status=run["meta"].get("status", "unknown")))
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+
+def probe_frame(runs, stream, expand=True):
+    """The tidy frame of a probe stream: one row per record, or, for a stream whose
+    records list entries (`<stream>/per_layer`, `<stream>/per_eta`), one row per entry,
+    with the entry's fields (its coordinate `layer` or `eta` among them) as columns
+    `<stream>/<field>` beside the record's own values and the run's labels (see
+    `records_frame`); `expand=False`: one row per record, without the entries. The one
+    way claims, plots and notebooks read probe records."""
+    frame = records_frame(runs, stream)
+    nested = [c for c in frame if c.startswith(f"{stream}/per_")]
+    if frame.empty or not nested:
+        return frame
+    if not expand:
+        return frame.drop(columns=nested)
+    column = nested[0]
+    frame = frame.explode(column, ignore_index=True).dropna(subset=[column])
+    entries = pd.DataFrame(frame[column].tolist(), index=frame.index)
+    return frame.drop(columns=nested).join(entries.add_prefix(f"{stream}/"))
 
 
 def runs_summary(runs):
@@ -127,22 +147,46 @@ PAPER_TRAINING = pd.DataFrame({
 }).set_index("variant")
 
 
-def training_milestones(train, evals, smoothing=5):
+# Milestones (steps to x % accuracy) average the accuracy over a centred window of this
+# many steps: wide enough to smooth a noisy mini-batch, narrow enough to resolve BN's
+# first 10-20 steps; PROTOCOL.md section 8.
+MILESTONE_WINDOW = 9
+
+
+def first_crossing(steps, values, level, window=MILESTONE_WINDOW):
+    """The first step at which the mean of `values` over the records within a centred
+    window of `window` steps (step - window // 2 .. step + window // 2) reaches `level`;
+    None if it never does. Centred, so an early chance-level record cannot hold a later
+    crossing back (a trailing mean would), and a window narrower than the logging
+    cadence reads the records themselves."""
+    steps, values = np.asarray(steps, float), np.asarray(values, float)
+    order = np.argsort(steps)
+    steps, values = steps[order], values[order]
+    sums = np.concatenate([[0.0], np.cumsum(values)])
+    low = np.searchsorted(steps, steps - window // 2, side="left")
+    high = np.searchsorted(steps, steps + window // 2, side="right")
+    means = (sums[high] - sums[low]) / (high - low)
+    reached = np.flatnonzero(means >= level)
+    return int(steps[reached[0]]) if len(reached) else None
+
+
+def training_milestones(train, evals, window=MILESTONE_WINDOW):
     """Per variant, like PAPER_TRAINING: final test accuracy, first step at which the
-    seed-averaged mini-batch accuracy (rolling mean over `smoothing` records) reaches
-    90/95/99 %, and the mean training accuracy over steps 1k-2k (NaN if not reached)."""
+    seed-averaged mini-batch accuracy (centred mean over `window` steps, as the claims
+    read it) reaches 90/95/99 %, and the mean training accuracy over steps 1k-2k (NaN if
+    not reached)."""
     rows = {}
     for variant, rows_of_variant in train.groupby("variant"):
         curve = rows_of_variant.groupby("step")["train/accuracy"].mean()
-        smooth = curve.rolling(smoothing, min_periods=1).mean()
         row = {}
         final = evals[evals["variant"] == variant]
         row["test accuracy"] = (final[final["step"] == final["step"].max()]["test/accuracy"].mean()
                                 if not final.empty else float("nan"))
         for level in (90, 95, 99):
-            reached = smooth[smooth >= level / 100]
-            row[f"steps to {level} %"] = float(reached.index[0]) if len(reached) else float("nan")
-        window = curve[(curve.index >= 1000) & (curve.index <= 2000)]
-        row["mean train accuracy, steps 1k-2k"] = window.mean() if len(window) else float("nan")
+            step = first_crossing(curve.index, curve.to_numpy(), level / 100, window)
+            row[f"steps to {level} %"] = float("nan") if step is None else float(step)
+        steps_1k_2k = curve[(curve.index >= 1000) & (curve.index <= 2000)]
+        row["mean train accuracy, steps 1k-2k"] = (steps_1k_2k.mean() if len(steps_1k_2k)
+                                                   else float("nan"))
         rows[variant] = row
     return pd.DataFrame(rows).T.rename_axis("variant")

@@ -212,9 +212,10 @@ def probe_costs(config_path, overrides=(), steps=30, repeats=5):
             grid = len(probe.etas)
             note = (f"grid of {grid}: {seconds / step_seconds / grid:.2f} steps per grid point "
                     "(target <= 1.3)")
-        rows.append((f"probe {probe.name} (every {probe.every})", seconds,
+        count = len(probe.schedule.steps)
+        rows.append((f"probe {probe.name} ({count} of {config.train.steps} steps)", seconds,
                      seconds / step_seconds, note))
-        overhead += seconds / probe.every
+        overhead += seconds * count / config.train.steps
     return rows, overhead / step_seconds
 
 

@@ -192,10 +192,14 @@ def _probes_config():
     """`ProbesConfig`: one field per probe of the registry (pipeline.probes), typed by
     the probe module's own `Config`, so a new probe brings its settings with it."""
     from pipeline.probes import REGISTRY
+    from pipeline.probes.schedule import SCHEDULES
 
     def check(self):
         for name in REGISTRY:
-            _at_least(f"probes.{name}.every", getattr(self, name).every, 1)
+            probe = getattr(self, name)
+            _at_least(f"probes.{name}.every", probe.every, 1)
+            _choice(f"probes.{name}.schedule", probe.schedule, SCHEDULES)
+            _at_least(f"probes.{name}.per_decade", probe.per_decade, 1)
     fields = [(name, module.Config, field(default_factory=module.Config))
               for name, module in REGISTRY.items()]
     return dataclasses.make_dataclass("ProbesConfig", fields, frozen=True,

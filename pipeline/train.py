@@ -74,10 +74,13 @@ def build_training_state(config, num_classes, engine):
     return engine.build(build)
 
 
-def steps_to_next_event(step, cadences, last_step):
+def steps_to_next_event(step, cadences, last_step, schedules=()):
     """Steps from `step` until the first later step that is a multiple of one of
-    `cadences` (where a probe, evaluation or checkpoint falls), or `last_step`."""
-    return min([last_step - step] + [(step // every + 1) * every - step for every in cadences])
+    `cadences` (where an evaluation or checkpoint falls) or in one of `schedules` (a
+    probe's), or `last_step`."""
+    later = [s.next_after(step) for s in schedules]
+    return min([last_step - step] + [(step // every + 1) * every - step for every in cadences]
+               + [s - step for s in later if s is not None])
 
 
 class CallLength:
@@ -212,6 +215,9 @@ def _resume_and_train(config, runtime, engine, run, probes_factory, echo=None):
             "runtime": {**dataclasses.asdict(runtime), "steps_per_call": config.train.steps_per_call},
             "start_step": start, "step": start, "steps": config.train.steps,
             "restarts": meta.get("restarts", -1) + 1}
+    levels = task_of(config).reference_levels(arrays)
+    if levels is not None:
+        meta["loss_levels"] = levels  # the DLN's plateaus (pipeline.tasks), for the claims
     run.write_meta(meta)
     if echo:
         _announce(echo, run, meta, start)
@@ -249,7 +255,9 @@ def _train_loop(config, run, meta, model, optimizer, engine, arrays, start, prob
                desc=run.path.name, unit="step", dynamic_ncols=True)
     # Calls end where a probe (before its step), an evaluation or a checkpoint (after
     # theirs) is due.
-    cadences = [probe.every for probe in probes] + [t.eval_every, t.checkpoint_every]
+    cadences = [t.eval_every, t.checkpoint_every]
+    schedules = [probe.schedule for probe in probes]
+    meta["probe_steps"] = {probe.name: probe.schedule.steps for probe in probes}
     call_length = CallLength(t.steps_per_call, multi_worker=engine.multi_worker)
 
     def record(stream, step, values):
@@ -267,9 +275,9 @@ def _train_loop(config, run, meta, model, optimizer, engine, arrays, start, prob
     steady, evaluated = None, False
     while step < t.steps:
         for probe in probes:
-            if step % probe.every == 0:
+            if probe.schedule.due(step):
                 record(probe.name, step, probe(step))
-        count = min(call_length(), steps_to_next_event(step, cadences, t.steps))
+        count = min(call_length(), steps_to_next_event(step, cadences, t.steps, schedules))
         began = time.perf_counter()
         losses, corrects = train_steps(count)
         call_length.observe(time.perf_counter() - began, len(losses))

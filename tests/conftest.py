@@ -35,6 +35,19 @@ REPO = __import__("pathlib").Path(__file__).resolve().parent.parent
 SMOKE = REPO / "configs" / "smoke.yaml"
 
 
+def flatten(record):
+    """A record with its per_layer / per_eta entries spread out ("ics/per_layer[1].l2"),
+    for comparing two runs' records value by value."""
+    flat = {}
+    for key, value in record.items():
+        if isinstance(value, list) and value and isinstance(value[0], dict):
+            for index, entry in enumerate(value):
+                flat.update({f"{key}[{index}].{field}": v for field, v in entry.items()})
+        else:
+            flat[key] = value
+    return flat
+
+
 def clean_environment():
     """This process's environment as a user's shell has it: without the
     TF_CPP_MIN_LOG_LEVEL that importing JAX sets here (a command reads a set one as the

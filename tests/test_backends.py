@@ -8,7 +8,7 @@ import os
 import numpy as np
 import pytest
 
-from conftest import SMOKE, run_cli, training_state
+from conftest import SMOKE, flatten, run_cli, training_state
 from pipeline.backend import BackendError, choose_backend, select_backend
 from pipeline.checkpoint import restore_latest, save_checkpoint
 from pipeline.config import load_config
@@ -57,7 +57,8 @@ def _start_from_the_same_checkpoint(config, folders):
 
 
 def _values(records, prefix):
-    return {k: v for r in records for k, v in r.items() if k.startswith(prefix) and k != "step"}
+    return {k: v for r in records for k, v in flatten(r).items()
+            if k.startswith(prefix) and k != "step"}
 
 
 @pytest.mark.parametrize("variant", [
@@ -98,9 +99,12 @@ def test_same_weights_and_batches_give_the_same_losses_and_probes_on_both_backen
                                  for b in folders)
         assert tf_values and tf_values.keys() == jax_values.keys(), stream
         for key in tf_values:
-            if key.endswith(("_sample", "residual")):
+            if key.endswith(("sample", "residual")):
                 continue  # raw samples compare below via quantiles; a residual is ~0 / ~0
-            np.testing.assert_allclose(jax_values[key], tf_values[key], rtol=1e-3, atol=1e-6,
+            # A normalized channel's mean is ~0 on the unit scale of its std: compare it
+            # at that scale (the backends' float32 rounding differs by ~3e-6 there).
+            atol = 1e-5 if key.endswith("channel_mean") else 1e-6
+            np.testing.assert_allclose(jax_values[key], tf_values[key], rtol=1e-3, atol=atol,
                                        err_msg=key)
     # And back: JAX's last checkpoint loads into this TensorFlow model, by variable path.
     _, model, optimizer, _ = training_state(config)

@@ -9,7 +9,7 @@ import sys
 
 import numpy as np
 
-from conftest import REPO, SMOKE, run_cli
+from conftest import REPO, SMOKE, flatten, run_cli
 from pipeline.runs import RunDirectory
 
 # Synchronized BN makes the replicas' batch statistics those of the global batch.
@@ -88,7 +88,7 @@ def test_mirrored_strategy_on_two_replicas_matches_one_device_with_every_probe(t
     for stream in ("landscape", "ics", "distributions", "curvature"):
         one, two = (RunDirectory(tmp_path / n).records(stream) for n in ("one", "two"))
         assert len(one) == len(two) == 2, stream
-        for a, b in zip(one, two):
+        for a, b in zip(map(flatten, one), map(flatten, two)):
             assert a.keys() == b.keys()
             for key in a:
                 np.testing.assert_allclose(a[key], b[key], rtol=1e-3, atol=1e-5, err_msg=key)

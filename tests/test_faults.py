@@ -7,6 +7,7 @@ import pytest
 
 from conftest import SMOKE, run_cli
 from pipeline import sweep
+from pipeline.probes.schedule import Schedule
 from pipeline.config import ConfigError, load_config
 
 
@@ -216,7 +217,7 @@ def test_a_resumed_run_forgets_the_error_of_the_failed_attempt(tmp_path):
     from pipeline.train import train_and_evaluate
 
     class Interrupting:
-        name, every = "interrupting", 1
+        name, schedule = "interrupting", Schedule(range(1000))
 
         def __call__(self, step):
             if step == 5:

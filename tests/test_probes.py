@@ -51,14 +51,18 @@ def test_landscape_and_curvature_match_the_quadratic_closed_form():
     expected_losses = [np.sum((x @ (w - eta * g) - y) ** 2) for eta in etas]
     np.testing.assert_allclose(record["landscape/loss"], np.sum((x @ w - y) ** 2), rtol=1e-5)
     np.testing.assert_allclose(record["landscape/grad_norm"], np.linalg.norm(g), rtol=1e-5)
-    np.testing.assert_allclose(record["landscape/losses"], expected_losses, rtol=1e-4)
-    np.testing.assert_allclose(record["landscape/grad_changes"], etas * np.linalg.norm(hg), rtol=1e-4)
+    per_eta = record["landscape/per_eta"]
+    np.testing.assert_allclose([e["eta"] for e in per_eta], etas, rtol=1e-6)
+    np.testing.assert_allclose([e["loss_at_eta"] for e in per_eta], expected_losses, rtol=1e-4)
+    np.testing.assert_allclose([e["grad_change"] for e in per_eta], etas * np.linalg.norm(hg),
+                               rtol=1e-4)
     np.testing.assert_allclose(record["landscape/beta_max"], np.linalg.norm(hg) / np.linalg.norm(g),
                                rtol=1e-4)
-    assert record["landscape/loss_max"] == max(record["landscape/losses"])
+    assert record["landscape/loss_max"] == max(e["loss_at_eta"] for e in per_eta)
     top = 2 * np.linalg.eigvalsh(x.T @ x).max()
     measured = curvature(0)
     np.testing.assert_allclose(measured["curvature/top_eigenvalue"], top, rtol=1e-3)
+    np.testing.assert_allclose(measured["curvature/loss"], np.sum((x @ w - y) ** 2), rtol=1e-5)
     assert measured["curvature/residual"] < 1e-2
 
 
@@ -82,13 +86,16 @@ def test_ics_matches_a_numpy_two_layer_linear_model_with_momentum():
     w1_updated = w1 + (0.9 * m1 - config.optim.lr * g1)  # Keras SGD: m = 0.9 m - lr g; w += m
     g2_shifted = 2 * (x @ w1_updated).T @ (x @ w1_updated @ w2 - y)
     record = ics(0)
+    np.testing.assert_allclose(record["ics/loss"], np.sum(residual ** 2), rtol=1e-5)
+    first, second = record["ics/per_layer"]
+    assert (first["layer"], second["layer"]) == (1, 2)
     l2 = np.linalg.norm(g2 - g2_shifted)
-    np.testing.assert_allclose(record["ics/layer2_l2"], l2, rtol=1e-3)
-    np.testing.assert_allclose(record["ics/layer2_relative_l2"], l2 / np.linalg.norm(g2), rtol=1e-3)
+    np.testing.assert_allclose(second["l2"], l2, rtol=1e-3)
+    np.testing.assert_allclose(second["relative_l2"], l2 / np.linalg.norm(g2), rtol=1e-3)
     cosine = np.sum(g2 * g2_shifted) / np.linalg.norm(g2) / np.linalg.norm(g2_shifted)
-    np.testing.assert_allclose(record["ics/layer2_cosine"], cosine, rtol=1e-4)
+    np.testing.assert_allclose(second["cosine"], cosine, rtol=1e-4)
     # Nothing precedes layer 1, so its gradient cannot shift.
-    assert record["ics/layer1_l2"] == 0.0 and record["ics/layer1_cosine"] == pytest.approx(1.0)
+    assert first["l2"] == 0.0 and first["cosine"] == pytest.approx(1.0)
 
 
 def _state(model, optimizer):
@@ -111,20 +118,45 @@ def test_probes_leave_no_trace_and_repeat_exactly_on_noisy_bn():
     assert [probe(3) for probe in probes] == first
 
 
+def _numbers(value):
+    """Every number in a record value (entries of per_layer / per_eta included)."""
+    if isinstance(value, dict):
+        return [n for v in value.values() for n in _numbers(v)]
+    if isinstance(value, list):
+        return [n for v in value for n in _numbers(v)]
+    return [value]
+
+
+def test_schedules_are_dense_early_and_regular_later():
+    from pipeline.probes.schedule import Schedule, ScheduleConfig, schedule_steps
+    log = ScheduleConfig(every=50, schedule="log", per_decade=4)
+    # 10^(k/4) rounded: 1, 2, 3, 6, 10, 18, 32, 56, 100, 178 ...; with every 50: 0, 50, ...
+    assert schedule_steps(log, 200) == [0, 1, 2, 3, 6, 10, 18, 32, 50, 56, 100, 150, 178]
+    assert schedule_steps(ScheduleConfig(every=50), 200) == [0, 50, 100, 150]
+    schedule = Schedule([0, 3, 10])
+    assert schedule.due(3) and not schedule.due(4)
+    assert schedule.next_after(3) == 10 and schedule.next_after(10) is None
+
+
 def test_training_with_every_probe_gives_the_same_training_records(tmp_path):
-    with_probes = load_config(SMOKE, ["model.norm=noisy_batch", *ALL_PROBES])
+    with_probes = load_config(SMOKE, ["model.norm=noisy_batch", *ALL_PROBES,
+                                      "probes.landscape.schedule=log"])
     from pipeline.probes import make_probes as factory
     train_and_evaluate(with_probes, tmp_path / "probed", probes_factory=factory)
     train_and_evaluate(load_config(SMOKE, ["model.norm=noisy_batch"]), tmp_path / "plain")
     probed, plain = RunDirectory(tmp_path / "probed"), RunDirectory(tmp_path / "plain")
     assert probed.records("train") == plain.records("train")
     assert probed.records("eval") == plain.records("eval")
+    log_steps = [0, 1, 2, 3, 4, 5, 6, 8, 9, 10]  # 10 a decade below 12, and every 3
     for stream in ("landscape", "ics", "distributions", "curvature"):
         records = probed.records(stream)
-        assert [r["step"] for r in records] == [0, 3, 6, 9], stream
-        assert all(np.isfinite(v).all() for r in records for v in r.values()), stream
-    sample = probed.records("distributions")[0]["distributions/layer3_sample"]
-    assert len(sample) == 256
+        expected = log_steps if stream == "landscape" else [0, 3, 6, 9]
+        assert [r["step"] for r in records] == expected, stream
+        assert all(np.isfinite(_numbers(r)).all() for r in records), stream
+    assert probed.read_meta()["probe_steps"]["landscape"] == log_steps
+    [layer3] = [e for e in probed.records("distributions")[0]["distributions/per_layer"]
+                if e["layer"] == 3]
+    assert len(layer3["sample"]) == 256
 
 
 @pytest.mark.both_backends

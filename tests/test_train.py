@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 from conftest import REPO, SMOKE, run_cli
+from pipeline.probes.schedule import Schedule
 from pipeline.config import load_config
 from pipeline.probes import make_probes
 from pipeline.runs import RunDirectory, read_records
@@ -121,7 +122,7 @@ def test_non_finite_loss_ends_the_run_as_diverged(tmp_path):
 
 
 class _FailingProbe:
-    name, every = "failing", 1
+    name, schedule = "failing", Schedule(range(1000))
 
     def __call__(self, step):
         if step == 5:

@@ -5,7 +5,8 @@ it may be set by the grid rather than by curvature; this measures curvature dire
 power iteration on Hessian-vector products, from a fixed seeded start.
 Records the eigenvalue of largest magnitude (|lambda| is the local beta-smoothness, the
 quantity effective beta estimates; it can be negative, as for BN networks at
-initialization), the iterations and the final residual ||Hv - lambda v|| / |lambda|.
+initialization), the iterations, the final residual ||Hv - lambda v|| / |lambda| and the
+step's training loss (for comparisons at matched progress).
 """
 
 from dataclasses import dataclass
@@ -13,14 +14,14 @@ from dataclasses import dataclass
 import numpy as np
 from keras import ops
 
+from pipeline.probes.schedule import Schedule, ScheduleConfig
 from pipeline.probes.stateless import dot, global_norm, to_python
 
 NAME = "curvature"
 
 
 @dataclass(frozen=True)
-class Config:
-    enabled: bool = False
+class Config(ScheduleConfig):
     every: int = 500
     iterations: int = 20            # power-iteration steps on Hessian-vector products
 
@@ -29,7 +30,7 @@ class Probe:
     name = NAME
 
     def __init__(self, probe_config, context):
-        self.every = probe_config.every
+        self.schedule = Schedule.of(probe_config, context.config.train.steps)
         self.iterations = probe_config.iterations
         self.objective, self.batches = context.objective, context.batches
         rng = np.random.default_rng(context.config.seed)
@@ -54,11 +55,11 @@ class Probe:
         _, eigenvalue, residual = ops.fori_loop(
             0, self.iterations, body,
             (vector, ops.zeros((), "float32"), ops.full((), np.inf, "float32")))
-        return eigenvalue, residual
+        return eigenvalue, residual, self.objective.loss(trainable, non_trainable, x, y)
 
     def __call__(self, step):
         x, y = self.batches(step)
-        eigenvalue, residual = self._measure(x, y, *self.objective.values())
+        eigenvalue, residual, loss = self._measure(x, y, *self.objective.values())
         return to_python({"curvature/top_eigenvalue": eigenvalue,
-                          "curvature/residual": residual,
+                          "curvature/residual": residual, "curvature/loss": loss,
                           "curvature/iterations": float(self.iterations)})

@@ -4,7 +4,8 @@ For each layer #i: its normalized output (the norm layer after it, or the layer'
 output when there is none), computed in training mode as the training step sees it
 (batch statistics, noise) without touching any state. Recorded: quantiles, mean, std,
 per-channel means and variances (their change between records is paper Fig 8), a fixed
-seeded sample of raw values (for histogram/ridge plots) and the kernel's quantiles.
+seeded sample of raw values (for histogram/ridge plots) and the kernel's quantiles, one
+entry of `per_layer` per layer, with its `layer` index.
 """
 
 from dataclasses import dataclass
@@ -13,6 +14,7 @@ from typing import List, Optional
 import keras
 import numpy as np
 
+from pipeline.probes.schedule import Schedule, ScheduleConfig
 from pipeline.probes.stateless import resolve_layers, to_python
 
 NAME = "distributions"
@@ -20,8 +22,7 @@ QUANTILES = (0.05, 0.15, 0.5, 0.85, 0.95)
 
 
 @dataclass(frozen=True)
-class Config:
-    enabled: bool = False
+class Config(ScheduleConfig):
     every: int = 100
     layers: Optional[List[int]] = None  # 1-based weight-layer indices; None = task default
     sample_size: int = 256          # raw activation values kept per layer per record
@@ -42,7 +43,7 @@ class Probe:
 
     def __init__(self, probe_config, context):
         config, model, self.engine = context.config, context.model, context.engine
-        self.every = probe_config.every
+        self.schedule = Schedule.of(probe_config, context.config.train.steps)
         self.batches = context.batches
         chosen = resolve_layers(probe_config.layers, NAME, context.task, model)
         self.indices = [index for index, _ in chosen]
@@ -65,18 +66,17 @@ class Probe:
         x, _ = self.batches(step)
         trainable = self.engine.values(self.taps.trainable_variables)
         non_trainable = self.engine.values(self.taps.non_trainable_variables)
-        record = {"distributions/quantile_levels": np.array(QUANTILES)}
+        per_layer = []
         for index, kernel, positions, out in zip(self.indices, self.kernels, self.sample_positions,
                                                  self._measure(x, trainable, non_trainable)):
             values = np.asarray(out).astype(np.float64)
             channels = values.reshape(-1, values.shape[-1])
-            prefix = f"distributions/layer{index}"
-            record.update({
-                f"{prefix}_quantiles": np.quantile(values, QUANTILES),
-                f"{prefix}_mean": values.mean(), f"{prefix}_std": values.std(),
-                f"{prefix}_channel_mean": channels.mean(axis=0),
-                f"{prefix}_channel_var": channels.var(axis=0),
-                f"{prefix}_sample": values.reshape(-1)[positions],
-                f"{prefix}_kernel_quantiles": np.quantile(np.asarray(kernel.value), QUANTILES),
+            per_layer.append({
+                "layer": index, "quantiles": np.quantile(values, QUANTILES),
+                "mean": values.mean(), "std": values.std(),
+                "channel_mean": channels.mean(axis=0), "channel_var": channels.var(axis=0),
+                "sample": values.reshape(-1)[positions],
+                "kernel_quantiles": np.quantile(np.asarray(kernel.value), QUANTILES),
             })
-        return to_python(record)
+        return to_python({"distributions/quantile_levels": np.array(QUANTILES),
+                          "distributions/per_layer": per_layer})

@@ -5,8 +5,9 @@ G' = the same gradient after every trainable variable *before* layer i (forward 
 BN gamma/beta included) has taken this step's real optimizer update (momentum included).
 The update is the optimizer's own rule applied to copies of the variables and of the
 optimizer's state (the engine's `optimizer_update`), so neither model nor optimizer
-changes. W_i = the layer's kernel and bias. Records ||G - G'||_2, ||G - G'|| / ||G|| and
-cos(G, G').
+changes. W_i = the layer's kernel and bias. Records the step's training loss (the
+probe's own, for comparisons at matched progress) and per layer (`per_layer`, each
+entry with its `layer` index): ||G - G'||_2, ||G - G'|| / ||G|| and cos(G, G').
 """
 
 from dataclasses import dataclass
@@ -15,14 +16,14 @@ from typing import List, Optional
 import numpy as np
 from keras import ops
 
+from pipeline.probes.schedule import Schedule, ScheduleConfig
 from pipeline.probes.stateless import dot, global_norm, resolve_layers, to_python
 
 NAME = "ics"
 
 
 @dataclass(frozen=True)
-class Config:
-    enabled: bool = False
+class Config(ScheduleConfig):
     every: int = 100
     layers: Optional[List[int]] = None  # 1-based weight-layer indices; None = task default
 
@@ -31,7 +32,7 @@ class Probe:
     name = NAME
 
     def __init__(self, probe_config, context):
-        self.every = probe_config.every
+        self.schedule = Schedule.of(probe_config, context.config.train.steps)
         self.objective, self.batches = context.objective, context.batches
         model = context.model
         positions = {id(v): k for k, v in enumerate(model.trainable_variables)}
@@ -45,7 +46,7 @@ class Probe:
         self._measure = context.engine.compile(self._measure_graph)
 
     def _measure_graph(self, x, y, trainable, non_trainable, optimizer_state):
-        _, grads = self.objective.loss_and_grads(trainable, non_trainable, x, y)
+        loss, grads = self.objective.loss_and_grads(trainable, non_trainable, x, y)
         updated = self.update(trainable, grads, optimizer_state)
         results = []
         for _, own, first in self.layers:
@@ -58,14 +59,11 @@ class Probe:
             norm, norm_shifted = global_norm(g), global_norm(g_shifted)
             results.append(ops.stack([difference, difference / norm,
                                       dot(g, g_shifted) / (norm * norm_shifted)]))
-        return ops.stack(results)
+        return loss, ops.stack(results)
 
     def __call__(self, step):
         x, y = self.batches(step)
-        measured = np.asarray(self._measure(x, y, *self.objective.values(), self.update.state()))
-        record = {}
-        for (index, _, _), (l2, relative, cosine) in zip(self.layers, measured):
-            record[f"ics/layer{index}_l2"] = l2
-            record[f"ics/layer{index}_relative_l2"] = relative
-            record[f"ics/layer{index}_cosine"] = cosine
-        return to_python(record)
+        loss, measured = self._measure(x, y, *self.objective.values(), self.update.state())
+        return to_python({"ics/loss": loss, "ics/per_layer": [
+            {"layer": index, "l2": l2, "relative_l2": relative, "cosine": cosine}
+            for (index, _, _), (l2, relative, cosine) in zip(self.layers, np.asarray(measured))]})

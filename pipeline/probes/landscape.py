@@ -3,7 +3,8 @@
 At step t with g = grad L(theta) on the step's batch and theta(eta) = theta - eta g, for
 each eta of the grid: L(theta(eta)) (loss variation), ||grad L(theta(eta)) - g||_2
 (gradient predictiveness) and ||grad L(theta(eta)) - g|| / ||eta g|| whose max over the
-grid is the effective beta-smoothness. Cost: one forward+backward per grid point plus
+grid is the effective beta-smoothness. Every eta's values are kept (`per_eta`, each entry
+with its `eta`), beside the band and the maximum over the grid. Cost: one forward+backward per grid point plus
 one for g, compiled once as a loop over the grid.
 """
 
@@ -13,14 +14,14 @@ from typing import List, Optional
 import numpy as np
 from keras import ops
 
+from pipeline.probes.schedule import Schedule, ScheduleConfig
 from pipeline.probes.stateless import global_norm, to_python
 
 NAME = "landscape"
 
 
 @dataclass(frozen=True)
-class Config:
-    enabled: bool = False
+class Config(ScheduleConfig):
     every: int = 100
     # step sizes as multiples of optim.lr; None = the task's default (VGG {0.5,1,2,4},
     # DLN a log grid over [0.01, 30])
@@ -31,7 +32,7 @@ class Probe:
     name = NAME
 
     def __init__(self, probe_config, context):
-        self.every = probe_config.every
+        self.schedule = Schedule.of(probe_config, context.config.train.steps)
         multipliers = probe_config.multipliers or context.task.landscape_multipliers
         self.etas = [float(m) * context.config.optim.lr for m in multipliers]
         self.objective, self.batches = context.objective, context.batches
@@ -67,6 +68,7 @@ class Probe:
             "landscape/loss_min": losses.min(), "landscape/loss_max": losses.max(),
             "landscape/grad_change_min": changes.min(), "landscape/grad_change_max": changes.max(),
             "landscape/beta_max": betas.max(),
-            "landscape/etas": etas, "landscape/losses": losses,
-            "landscape/grad_changes": changes, "landscape/betas": betas,
+            "landscape/per_eta": [{"eta": eta, "loss_at_eta": value, "grad_change": change,
+                                   "beta": beta}
+                                  for eta, value, change, beta in zip(etas, losses, changes, betas)],
         })

@@ -85,9 +85,16 @@ def resolve_layers(requested, probe, task, model):
 
 
 def to_python(values):
-    """Tensors/arrays -> floats and lists of floats for JSON records."""
+    """Tensors/arrays -> floats and lists of floats for JSON records; lists of dicts
+    (entries of `per_layer`, `per_eta`) converted entry by entry."""
     out = {}
     for key, value in values.items():
+        if isinstance(value, list) and value and isinstance(value[0], dict):
+            out[key] = [to_python(entry) for entry in value]
+            continue
+        if isinstance(value, (int, np.integer)):  # an index (a layer's), kept whole
+            out[key] = int(value)
+            continue
         value = np.asarray(value)
         out[key] = float(value) if value.ndim == 0 else value.astype(float).tolist()
     return out
