@@ -1,31 +1,31 @@
 """The paper's claims as verdicts over runs (`python -m pipeline claims RUNS... [--json]`).
 
-One row per claim, in PROTOCOL.md's words: a statistic per run, its median over seeds
-per variant, the effect size (ratio of the medians, `variant / reference`), a 95 %
-bootstrap interval of that ratio over seeds, a verdict by a written rule, and the
-paper's value (PROTOCOL.md section 6). Where the runs a claim needs are missing, the
-row says which sweep would make them.
-
-Statistics that the first steps could decide are avoided: probe statistics are medians
-over the probe steps from `WINDOW_START` of the run on (at step 0 BN's loss band is
-~5 against the standard network's ~0.02, after that it is 10-100x narrower); the
-paper's own reading, the maximum over the plotted curve, is reported beside them.
-Landscape statistics compare the variants at matched progress: only probe records whose
-training loss lies in the range both variants pass through count, since a network that
-has already reached zero loss is trivially smooth.
+One row per claim (per probed layer, for ICS; per learning rate where a claim says so),
+measured as PROTOCOL.md section 8 says:
+- a run-level statistic (steps to an accuracy, a final value, a shift): its median over
+  seeds per variant, the ratio of the medians `variant / reference`, a 95 % bootstrap
+  interval of that ratio over seeds and a two-sided rank test (Mann-Whitney U, exact);
+- a probe statistic (ICS, landscape, curvature): compared at matched training loss
+  (pipeline.matched), with the coverage of each loss bin, and the paper's own reading
+  (the maximum over the curve, without step 0) beside it;
+- a statistic of one variant against a fixed value (beyond the paper: the edge of
+  stability), with a bootstrap interval of its median over seeds.
+A verdict follows from the interval by the claim's written rule; a row whose runs or
+records are missing says which command makes them.
 """
 
 import dataclasses
-from typing import Callable
+from typing import Callable, Optional
 
 import numpy as np
 import pandas as pd
 
-WINDOW_START = 0.1        # probe statistics: steps >= 10 % of the run
+from pipeline import matched
+from pipeline.analysis import MILESTONE_WINDOW, first_crossing, probe_frame
+
 BOOTSTRAP_RESAMPLES = 2000
 LEVEL = 0.95
-ABOUT_EQUAL = 1.5         # "about equal": the ratio lies within [1/1.5, 1.5]
-SMOOTHING = 5             # training-accuracy records averaged before a milestone is read
+ABOUT_EQUAL = 1.5          # "about equal": within [1/1.5, 1.5]
 
 RULES = {
     "smaller": "reproduced if the whole interval of the ratio lies below 1, not reproduced "
@@ -39,173 +39,228 @@ RULES = {
 }
 
 
-@dataclasses.dataclass(frozen=True)
-class Claim:
-    key: str
-    text: str                       # the claim in PROTOCOL.md's words
-    family: str                     # "vgg" or "dln"
-    variant: str                    # norm of the numerator
-    reference: str                  # norm of the denominator
-    lr: str                         # "low" (the smallest LR of the runs) or "high" (largest)
-    statistic: str                  # what is measured per run, with its window
-    measure: Callable               # run -> float (NaN when it cannot be measured)
-    expect: str                     # a key of RULES
-    paper: str                      # the paper's values, PROTOCOL.md section 6
-    paper_reading: Callable = None  # run -> float: the paper's way of reading the curve
-    # Landscape statistics: compare the variants only at probe steps where their training
-    # losses overlap (a network at zero loss is trivially smooth).
-    matched: bool = False
-
-
 def _frame(run, stream):
     return run["records"].get(stream, pd.DataFrame())
 
 
-def _window(frame, run):
-    if "step" not in frame:
-        return frame
-    return frame[frame["step"] >= WINDOW_START * run["config"]["train"]["steps"]]
+def _steps(run):
+    return run["config"]["train"]["steps"]
 
+
+# --- run-level statistics ------------------------------------------------------------
 
 def steps_to_accuracy(level):
-    """First step at which the smoothed mini-batch training accuracy reaches `level`
-    (the run's length if never: a censored, pessimistic value)."""
+    """First step at which the mini-batch training accuracy, averaged over a centred
+    window of MILESTONE_WINDOW steps, reaches `level` (the run's length if never: a
+    censored, pessimistic value). Centred, so neither step 0's chance accuracy nor the
+    logging cadence sets a floor."""
     def measure(run):
         train = _frame(run, "train")
         if "train/accuracy" not in train:
             return float("nan")
-        smooth = train["train/accuracy"].rolling(SMOOTHING, min_periods=1).mean()
-        reached = train["step"][smooth >= level]
-        return float(reached.iloc[0]) if len(reached) else float(run["config"]["train"]["steps"])
+        step = first_crossing(train["step"], train["train/accuracy"], level, MILESTONE_WINDOW)
+        return float(_steps(run)) if step is None else float(step)
     return measure
 
 
 def final_value(stream, key, tail=0.1):
-    """Median of `key` over the last `tail` of the run's records (NaN if it diverged)."""
+    """Median of `key` over the last `tail` of the run's records."""
     def measure(run):
         frame = _frame(run, stream)
         if key not in frame or frame.empty:
             return float("nan")
-        last = frame[frame["step"] >= (1 - tail) * run["config"]["train"]["steps"]]
-        values = last[key] if not last.empty else frame[key].iloc[-1:]
-        return float(np.median(values))
+        last = frame[frame["step"] >= (1 - tail) * _steps(run)]
+        return float(np.median(last[key] if not last.empty else frame[key].iloc[-1:]))
     return measure
 
 
-def probe_statistic(stream, column, reduce=np.median, window=True):
-    """`reduce` of a probe quantity over the probe steps of the window (or, with
-    `window=False`, of the whole curve: the paper's reading). `column` is a record key or
-    a function of the records frame giving the values. With `loss_range` (low, high),
-    only probe records whose own loss `landscape/loss` lies in it count."""
-    def measure(run, loss_range=None):
-        frame = _frame(run, stream)
-        frame = _window(frame, run) if window else frame
-        if loss_range is not None and "landscape/loss" in frame:
-            loss = frame["landscape/loss"]
-            frame = frame[(loss >= loss_range[0]) & (loss <= loss_range[1])]
+def activation_shift(run):
+    """Mean over layers, channels and probe steps of the absolute change of the
+    per-channel activation means between consecutive distribution records (Fig 8)."""
+    frame = probe_frame([{**run, "variant": ""}], "distributions")
+    if frame.empty or "distributions/channel_mean" not in frame:
+        return float("nan")
+    shifts = []
+    for _, rows in frame.groupby("distributions/layer"):
+        means = np.stack(rows.sort_values("step")["distributions/channel_mean"].to_numpy())
+        if len(means) > 1:
+            shifts.append(np.abs(np.diff(means, axis=0)).mean())
+    return float(np.mean(shifts)) if shifts else float("nan")
+
+
+def levels_passed(run, margin=0.98):
+    """DLN: how many of the best rank-k fit errors of the training data (meta.json
+    `loss_levels`, rank 0 first) the final training loss lies below: the number of A's
+    singular directions learned. Its loss falls in plateaus at these levels, so a median
+    of final losses compares plateaus, not speed."""
+    levels = run["meta"].get("loss_levels")
+    loss = final_value("train", "train/loss")(run)
+    if not levels or not np.isfinite(loss):
+        return float("nan")
+    return float(sum(loss < margin * level for level in levels))
+
+
+# --- probe statistics (compared at matched training loss) ----------------------------
+
+@dataclasses.dataclass(frozen=True)
+class ProbeMeasure:
+    """A probe quantity per record: `value(tidy frame) -> values`, with the record's own
+    training loss `loss`; `per_layer` makes one row per probed layer."""
+    stream: str
+    value: Callable
+    loss: str
+    per_layer: bool = False
+
+    def records(self, run, layer=None):
+        """Frame (seed, step, loss, value) of one run (of one layer)."""
+        frame = probe_frame([{**run, "variant": ""}], self.stream)
+        if layer is not None and not frame.empty:
+            frame = frame[frame[f"{self.stream}/layer"] == layer]
         try:
-            values = np.asarray(column(frame) if callable(column) else frame[column], float)
-        except KeyError:
-            return float("nan")
-        return float(reduce(values)) if len(values) else float("nan")
-    return measure
+            return pd.DataFrame({"seed": frame["seed"], "step": frame["step"],
+                                 "loss": frame[self.loss],
+                                 "value": np.asarray(self.value(frame), float)})
+        except KeyError:  # no such records in this run
+            return pd.DataFrame({c: pd.Series(dtype=float) for c in ("seed", "step", "loss", "value")})
+
+    def layers(self, run):
+        frame = probe_frame([{**run, "variant": ""}], self.stream)
+        column = f"{self.stream}/layer"
+        return sorted(frame[column].dropna().astype(int).unique()) if column in frame else []
+
+    def paper_reading(self, run, layer=None):
+        """The maximum over the curve after step 0 (the paper's figures start later)."""
+        values = self.records(run, layer)
+        values = values[values["step"] > 0]["value"]
+        return float(values.max()) if len(values) else float("nan")
 
 
 def loss_band(frame):
     return frame["landscape/loss_max"] - frame["landscape/loss_min"]
 
 
-def activation_shift(run):
-    """Mean over layers, channels and probe steps of the absolute change of the
-    per-channel activation means between consecutive distribution records (Fig 8)."""
-    frame = _frame(run, "distributions")
-    columns = [c for c in frame if c.endswith("_channel_mean")]
-    if not columns or len(frame) < 2:
+ICS_L2 = ProbeMeasure("ics", lambda f: f["ics/l2"], "ics/loss", per_layer=True)
+ICS_COSINE = ProbeMeasure("ics", lambda f: 1.0 - f["ics/cosine"], "ics/loss", per_layer=True)
+LANDSCAPE_LOSS = "landscape/loss"
+
+
+def edge_of_stability(run):
+    """Largest |top Hessian eigenvalue| after step 0, in units of 2/LR (1 = the edge of
+    stability of gradient descent, Cohen et al. 2021)."""
+    frame = _frame(run, "curvature")
+    frame = frame[frame["step"] > 0] if "step" in frame else frame
+    if "curvature/top_eigenvalue" not in frame or frame.empty:
         return float("nan")
-    shifts = []
-    for column in columns:
-        means = np.stack(frame[column].to_numpy())
-        shifts.append(np.abs(np.diff(means, axis=0)).mean())
-    return float(np.mean(shifts))
+    return float(np.abs(frame["curvature/top_eigenvalue"]).max() * run["config"]["optim"]["lr"] / 2)
 
 
-def _ics_layer(run, suffix):
-    frame = _frame(run, "ics")
-    columns = sorted(c for c in frame if c.startswith("ics/layer") and c.endswith(suffix))
-    return columns[-1] if columns else None  # the deepest probed layer
+def beta_over_curvature(run):
+    """Median over the steps probed by both (after step 0) of the effective beta divided
+    by |top Hessian eigenvalue|: 1 if the paper's statistic measures curvature."""
+    landscape, curvature = _frame(run, "landscape"), _frame(run, "curvature")
+    if "landscape/beta_max" not in landscape or "curvature/top_eigenvalue" not in curvature:
+        return float("nan")
+    both = landscape.merge(curvature, on="step")
+    both = both[both["step"] > 0]
+    ratio = both["landscape/beta_max"] / np.abs(both["curvature/top_eigenvalue"])
+    return float(np.median(ratio)) if len(ratio) else float("nan")
 
 
-def ics_measure(suffix):
-    def measure(run):
-        column = _ics_layer(run, suffix)
-        return probe_statistic("ics", column)(run) if column else float("nan")
-    return measure
+@dataclasses.dataclass(frozen=True)
+class Claim:
+    key: str
+    text: str                    # the claim in PROTOCOL.md's words
+    family: str                  # "vgg" or "dln"
+    variant: str                 # norm of the numerator (or the one variant measured)
+    reference: Optional[str]     # norm of the denominator; None: compared with 1
+    lr: str                      # "low" / "high" (smallest / largest LR of the runs) or "each"
+    statistic: str               # what is measured per run
+    measure: object              # run -> float, or a ProbeMeasure
+    expect: str                  # a key of RULES
+    paper: str                   # the paper's values, PROTOCOL.md section 6
 
 
+MILESTONE = "steps to 90 % mini-batch training accuracy (centred 9-step average)"
 CLAIMS = [
-    Claim("bn_trains_faster", "BN trains faster", "vgg", "batch", "none", "low",
-          "steps to 90 % mini-batch training accuracy (smoothed over 5 records)",
+    Claim("bn_trains_faster", "BN trains faster", "vgg", "batch", "none", "low", MILESTONE,
           steps_to_accuracy(0.9), "smaller", "BN 1.6k vs standard 3.3k steps"),
     Claim("large_lr", "at the large LR the standard network fails while BN trains", "vgg",
           "batch", "none", "high", "final mini-batch training accuracy (median, last 10 %)",
           final_value("train", "train/accuracy"), "larger",
           "test accuracy BN 80.1 % vs standard 10 % (LR 0.5)"),
     Claim("noisy_bn_trains_like_bn", "noisy BN trains about as fast as BN", "vgg",
-          "noisy_batch", "batch", "low", "steps to 90 % mini-batch training accuracy",
-          steps_to_accuracy(0.9), "about equal", "noisy BN 2.4k vs BN 1.6k steps"),
+          "noisy_batch", "batch", "low", MILESTONE, steps_to_accuracy(0.9), "about equal",
+          "noisy BN 2.4k vs BN 1.6k steps"),
     Claim("noisy_bn_shifts_more", "... although its activations shift more", "vgg",
           "noisy_batch", "batch", "low",
           "mean change of per-channel activation means between probe steps (Fig 8)",
           activation_shift, "larger", "larger shift for noisy BN (Fig 2, 7)"),
     Claim("ics_l2_not_smaller", "ICS (l2) is not smaller with BN", "vgg", "batch", "none",
-          "low", "||G - G'|| of the deepest probed layer, median over the window",
-          ics_measure("_l2"), "not smaller", "as large or larger with BN (Fig 3)"),
+          "low", "||G - G'||", ICS_L2, "not smaller", "as large or larger with BN (Fig 3)"),
     Claim("ics_cosine_not_larger", "ICS (cosine) is not smaller with BN: cos(G, G') not "
-          "closer to 1", "vgg", "batch", "none", "low",
-          "1 - cos(G, G') of the deepest probed layer, median over the window",
-          lambda run: 1.0 - ics_measure("_cosine")(run), "not smaller",
-          "cosine as low or lower with BN (Fig 3)"),
+          "closer to 1", "vgg", "batch", "none", "low", "1 - cos(G, G')", ICS_COSINE,
+          "not smaller", "cosine as low or lower with BN (Fig 3)"),
     Claim("loss_band_narrower", "the loss band is narrower with BN", "vgg", "batch", "none",
-          "low", "loss_max - loss_min along the gradient, median over the window",
-          probe_statistic("landscape", loss_band), "smaller", "max ~9.7 vs <= 2.7",
-          paper_reading=probe_statistic("landscape", loss_band, np.max, window=False),
-          matched=True),
+          "low", "loss_max - loss_min along the gradient",
+          ProbeMeasure("landscape", loss_band, LANDSCAPE_LOSS), "smaller", "max ~9.7 vs <= 2.7"),
     Claim("gradient_change_smaller", "gradient change is smaller with BN", "vgg", "batch",
-          "none", "low", "max over step sizes of ||grad(theta - eta g) - g||, median over "
-          "the window", probe_statistic("landscape", "landscape/grad_change_max"), "smaller",
-          "max ~255 vs ~38",
-          paper_reading=probe_statistic("landscape", "landscape/grad_change_max", np.max, False),
-          matched=True),
+          "none", "low", "max over step sizes of ||grad(theta - eta g) - g||",
+          ProbeMeasure("landscape", lambda f: f["landscape/grad_change_max"], LANDSCAPE_LOSS),
+          "smaller", "max ~255 vs ~38"),
     Claim("beta_smaller", "the effective beta is smaller with BN", "vgg", "batch", "none", "low",
-          "effective beta-smoothness, median over the window",
-          probe_statistic("landscape", "landscape/beta_max"), "smaller", "max ~46 vs ~20",
-          paper_reading=probe_statistic("landscape", "landscape/beta_max", np.max, False),
-          matched=True),
+          "effective beta-smoothness",
+          ProbeMeasure("landscape", lambda f: f["landscape/beta_max"], LANDSCAPE_LOSS),
+          "smaller", "max ~46 vs ~20"),
     *[Claim(f"{p}_trains_like_bn", f"{p} normalization trains like BN", "vgg", p, "batch",
-            "low", "steps to 90 % mini-batch training accuracy", steps_to_accuracy(0.9),
-            "about equal", "l1, l2, linf ~ BN") for p in ("l1", "l2", "linf")],
-    *[Claim(f"dln_{p}_lower_loss", f"on the DLN, {name} reaches lower loss than standard",
-            "dln", p, "none", "low", "final training loss (median, last 10 %)",
-            final_value("train", "train/loss"), "smaller", paper)
-      for p, name, paper in (("batch", "BN", "4.75e2 vs 1.65e3 (LR 1e-6)"),
-                             ("l1", "l1", "96 vs 1.65e3 (LR 1e-6)"))],
+            "low", MILESTONE, steps_to_accuracy(0.9), "about equal", "l1, l2, linf ~ BN")
+      for p in ("l1", "l2", "linf")],
+    *[Claim(f"dln_{p}_more_levels", f"on the DLN, {name} gets further down the loss plateaus "
+            "than standard", "dln", p, "none", "high",
+            "rank-k fit levels passed by the end (plateau-aware)", levels_passed, "larger", paper)
+      for p, name, paper in (("batch", "BN", "final loss 4.75e2 vs 1.65e3 (LR 1e-6)"),
+                             ("l1", "l1", "final loss 96 vs 1.65e3 (LR 1e-6)"))],
+    Claim("dln_ics_cosine", "on the DLN, BN makes G and G' far less aligned (cosine not "
+          "closer to 1)", "dln", "batch", "none", "each", "1 - cos(G, G')", ICS_COSINE,
+          "not smaller", "standard cos ~ 1, BN far from 1 (Fig 3, layers #9, #17)"),
     Claim("curvature_smaller", "ours: the top Hessian eigenvalue is smaller with BN", "vgg",
-          "batch", "none", "low", "|top Hessian eigenvalue|, median over the window",
-          probe_statistic("curvature", lambda f: np.abs(f["curvature/top_eigenvalue"])), "smaller",
-          "not measured by the paper"),
+          "batch", "none", "low", "|top Hessian eigenvalue|",
+          ProbeMeasure("curvature", lambda f: np.abs(f["curvature/top_eigenvalue"]),
+                       "curvature/loss"), "smaller", "not measured by the paper"),
+    *[Claim(f"edge_of_stability_{p}", f"ours: {name} trains at the edge of stability (top "
+            "eigenvalue reaches 2/LR)", "vgg", p, None, "low",
+            "max |top Hessian eigenvalue| after step 0, in units of 2/LR", edge_of_stability,
+            "about equal", "not measured by the paper (Cohen et al. 2021: ~1 for full-batch GD)")
+      for p, name in (("none", "the standard network"), ("batch", "BN"))],
+    *[Claim(f"beta_is_curvature_{p}", f"ours: {name}'s effective beta measures the curvature "
+            "(beta ~ |top eigenvalue|)", "vgg", p, None, "low",
+            "effective beta / |top Hessian eigenvalue| at the same steps", beta_over_curvature,
+            "about equal", "BN's beta sits at 1/(smallest step) = 20 (PROTOCOL.md section 4)")
+      for p, name in (("none", "the standard network"), ("batch", "BN"))],
 ]
 
 
 def bootstrap_ratio(variant, reference, rng, resamples=BOOTSTRAP_RESAMPLES, level=LEVEL):
     """Percentile interval of median(variant) / median(reference), seeds resampled with
-    replacement within each group."""
-    variant, reference = np.asarray(variant, float), np.asarray(reference, float)
+    replacement within each group (`reference` None: of median(variant) alone)."""
+    variant = np.asarray(variant, float)
     a = np.median(rng.choice(variant, (resamples, len(variant))), axis=1)
-    b = np.median(rng.choice(reference, (resamples, len(reference))), axis=1)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        ratios = a / b
+    if reference is None:
+        ratios = a
+    else:
+        reference = np.asarray(reference, float)
+        b = np.median(rng.choice(reference, (resamples, len(reference))), axis=1)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            ratios = a / b
     tail = (1 - level) / 2 * 100
-    return tuple(np.nanpercentile(ratios, [tail, 100 - tail]))
+    return tuple(float(v) for v in np.nanpercentile(ratios, [tail, 100 - tail]))
+
+
+def rank_test(a, b):
+    """Two-sided Mann-Whitney U p-value (exact for small samples), or None."""
+    from scipy.stats import mannwhitneyu
+    if len(a) < 2 or len(b) < 2:
+        return None
+    return float(mannwhitneyu(a, b, alternative="two-sided", method="exact").pvalue)
 
 
 def verdict(expect, interval):
@@ -223,108 +278,137 @@ def verdict(expect, interval):
 
 
 def _groups(runs):
-    """{(family, norm, lr): [run, ...]} and the low/high LR of each family."""
+    """{(family, norm, lr): [run, ...]} and the sorted LRs of each family."""
     groups, lrs = {}, {}
     for run in runs:
         config = run["config"]
         key = (config["model"]["family"], config["model"]["norm"], config["optim"]["lr"])
         groups.setdefault(key, []).append(run)
         lrs.setdefault(config["model"]["family"], set()).add(config["optim"]["lr"])
-    return groups, {family: (min(v), max(v)) for family, v in lrs.items()}
+    return groups, {family: sorted(v) for family, v in lrs.items()}
 
 
-def sweep_command(claim):
-    """The demo-scale sweep that makes the runs `claim` needs (names as `make demo`'s)."""
-    if claim.family == "dln":
-        return ("python -m pipeline sweep configs/demo_dln.yaml --sweep-dir runs/demo/dln "
-                f"--seeds 3 --grid model.norm={claim.reference},{claim.variant}")
-    lrs = "0.1,0.5" if claim.lr == "high" else "0.1"
-    return (f"python -m pipeline sweep configs/demo.yaml --sweep-dir runs/demo --seeds 3 "
-            f"--grid optim.lr={lrs} --grid model.norm={claim.reference},{claim.variant}")
+def _claim_lrs(claim, lrs):
+    """The LRs a claim is read at; [] if the runs do not have them."""
+    family_lrs = lrs.get(claim.family, [])
+    if not family_lrs or (claim.lr == "high" and len(family_lrs) < 2 and claim.family == "vgg"):
+        return []
+    return {"low": family_lrs[:1], "high": family_lrs[-1:], "each": family_lrs}[claim.lr]
 
 
-def matched_loss_range(runs_by_norm):
-    """The training-loss range both variants pass through in the window: the overlap
-    of [min, max] of the probe records' own loss (landscape/loss), or None."""
-    ranges = []
-    for runs in runs_by_norm.values():
-        losses = [_window(_frame(r, "landscape"), r).get("landscape/loss", pd.Series(dtype=float))
-                  for r in runs]
-        losses = pd.concat(losses).dropna() if losses else pd.Series(dtype=float)
-        if losses.empty:
-            return None
-        ranges.append((losses.min(), losses.max()))
-    low, high = max(r[0] for r in ranges), min(r[1] for r in ranges)
-    return (float(low), float(high)) if low <= high else None
+def _run_level_row(claim, chosen, rng):
+    values = {norm: np.array([claim.measure(r) for r in runs]) for norm, runs in chosen.items()}
+    values = {norm: v[np.isfinite(v)] for norm, v in values.items()}
+    if not all(len(v) for v in values.values()):
+        return {"verdict": "missing records", "command": "make demo (the runs with the probes "
+                "this statistic needs)"}
+    a = values[claim.variant]
+    row = {"seeds": len(a), "variant_median": float(np.median(a))}
+    if claim.reference is not None:
+        b = values[claim.reference]
+        row.update(seeds=min(len(a), len(b)), reference_median=float(np.median(b)),
+                   p_value=rank_test(a, b))
+        row["ratio"] = row["variant_median"] / row["reference_median"] if row[
+            "reference_median"] else float("inf")
+    else:
+        row["ratio"] = row["variant_median"]
+    if row["seeds"] < 2:
+        return {**row, "interval": None, "verdict": "inconclusive", "note": "one seed: no interval"}
+    interval = bootstrap_ratio(a, None if claim.reference is None else values[claim.reference], rng)
+    return {**row, "interval": list(interval), "verdict": verdict(claim.expect, interval)}
+
+
+def _probe_row(claim, chosen, rng, layer=None):
+    measure = claim.measure
+    frames = {norm: pd.concat([measure.records(r, layer) for r in runs], ignore_index=True)
+              for norm, runs in chosen.items()}
+    if any(frame.empty for frame in frames.values()):
+        return {"verdict": "missing records", "command": "make demo (the runs with the "
+                f"{measure.stream} probe on)"}
+    compared = matched.compare(frames[claim.variant], frames[claim.reference], rng,
+                               BOOTSTRAP_RESAMPLES, LEVEL)
+    row = {"seeds": min(frame["seed"].nunique() for frame in frames.values()),
+           "coverage": {f"{matched.bin_range(b)[0]:.3g}-{matched.bin_range(b)[1]:.3g}": dict(counts)
+                        for b, counts in compared["coverage"].rename(
+                            columns={"variant": claim.variant, "reference": claim.reference}
+                        ).iterrows()},
+           "matched_bins": [{"loss_range": list(b["loss_range"]), "ratio": b["ratio"]}
+                            for b in compared["bins"]],
+           "paper_reading": {norm: float(np.nanmedian([measure.paper_reading(r, layer)
+                                                        for r in runs]))
+                             for norm, runs in chosen.items()}}
+    if "reason" in compared:
+        return {**row, "verdict": "inconclusive", "note": compared["reason"]}
+    return {**row, "ratio": compared["ratio"], "interval": list(compared["interval"]),
+            "verdict": verdict(claim.expect, compared["interval"])}
 
 
 def evaluate_claim(claim, groups, lrs, rng):
-    """The table row of `claim`."""
-    row = {"claim": claim.text, "key": claim.key, "statistic": claim.statistic,
-           "variant": claim.variant, "reference": claim.reference, "paper": claim.paper,
-           "rule": RULES[claim.expect]}
-    family_lrs = lrs.get(claim.family)
-    needs_two_lrs = claim.lr == "high" and family_lrs and family_lrs[0] == family_lrs[1]
-    lr = None if not family_lrs or needs_two_lrs else family_lrs[0 if claim.lr == "low" else 1]
-    chosen = {norm: groups.get((claim.family, norm, lr), []) for norm in (claim.variant, claim.reference)}
-    if lr is None or not all(chosen.values()):
-        return {**row, "verdict": "missing runs", "command": sweep_command(claim)}
-    def measured(**options):
-        values = {norm: np.array([claim.measure(r, **options) for r in runs])
-                  for norm, runs in chosen.items()}
-        return {norm: v[np.isfinite(v)] for norm, v in values.items()}
-    values = None
-    if claim.matched:
-        row["matched_loss_range"] = matched_loss_range(chosen)
-        if row["matched_loss_range"] is not None:
-            values = measured(loss_range=row["matched_loss_range"])
-            if not all(len(v) for v in values.values()):  # no record of a variant in range
-                row["matched_loss_range"], values = None, None
-    values = values or measured()
-    if not all(len(v) for v in values.values()):
-        return {**row, "lr": lr, "verdict": "missing records",
-                "command": sweep_command(claim) + " (with the probes the statistic needs)"}
-    a, b = values[claim.variant], values[claim.reference]
-    row.update(lr=lr, seeds=min(len(a), len(b)), variant_median=float(np.median(a)),
-               reference_median=float(np.median(b)))
-    row["ratio"] = row["variant_median"] / row["reference_median"] if row["reference_median"] else float("inf")
-    if claim.paper_reading:
-        row["paper_reading"] = {norm: float(np.median([claim.paper_reading(r) for r in runs]))
-                                for norm, runs in chosen.items()}
-    if row["seeds"] < 2:
-        return {**row, "interval": None, "verdict": "inconclusive",
-                "note": "one seed: no interval"}
-    interval = bootstrap_ratio(a, b, rng)
-    return {**row, "interval": [float(interval[0]), float(interval[1])],
-            "verdict": verdict(claim.expect, interval)}
+    """The table rows of `claim` (one per LR it is read at, and per probed layer)."""
+    base = {"claim": claim.text, "key": claim.key, "statistic": claim.statistic,
+            "variant": claim.variant, "reference": claim.reference, "paper": claim.paper,
+            "rule": RULES[claim.expect]}
+    norms = [n for n in (claim.variant, claim.reference) if n is not None]
+    rows = []
+    for lr in _claim_lrs(claim, lrs) or [None]:
+        chosen = {norm: groups.get((claim.family, norm, lr), []) for norm in norms}
+        if lr is None or not all(chosen.values()):
+            rows.append({**base, "verdict": "missing runs", "command": "make demo"})
+            continue
+        if not isinstance(claim.measure, ProbeMeasure):
+            rows.append({**base, "lr": lr, **_run_level_row(claim, chosen, rng)})
+            continue
+        layers = ([layer for layer in claim.measure.layers(chosen[claim.variant][0])]
+                  if claim.measure.per_layer else [None])
+        for layer in layers or [None]:
+            label = {} if layer is None else {"layer": int(layer),
+                                              "claim": f"{claim.text}, layer #{int(layer)}"}
+            rows.append({**base, "lr": lr, **label, **_probe_row(claim, chosen, rng, layer)})
+    return rows
 
 
 def claims_table(runs, claims=CLAIMS, seed=0):
-    """One row (a dict) per claim, from runs as `pipeline.analysis.load_runs` gives them."""
+    """The table rows (dicts), from runs as `pipeline.analysis.load_runs` gives them."""
     groups, lrs = _groups(runs)
     rng = np.random.default_rng(seed)
-    return [evaluate_claim(claim, groups, lrs, rng) for claim in claims]
+    return [row for claim in claims for row in evaluate_claim(claim, groups, lrs, rng)]
+
+
+def _format_interval(row):
+    if row.get("interval"):
+        return f"[{row['interval'][0]:.3g}, {row['interval'][1]:.3g}]"
+    return row.get("note", "")
 
 
 def format_claims(rows):
-    """The table as text, one block per claim."""
+    """The table as text, one block per row."""
     lines = []
     for row in rows:
-        lines.append(f"{row['verdict'].upper():15s} {row['claim']}")
-        if "ratio" in row:
-            interval = (f"[{row['interval'][0]:.3g}, {row['interval'][1]:.3g}]"
-                        if row.get("interval") else row.get("note", ""))
-            lines.append(f"    {row['statistic']}, LR {row['lr']:g}, {row['seeds']} seed(s): "
-                         f"{row['variant']} {row['variant_median']:.4g} vs {row['reference']} "
-                         f"{row['reference_median']:.4g}, ratio {row['ratio']:.3g} {interval}")
-        if row.get("matched_loss_range"):
-            low, high = row["matched_loss_range"]
-            lines.append(f"    at matched progress: probe steps with training loss in [{low:.3g}, {high:.3g}]")
-        elif "matched_loss_range" in row:
-            lines.append("    the training losses never overlap in the window: unmatched")
-        if "paper_reading" in row:
+        verdict_text = row["verdict"].upper() + (": " + row["note"] if "note" in row and
+                                                 row["verdict"] == "inconclusive" else "")
+        lines.append(f"{row['claim']}\n  -> {verdict_text}")
+        where = f"LR {row['lr']:g}, {row.get('seeds', 0)} seed(s) per variant" if "lr" in row else ""
+        if "coverage" in row:
+            ratio = (f": ratio {row['ratio']:.3g} {_format_interval(row)}" if "ratio" in row else "")
+            lines.append(f"    {row['statistic']} at matched training loss, {where}{ratio}")
+            bins = ", ".join(f"{b['loss_range'][0]:.2g}-{b['loss_range'][1]:.2g}: {b['ratio']:.3g}"
+                             for b in row["matched_bins"])
+            lines.append(f"    per loss bin (variant / reference): {bins or 'no bin matched'}")
+            cover = "; ".join(f"{k} {' | '.join(f'{n} {c}' for n, c in v.items())}"
+                              for k, v in row["coverage"].items())
+            lines.append(f"    coverage (seeds/records per loss bin): {cover}")
             reading = ", ".join(f"{k} {v:.4g}" for k, v in row["paper_reading"].items())
-            lines.append(f"    paper's reading (max over the curve): {reading}")
+            lines.append(f"    paper's reading (max over the curve, after step 0): {reading}")
+        elif "ratio" in row:
+            if row["reference"] is None:
+                lines.append(f"    {row['statistic']}, {where}: {row['variant']} median "
+                             f"{row['variant_median']:.4g} {_format_interval(row)}")
+            else:
+                p = f", rank test p = {row['p_value']:.3g}" if row.get("p_value") is not None else ""
+                lines.append(f"    {row['statistic']}, {where}: {row['variant']} "
+                             f"{row['variant_median']:.4g} vs {row['reference']} "
+                             f"{row['reference_median']:.4g}, ratio {row['ratio']:.3g} "
+                             f"{_format_interval(row)}{p}")
         lines.append(f"    paper: {row['paper']}")
         if "command" in row:
             lines.append(f"    to measure: {row['command']}")

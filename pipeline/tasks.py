@@ -40,6 +40,9 @@ class Classification:
     def train_metrics(self, loss, correct, global_batch):
         return {"train/loss": loss, "train/accuracy": correct / global_batch}
 
+    def reference_levels(self, arrays):
+        return None  # no plateau structure to record
+
 
 class Regression:
     family = "dln"
@@ -62,6 +65,15 @@ class Regression:
 
     def train_metrics(self, loss, correct, global_batch):
         return {"train/loss": loss}
+
+    def reference_levels(self, arrays):
+        """The best rank-k fit errors of the training data, k = 0 .. dim - 1, in the
+        loss's units (summed): a linear network learns A's singular directions one at a
+        time, so its loss descends in plateaus at these levels. With targets A x exactly,
+        rank-k error = the sum of the dim - k smallest eigenvalues of Y^T Y."""
+        y = np.asarray(arrays.y_train, np.float64)
+        eigenvalues = np.sort(np.linalg.eigvalsh(y.T @ y))  # ascending
+        return [float(eigenvalues[:len(eigenvalues) - k].sum()) for k in range(len(eigenvalues))]
 
 
 TASKS = {task.family: task for task in (Classification(), Regression())}
