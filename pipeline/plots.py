@@ -69,8 +69,10 @@ def plot_loss(train, title, logy=False):
 
 def plot_activation_violins(distributions, layer, max_steps=6):
     """Violins of the sampled raw activations of layer #`layer` at up to `max_steps`
-    evenly spaced probe steps, one row per variant (Fig 1c, 2b, 6)."""
-    column = f"distributions/layer{layer}_sample"
+    evenly spaced probe steps, one row per variant (Fig 1c, 2b, 6). `distributions`:
+    `analysis.probe_frame(runs, "distributions")`."""
+    column = "distributions/sample"
+    distributions = distributions[distributions["distributions/layer"] == layer]
     variants = sorted(distributions["variant"].unique())
     steps = np.unique(distributions["step"])
     chosen = steps[np.linspace(0, len(steps) - 1, min(max_steps, len(steps))).round().astype(int)]
@@ -88,23 +90,51 @@ def plot_activation_violins(distributions, layer, max_steps=6):
     return fig
 
 
-def plot_ics(ics, layers):
-    """||G - G'|| and cos(G, G') over training for each layer (Fig 3)."""
-    fig, axes = plt.subplots(2, len(layers), figsize=(5.5 * len(layers), 7), squeeze=False,
+def plot_ics(ics):
+    """||G - G'|| (log axis) and cos(G, G') over training: one row of panels per probed
+    layer and metric, one column per learning rate (Fig 3); diverged runs left out.
+    `ics`: `analysis.probe_frame(runs, "ics")`."""
+    ics = ics[ics["status"] != "diverged"]
+    layers = sorted(ics["ics/layer"].astype(int).unique())
+    by_lr, palette = per_learning_rate(ics)
+    metrics = [("ics/l2", "||G - G'||", True), ("ics/cosine", "cos(G, G')", False)]
+    fig, axes = plt.subplots(2 * len(layers), len(by_lr), squeeze=False, constrained_layout=True,
+                             figsize=(5.5 * len(by_lr), 3.2 * 2 * len(layers)))
+    for column, (lr, frame) in enumerate(by_lr):
+        names = {k: v for k, v in palette.items() if k in set(frame["name"])}
+        for index, layer in enumerate(layers):
+            rows = frame[frame["ics/layer"] == layer]
+            for offset, (y, label, logy) in enumerate(metrics):
+                _lines(axes[2 * index + offset, column], rows, y,
+                       f"LR {lr:g}, layer #{layer}: {label}", label, logy, hue="name",
+                       palette=names)
+    return fig
+
+
+def plot_versus_loss(frame, y, loss, title, ylabel, logy=True):
+    """A probe statistic against the training loss of its own step (log x, decreasing:
+    training goes left to right), one point per record, one colour per variant, one
+    panel per learning rate: the comparison the claims make at matched progress, drawn."""
+    frame = frame[(frame["status"] != "diverged") & (frame["step"] > 0)]
+    by_lr, palette = per_learning_rate(frame)
+    fig, axes = plt.subplots(1, len(by_lr), figsize=(5.5 * len(by_lr), 4), squeeze=False,
                              constrained_layout=True)
-    frame = with_seed_counts(ics)
-    for column, layer in enumerate(layers):
-        _lines(axes[0, column], frame, f"ics/layer{layer}_l2", f"layer #{layer}: l2 difference",
-               "||G - G'||")
-        _lines(axes[1, column], frame, f"ics/layer{layer}_cosine",
-               f"layer #{layer}: cosine angle", "cos(G, G')")
+    for ax, (lr, rows) in zip(axes[0], by_lr):
+        names = sorted(set(rows["name"]))
+        sns.scatterplot(data=rows, x=loss, y=y, hue="name", hue_order=names, s=14, alpha=0.7,
+                        palette={n: palette[n] for n in names}, ax=ax, linewidth=0)
+        ax.set(xscale="log", title=f"LR {lr:g}: {title}", xlabel="training loss at the probe step",
+               ylabel=ylabel)
+        ax.invert_xaxis()
+        if logy:
+            ax.set_yscale("log")
     return fig
 
 
 def plot_landscape(landscape, logy=False):
     """Loss variation, gradient predictiveness (bands over the step grid) and effective
     beta-smoothness over training, one row of panels per learning rate (Fig 4, 9, 10,
-    12, 13)."""
+    12, 13). `landscape`: `analysis.probe_frame(runs, "landscape", expand=False)`."""
     by_lr, palette = per_learning_rate(landscape)
     fig, axes = plt.subplots(len(by_lr), 3, figsize=(16, 4 * len(by_lr)), squeeze=False,
                              constrained_layout=True)
@@ -113,11 +143,14 @@ def plot_landscape(landscape, logy=False):
     for row, (lr, frame) in zip(axes, by_lr):
         for ax, (prefix, title, ylabel) in zip(row, panels):
             for name, rows in frame.groupby("name", sort=True):
-                per_step = rows.groupby("step").agg(low=(f"{prefix}_min", "min"),
-                                                    high=(f"{prefix}_max", "max"))
+                # The band of one run is over the step sizes (the paper's view); seeds
+                # are summarized by the median of each edge, not an envelope over seeds.
+                per_step = rows.groupby("step").agg(low=(f"{prefix}_min", "median"),
+                                                    high=(f"{prefix}_max", "median"))
                 ax.fill_between(per_step.index, per_step["low"], per_step["high"], alpha=0.4,
                                 color=palette[name], label=name)
-            ax.set(title=f"LR {lr:g}: {title} (band over step sizes)", xlabel="training step",
+            ax.set(title=f"LR {lr:g}: {title} (band over step sizes, median over seeds)",
+                   xlabel="training step",
                    ylabel=ylabel)
             if logy:
                 ax.set_yscale("log")
@@ -131,13 +164,15 @@ def plot_landscape(landscape, logy=False):
 def plot_distribution_shift(distributions, layer):
     """Change of the per-channel mean and variance of layer #`layer`'s activations
     between consecutive probe steps (mean absolute change over channels), per variant:
-    how far the distribution the next layer sees moves (Fig 8)."""
+    how far the distribution the next layer sees moves (Fig 8). `distributions`:
+    `analysis.probe_frame(runs, "distributions")`."""
     import pandas as pd
     rows = []
+    distributions = distributions[distributions["distributions/layer"] == layer]
     for (variant, seed), frame in distributions.groupby(["variant", "seed"]):
         frame = frame.sort_values("step")
         for statistic in ("mean", "var"):
-            values = np.stack(frame[f"distributions/layer{layer}_channel_{statistic}"].to_numpy())
+            values = np.stack(frame[f"distributions/channel_{statistic}"].to_numpy())
             change = np.abs(np.diff(values, axis=0)).mean(axis=1)
             rows += [{"variant": variant, "seed": seed, "step": step, "statistic": statistic,
                       "change": value} for step, value in zip(frame["step"].to_numpy()[1:], change)]
@@ -154,22 +189,29 @@ def plot_distribution_shift(distributions, layer):
     return fig
 
 
-def plot_gradient_change_vs_step_size(landscape):
+def plot_gradient_change_vs_step_size(landscape, columns=3):
     """||grad L(theta - eta g) - g|| against eta, one line per probe step coloured by
-    training step, one panel per variant (Fig 11). First seed of each variant."""
+    training step, one panel per variant, `columns` panels a row (Fig 11). First seed of
+    each variant. `landscape`: `analysis.probe_frame(runs, "landscape")` (one row per
+    eta)."""
     variants = sorted(landscape["variant"].unique())
-    fig, axes = plt.subplots(1, len(variants), figsize=(5 * len(variants), 4), squeeze=False,
+    rows_of_panels = -(-len(variants) // columns)
+    fig, axes = plt.subplots(rows_of_panels, min(columns, len(variants)), squeeze=False,
+                             figsize=(4.5 * min(columns, len(variants)), 3.8 * rows_of_panels),
                              sharey=True, constrained_layout=True)
     norm = matplotlib.colors.Normalize(landscape["step"].min(), landscape["step"].max())
-    for ax, variant in zip(axes[0], variants):
+    for ax, variant in zip(axes.flat, variants):
         rows = landscape[landscape["variant"] == variant]
         rows = rows[rows["seed"] == rows["seed"].min()]
-        for _, record in rows.iterrows():
-            ax.plot(record["landscape/etas"], record["landscape/grad_changes"],
-                    color=plt.cm.viridis(norm(record["step"])), marker="o", markersize=3)
+        for step, curve in rows.groupby("step"):
+            curve = curve.sort_values("landscape/eta")
+            ax.plot(curve["landscape/eta"], curve["landscape/grad_change"],
+                    color=plt.cm.viridis(norm(step)), marker="o", markersize=3)
         ax.set(title=variant, xlabel="step size eta", ylabel="gradient change",
                xscale="log", yscale="log")
-    fig.colorbar(plt.cm.ScalarMappable(norm=norm, cmap="viridis"), ax=axes[0, -1],
+    for ax in list(axes.flat)[len(variants):]:
+        ax.set_visible(False)
+    fig.colorbar(plt.cm.ScalarMappable(norm=norm, cmap="viridis"), ax=axes[:, -1].tolist(),
                  label="training step")
     return fig
 

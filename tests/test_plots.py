@@ -31,16 +31,18 @@ def write_fake_run(path, norm, lr, seed, steps=(0, 10, 20, 30), diverged=False):
         lines["eval"].append({"step": step + 10, "test/accuracy": accuracy, "test/loss": 2 - accuracy})
         etas = [0.05, 0.1, 0.2, 0.4]
         lines["landscape"].append({
-            "step": step, "landscape/loss_min": 1 - offset, "landscape/loss_max": 2 + step / 10,
-            "landscape/grad_change_min": 0.1, "landscape/grad_change_max": 1 + seed,
-            "landscape/beta_max": 10 + seed, "landscape/etas": etas,
-            "landscape/grad_changes": [e * (1 + step) for e in etas]})
-        lines["ics"].append({"step": step, "ics/layer5_l2": 1 + offset, "ics/layer5_cosine": 0.5})
-        lines["distributions"].append({
-            "step": step, "distributions/layer3_sample": rng.normal(size=50).tolist(),
+            "step": step, "landscape/loss": 2 - accuracy, "landscape/loss_min": 1 - offset,
+            "landscape/loss_max": 2 + step / 10, "landscape/grad_change_min": 0.1,
+            "landscape/grad_change_max": 1 + seed, "landscape/beta_max": 10 + seed,
+            "landscape/per_eta": [{"eta": e, "grad_change": e * (1 + step)} for e in etas]})
+        lines["ics"].append({"step": step, "ics/loss": 2 - accuracy, "ics/per_layer": [
+            {"layer": 5, "l2": 1 + offset, "cosine": 0.5},
+            {"layer": 10, "l2": 2 + offset, "cosine": 0.25}]})
+        lines["distributions"].append({"step": step, "distributions/per_layer": [{
+            "layer": 3, "sample": rng.normal(size=50).tolist(),
             # Channel means move by (1 + offset) per probe step, variances by 0.5.
-            "distributions/layer3_channel_mean": [(1 + offset) * step / 10] * 4,
-            "distributions/layer3_channel_var": [1 + 0.5 * step / 10, 1.0, 1.0, 1.0]})
+            "channel_mean": [(1 + offset) * step / 10] * 4,
+            "channel_var": [1 + 0.5 * step / 10, 1.0, 1.0, 1.0]}]})
     for stream, rows in lines.items():
         (records / f"{stream}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
 
@@ -67,7 +69,7 @@ def test_frames_label_variants_and_summaries(runs, tmp_path):
 def test_training_milestones_are_first_crossings_of_the_seed_mean(runs):
     train = analysis.records_frame(runs, "train")
     evals = analysis.records_frame(runs, "eval")
-    milestones = analysis.training_milestones(train, evals, smoothing=1)
+    milestones = analysis.training_milestones(train, evals)  # records 10 steps apart: raw
     # BN seeds: accuracy 0.2(+0.01 seed 1) + step/40 -> mean 0.205 + step/40 >= 0.9 first at 30.
     assert milestones.loc["BN", "steps to 90 %"] == 30
     assert np.isnan(milestones.loc["standard", "steps to 90 %"])
@@ -102,22 +104,41 @@ def test_training_plot_draws_the_seed_mean_with_seed_counts(runs):
     assert ax.get_xlabel() == "training step"
 
 
-def test_landscape_bands_span_min_to_max_over_seeds(runs):
-    fig = plots.plot_landscape(analysis.records_frame(runs, "landscape"))
+def test_landscape_bands_are_each_runs_band_with_the_median_over_seeds(runs):
+    fig = plots.plot_landscape(analysis.probe_frame(runs, "landscape", expand=False))
     bands = fig.axes[0].collections
     assert len(bands) == 2  # one band per variant
     vertices = np.concatenate([p.vertices for p in bands[0].get_paths()])
-    # BN's loss band: low = min over seeds of 1 - offset = 0.79, high = 2 + step / 10.
-    assert vertices[:, 1].min() == pytest.approx(0.79) and vertices[:, 1].max() == pytest.approx(5.0)
+    # BN's loss band: low = median over seeds of 1 - offset (0.8, 0.79) = 0.795, not
+    # their minimum (an envelope over seeds); high = 2 + step / 10.
+    assert vertices[:, 1].min() == pytest.approx(0.795) and vertices[:, 1].max() == pytest.approx(5.0)
     assert [t.get_text() for t in fig.axes[0].get_legend().get_texts()] == ["BN (n=2)", "standard (n=2)"]
 
 
+def test_probe_frames_have_one_row_per_layer_or_step_size(runs):
+    ics = analysis.probe_frame(runs, "ics")
+    assert len(ics) == 4 * 4 * 2 and sorted(ics["ics/layer"].unique()) == [5, 10]
+    assert (ics[ics["ics/layer"] == 10]["ics/cosine"] == 0.25).all()
+    assert "ics/per_layer" not in ics and "ics/loss" in ics
+    landscape = analysis.probe_frame(runs, "landscape")
+    assert len(landscape) == 4 * 4 * 4 and "landscape/eta" in landscape
+    assert len(analysis.probe_frame(runs, "landscape", expand=False)) == 4 * 4
+
+
 def test_other_figures_have_a_panel_per_layer_or_variant(runs, tmp_path):
-    distributions = analysis.records_frame(runs, "distributions")
+    distributions = analysis.probe_frame(runs, "distributions")
     assert len(plots.plot_activation_violins(distributions, 3, max_steps=3).axes) == 2
-    assert len(plots.plot_ics(analysis.records_frame(runs, "ics"), [5]).axes) == 2
-    fig = plots.plot_gradient_change_vs_step_size(analysis.records_frame(runs, "landscape"))
+    fig = plots.plot_ics(analysis.probe_frame(runs, "ics"))
+    assert len(fig.axes) == 4  # (l2, cosine) x layers 5 and 10, one learning rate
+    assert fig.axes[0].get_yscale() == "log" and "layer #10" in fig.axes[2].get_title()
+    np.testing.assert_allclose(_line_for(fig.axes[2], "BN (n=2)").get_ydata(), [2.205] * 4)
+    fig = plots.plot_gradient_change_vs_step_size(analysis.probe_frame(runs, "landscape"))
     assert len(fig.axes[0].lines) == 4  # one line per probe step of the first seed
+    np.testing.assert_allclose(fig.axes[0].lines[1].get_ydata(), [0.05 * 11, 0.1 * 11, 0.2 * 11, 0.4 * 11])
+    fig = plots.plot_versus_loss(analysis.probe_frame(runs, "ics").query("`ics/layer` == 5"),
+                                 "ics/l2", "ics/loss", "ICS", "l2")
+    points = fig.axes[0].collections[0].get_offsets()
+    assert len(points) == 4 * 3 and fig.axes[0].xaxis_inverted()  # steps after 0, all runs
     write_fake_run(tmp_path / "diverged", "none", 0.5, 0, diverged=True)
     summary = analysis.runs_summary(analysis.load_runs(tmp_path))
     scatter = plots.plot_lr_sensitivity(summary).axes[0].collections[-1]
@@ -125,8 +146,8 @@ def test_other_figures_have_a_panel_per_layer_or_variant(runs, tmp_path):
 
 
 def test_saved_figures_and_the_report_carry_captions(runs, tmp_path):
-    fig = plots.plot_curvature(analysis.records_frame(runs, "ics").rename(
-        columns={"ics/layer5_l2": "curvature/top_eigenvalue"}))
+    fig = plots.plot_curvature(analysis.probe_frame(runs, "ics").rename(
+        columns={"ics/l2": "curvature/top_eigenvalue"}))
     paths = save_captioned(fig, tmp_path / "out", "curvature", "Top <eigenvalue> & seeds: 2")
     assert all(p.stat().st_size > 1000 for p in paths)
     page = build_report(tmp_path / "out").read_text()
@@ -145,18 +166,18 @@ def test_training_and_landscape_plots_have_one_row_of_panels_per_learning_rate(r
     assert _line_for(fig.axes[2], "BN (n=2)").get_color() == _line_for(fig.axes[0], "BN (n=2)").get_color()
     labels = fig.axes[2].get_legend_handles_labels()[1]
     assert labels == ["BN (n=2)"]
-    landscape = plots.plot_landscape(analysis.records_frame(mixed, "landscape"))
+    landscape = plots.plot_landscape(analysis.probe_frame(mixed, "landscape", expand=False))
     assert len(landscape.axes) == 6 and landscape.axes[3].get_title().startswith("LR 0.5")
 
 
 def test_distribution_shift_is_the_mean_change_between_probe_steps(runs):
-    fig = plots.plot_distribution_shift(analysis.records_frame(runs, "distributions"), 3)
+    fig = plots.plot_distribution_shift(analysis.probe_frame(runs, "distributions"), 3)
     mean_panel, var_panel = fig.axes
     # Standard seeds: offsets 0 and 0.01, means move by (1 + offset) per step -> mean 1.005.
     np.testing.assert_allclose(_line_for(mean_panel, "standard (n=2)").get_ydata(), [1.005] * 3)
     # One of 4 channels' variance moves by 0.5: mean change over channels 0.125.
     np.testing.assert_allclose(_line_for(var_panel, "BN (n=2)").get_ydata(), [0.125] * 3)
     assert mean_panel.get_yscale() == "log"
-    first_step = analysis.records_frame(runs, "distributions").query("step == 0")
+    first_step = analysis.probe_frame(runs, "distributions").query("step == 0")
     with pytest.raises(analysis.NothingToPlot, match="needs two probe steps"):
         plots.plot_distribution_shift(first_step, 3)
