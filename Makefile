@@ -37,18 +37,28 @@ train: $(STAMP)
 sweep: $(STAMP)
 	$(PY) -m pipeline sweep $(CONFIG) $(GRID_ARGS) --seeds $(SEEDS) $(SET_ARGS)
 
-# The README's first command: 3 seeds of standard / BN / noisy BN at LR 0.1 and of
-# standard / BN at LR 0.5 on the CPU profile with every probe, 3 seeds of the DLN
-# (standard, BN, l1), then the claims table, the notebooks and the HTML report
-# (16 min on 2 cores from a fresh clone, set-up included).
-DEMO_SEEDS ?= 3
+# The README's first command: the runs every claim needs (PROTOCOL.md section 9), one run
+# per CPU core at a time (sweep --jobs auto), then the claims table, the notebooks and the
+# HTML report. VGG11/4 on augmented digits: standard / BN with every probe and noisy BN
+# with the distributions probe at LR 0.1 (5 seeds); standard / BN at LR 0.5 and l1 / l2 /
+# linf at LR 0.1 without probes (3 seeds); the DLN at 10,000 steps (3 seeds).
+NO_PROBES := --set probes.landscape.enabled=false --set probes.ics.enabled=false \
+    --set probes.curvature.enabled=false --set probes.distributions.enabled=false
+ONLY_DISTRIBUTIONS := --set probes.landscape.enabled=false --set probes.ics.enabled=false \
+    --set probes.curvature.enabled=false
 demo: $(STAMP)
-	$(PY) -m pipeline sweep configs/demo.yaml --sweep-dir runs/demo --seeds $(DEMO_SEEDS) \
-	    --grid optim.lr=0.1 --grid model.norm=none,batch,noisy_batch
-	$(PY) -m pipeline sweep configs/demo.yaml --sweep-dir runs/demo --seeds $(DEMO_SEEDS) \
-	    --grid optim.lr=0.5 --grid model.norm=none,batch
-	$(PY) -m pipeline sweep configs/demo_dln.yaml --sweep-dir runs/demo/dln --seeds $(DEMO_SEEDS) \
-	    --grid model.norm=none,batch,l1
+	$(PY) -m pipeline sweep configs/demo.yaml --sweep-dir runs/demo --seeds 5 \
+	    --grid optim.lr=0.1 --grid model.norm=none,batch
+	$(PY) -m pipeline sweep configs/demo.yaml --sweep-dir runs/demo --seeds 5 \
+	    --grid optim.lr=0.1 --grid model.norm=noisy_batch $(ONLY_DISTRIBUTIONS)
+	$(PY) -m pipeline sweep configs/demo.yaml --sweep-dir runs/demo --seeds 3 \
+	    --grid optim.lr=0.5 --grid model.norm=none,batch $(NO_PROBES)
+	$(PY) -m pipeline sweep configs/demo.yaml --sweep-dir runs/demo --seeds 3 \
+	    --grid optim.lr=0.1 --grid model.norm=l1,l2,linf $(NO_PROBES)
+	$(PY) -m pipeline sweep configs/demo_dln.yaml --sweep-dir runs/demo/dln --seeds 3 \
+	    --grid optim.lr=1e-6 --grid model.norm=none,batch,l1
+	$(PY) -m pipeline sweep configs/demo_dln.yaml --sweep-dir runs/demo/dln --seeds 3 \
+	    --grid optim.lr=1e-7 --grid model.norm=none,batch
 	$(PY) -m pipeline claims runs/demo
 	$(PY) -m pipeline figures runs/demo --output reports/demo
 
@@ -74,6 +84,7 @@ reproduce: $(STAMP)
 bench: $(STAMP)
 	$(PY) -m pipeline bench configs/cpu.yaml --norms none,batch,noisy_batch
 	$(PY) -m pipeline bench configs/cpu_dln.yaml --norms none,batch
+	$(PY) -m pipeline bench configs/cpu.yaml --sweep-jobs 1,2 --set train.steps=200
 
 clean:
 	rm -rf $(VENV) .pytest_cache

@@ -80,6 +80,9 @@ def _parser():
     bench.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     bench.add_argument("--whole-steps", type=int, default=None, metavar="N",
                        help="steps of each whole-loop run (default: 200 for VGG, 3000 for the DLN)")
+    bench.add_argument("--sweep-jobs", metavar="J1,J2,...",
+                       help="instead: the wall time of a 4-run sweep of the config with each "
+                            "--jobs value (e.g. 1,2)")
     return parser
 
 
@@ -127,6 +130,11 @@ def _run(args):
             from pipeline.claims import claims_table, format_claims
             rows = claims_table(load_runs(args.runs))
             print(json.dumps(rows, indent=2) if args.json else format_claims(rows))
+            return 0
+        if args.command == "bench" and args.sweep_jobs:
+            from pipeline.sweep_bench import format_sweep_speeds
+            print(format_sweep_speeds(args.config, [int(j) for j in args.sweep_jobs.split(",")],
+                                      args.set))
             return 0
         if args.command == "bench":
             from pipeline import bench
