@@ -222,6 +222,10 @@ class Config:
     probes: ProbesConfig = field(default_factory=ProbesConfig)
 
     def __post_init__(self):
+        for key, value in (("seed", self.seed), ("data.seed", self.data.seed)):
+            if not 0 <= value < 2 ** 32:
+                raise ConfigError(f"{key}={value!r} is out of range; it must be between 0 and "
+                                  "2**32 - 1")
         if (self.model.family == "dln") != (self.data.name == "linear_regression"):
             raise ConfigError(
                 f"model.family={self.model.family!r} does not fit data.name={self.data.name!r}: "
@@ -251,6 +255,23 @@ def _explain(error, key=None):
     return ConfigError(f"{key}: {message}" if key else message)
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """YAML's safe loader, refusing a key given twice in one mapping (PyYAML keeps the
+    last one silently: a second `train:` section would replace the first whole)."""
+
+    def construct_mapping(self, node, deep=False):
+        lines = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            line = key_node.start_mark.line + 1
+            if key in lines:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"key {key!r} is given twice (lines {lines[key]} and {line}); "
+                    "keep one", key_node.start_mark)
+            lines[key] = line
+        return super().construct_mapping(node, deep)
+
+
 def _read_yaml(path, seen=()):
     path = Path(path).resolve()
     if not path.is_file():
@@ -258,7 +279,12 @@ def _read_yaml(path, seen=()):
     if path in seen:
         raise ConfigError(f"config inheritance loops back to {path}")
     try:
-        data = yaml.safe_load(path.read_text())
+        data = yaml.load(path.read_text(encoding="utf-8"), Loader=_UniqueKeyLoader)
+    except UnicodeDecodeError as error:
+        raise ConfigError(f"{path} is not UTF-8 text ({error.reason} at byte {error.start}); "
+                          "save it as UTF-8") from None
+    except yaml.constructor.ConstructorError as error:
+        raise ConfigError(f"{path}: {error.problem}") from None
     except yaml.YAMLError as error:
         raise ConfigError(f"{path} is not valid YAML: {' '.join(str(error).split())}") from None
     if data is None:

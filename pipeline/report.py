@@ -2,7 +2,6 @@
 with captions, and assembling one page that shows them all."""
 
 import json
-import shutil
 from pathlib import Path
 
 from pipeline.runs import atomic_write_text
@@ -11,6 +10,10 @@ NOTEBOOK_DIR = Path(__file__).resolve().parent.parent / "notebooks"
 # Analysis notebooks in report order (the Colab quick-start is not part of the report).
 NOTEBOOKS = ("training", "distributions", "ics", "landscape", "lp_variants", "dln")
 CAPTIONS = "captions.json"
+# The files the last build wrote (relative to the output folder): the only files a
+# rebuild removes. Nothing else in the output folder is deleted or overwritten.
+MANIFEST = ".bnlab-report.json"
+BUILT = ("figures", "notebooks")  # folders a build writes into, beside report.html
 
 
 class NotebookFailure(RuntimeError):
@@ -68,9 +71,11 @@ def make_figures(runs, output_dir="reports", notebooks=NOTEBOOKS, echo=print):
     """Execute each notebook on `runs` (paths), then write output_dir/report.html: the
     claims table, the figures, the run inventory.
 
-    Figures and executed notebooks of an earlier build in `output_dir` are removed first,
-    so the report shows only what these runs made. A notebook that finds no runs of its
-    kind (no DLN run for `dln`) says so and is left out; any other stop is an error.
+    The files an earlier build wrote in `output_dir` (its manifest) are removed first, so
+    the report shows only what these runs made; an output folder holding other files
+    where a build writes is refused (ValueError) rather than overwritten. A notebook that
+    finds no runs of its kind (no DLN run for `dln`) says so and is left out; any other
+    stop is an error.
     """
     from pipeline.analysis import load_runs
     unknown = sorted(set(notebooks) - set(NOTEBOOKS))
@@ -78,8 +83,7 @@ def make_figures(runs, output_dir="reports", notebooks=NOTEBOOKS, echo=print):
         raise ValueError(f"unknown notebook(s) {unknown}; choose from {', '.join(NOTEBOOKS)}")
     runs = [str(r) for r in runs]
     load_runs(runs)  # a missing run path stops here, before any notebook runs
-    for folder in ("figures", "notebooks"):
-        shutil.rmtree(Path(output_dir) / folder, ignore_errors=True)
+    remove_previous_build(output_dir)
     failures = {}
     for index, name in enumerate(notebooks, 1):
         echo(f"[{index}/{len(notebooks)}] notebook {name}")
@@ -90,12 +94,41 @@ def make_figures(runs, output_dir="reports", notebooks=NOTEBOOKS, echo=print):
             failures[name] = message
             echo(f"    FAILED: {message}")
     report = build_report(output_dir, runs)
+    atomic_write_text(Path(output_dir) / MANIFEST, json.dumps(sorted(_built_files(output_dir)),
+                                                             indent=1))
     if failures:
         listed = "; ".join(f"{name}: {message}" for name, message in failures.items())
         raise NotebookFailure(f"{len(failures)} notebook(s) failed ({listed}); the executed "
                               f"copies in {Path(output_dir) / 'notebooks'} show where, and "
                               f"{report} holds what the others made")
     return report
+
+
+def _built_files(output_dir):
+    """Relative paths of the files in the places a build writes."""
+    output_dir = Path(output_dir)
+    found = [p for folder in BUILT for p in (output_dir / folder).rglob("*") if p.is_file()]
+    found += [output_dir / "report.html"] if (output_dir / "report.html").is_file() else []
+    return {str(p.relative_to(output_dir)) for p in found}
+
+
+def remove_previous_build(output_dir):
+    """Delete the files the manifest lists (and nothing else), then refuse if the places a
+    build writes still hold files: they are someone else's."""
+    output_dir = Path(output_dir)
+    manifest = output_dir / MANIFEST
+    listed = json.loads(manifest.read_text()) if manifest.exists() else []
+    for name in listed:
+        path = (output_dir / name).resolve()
+        inside = path.is_relative_to(output_dir.resolve()) and Path(name).parts[0] in (
+            *BUILT, "report.html")
+        if inside:
+            path.unlink(missing_ok=True)
+    others = sorted(_built_files(output_dir))
+    if others:
+        raise ValueError(f"{output_dir} holds files that BN Lab did not write where the report "
+                         f"goes ({', '.join(others[:3])}{', ...' if len(others) > 3 else ''}); "
+                         "choose another --output, or move them")
 
 
 def run_inventory(loaded):

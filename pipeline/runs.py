@@ -61,16 +61,33 @@ def atomic_write_text(path, text):
 
 
 def read_records(path):
-    """All complete records of a JSON-lines file (a torn last line is skipped)."""
+    """All complete records of a JSON-lines file. A torn last line (a crash in the middle
+    of a write) is skipped; any other line that is not a record (a JSON object with a
+    whole `step`) is a `BrokenRunError` naming the file and the line, never dropped."""
     path = Path(path)
     if not path.exists():
         return []
+    try:
+        lines = path.read_text().split("\n")
+    except UnicodeDecodeError as error:
+        raise BrokenRunError(f"{path} is not UTF-8 text ({error.reason} at byte {error.start}); "
+                             "restore it, or delete the run directory to start that run over") from None
     records = []
-    for line in path.read_text().splitlines():
+    last = max((k for k, line in enumerate(lines) if line.strip()), default=-1)
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
         try:
-            records.append(json.loads(line))
+            record = json.loads(line)
         except json.JSONDecodeError:
-            continue  # a line cut by a crash
+            if number - 1 == last and not path.read_bytes().endswith(b"\n"):
+                continue  # a line cut by a crash: the resume rewrites the file without it
+            record = None
+        if not (isinstance(record, dict) and isinstance(record.get("step"), int)):
+            raise BrokenRunError(f"{path}, line {number}, is not a record ({line[:60]!r}); "
+                                 "restore the file or remove that line, or delete the run "
+                                 "directory to start that run over")
+        records.append(record)
     return records
 
 
@@ -202,6 +219,24 @@ class RunDirectory:
             self._lock = None
 
 
+def read_saved_config(path):
+    """A run directory's config.yaml as a dict; a `BrokenRunError` naming the file if it
+    is not YAML holding the config's sections."""
+    import yaml
+    try:
+        config = yaml.safe_load(Path(path).read_text())
+    except (yaml.YAMLError, UnicodeDecodeError) as error:
+        raise BrokenRunError(f"{path} is not valid YAML ({' '.join(str(error).split())[:200]}); "
+                             "restore it, or delete the run directory to start that run "
+                             "over") from None
+    sections = ("model", "optim", "train", "data")
+    if not (isinstance(config, dict) and all(isinstance(config.get(k), dict) for k in sections)):
+        raise BrokenRunError(f"{path} does not hold a run's config (the sections "
+                             f"{', '.join(sections)}); restore it, or delete the run directory "
+                             "to start that run over")
+    return config
+
+
 def load_run(path):
     """A run as plain data: {'path', 'config' (dict), 'meta' (dict), 'records' {stream: DataFrame}}."""
     import pandas as pd
@@ -212,7 +247,7 @@ def load_run(path):
         raise FileNotFoundError(f"{run.path} is not a run directory: it has no {CONFIG_FILE}")
     return {
         "path": str(run.path),
-        "config": yaml.safe_load(config_path.read_text()),
+        "config": read_saved_config(config_path),
         "meta": run.read_meta(),
         "records": {s: pd.DataFrame(run.records(s)) for s in run.streams()},
     }

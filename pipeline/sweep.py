@@ -155,10 +155,9 @@ def summarize(runs):
         directory = RunDirectory(run.workdir)
         try:
             meta = directory.read_meta()
+            train, evals = directory.records("train"), directory.records("eval")
         except BrokenRunError as error:
-            meta = {"status": "broken", "error": str(error)}
-        train = directory.records("train")
-        evals = directory.records("eval")
+            meta, train, evals = {"status": "broken", "error": str(error)}, [], []
         rows.append({
             "run": run.name,
             "status": meta.get("status", "not started"),

@@ -32,7 +32,7 @@ from pipeline.data import load_arrays, make_dataset
 from pipeline.engines import make_engine
 from pipeline.evaluation import make_evaluate
 from pipeline.models import build_dln, build_vgg
-from pipeline.runs import CONFIG_FILE, RunDirectory
+from pipeline.runs import CONFIG_FILE, RunDirectory, read_saved_config
 from pipeline.runtime import configure_runtime
 from pipeline.tasks import task_of
 
@@ -157,8 +157,7 @@ def _check_same_config(run, config):
     if not saved.exists():
         return
     # Compared as data, not text: the order of keys may change between versions.
-    differing = _differing_keys(yaml.safe_load(saved.read_text()) or {},
-                                yaml.safe_load(to_yaml(config)))
+    differing = _differing_keys(read_saved_config(saved), yaml.safe_load(to_yaml(config)))
     if not differing or (not checkpoints(run.checkpoint_dir) and not run.streams()):
         return  # the same config, or nothing was trained with the old one
     raise RunConfigMismatch(
@@ -210,6 +209,15 @@ def _resume_and_train(config, runtime, engine, run, probes_factory, echo=None):
     start = restore_latest(run.checkpoint_dir, model, optimizer)
     run.drop_records_after(start)
     meta.pop("error", None)  # an earlier attempt's; this one starts clean
+    previous = meta.get("backend")
+    if previous and previous != engine.backend and start > 0:
+        # Allowed (checkpoints are keyed by variable path) and kept in the run's history:
+        # the records from `step` on come from another backend's kernels.
+        meta["backend_changes"] = meta.get("backend_changes", []) + [
+            {"step": start, "from": previous, "to": engine.backend}]
+        if echo:
+            echo(f"{run.path}: trained on {previous} up to step {start}, continuing on "
+                 f"{engine.backend} (recorded in meta.json, backend_changes)")
     meta = {**meta, **describe_environment(engine), "seed": config.seed,
             "sync_batch_norm": config.model.sync_batch_norm, "status": "running",
             "runtime": {**dataclasses.asdict(runtime), "steps_per_call": config.train.steps_per_call},

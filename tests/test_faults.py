@@ -281,3 +281,79 @@ def test_an_offline_download_fails_within_seconds_with_the_explanation(tmp_path,
     with pytest.raises(data.DatasetUnavailableError, match="cannot be reached.*cifar-10-binary"):
         data.load_arrays(config.data)
     assert time.time() - began < 10
+
+
+@pytest.mark.parametrize("text, message", [
+    ("train:\n  steps: 5\n  steps: 7\n", "key 'steps' is given twice (lines 2 and 3)"),
+    ("train:\n  steps: 5\ntrain:\n  log_every: 1\n", "key 'train' is given twice (lines 1 and 3)"),
+])
+def test_a_key_given_twice_in_a_config_file_is_refused_with_both_lines(text, message, tmp_path):
+    path = tmp_path / "twice.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError) as error:
+        load_config(path)
+    assert str(error.value) == f"{path.resolve()}: {message}; keep one"
+
+
+def test_a_config_file_that_is_not_utf8_and_a_seed_out_of_range_are_named(tmp_path):
+    path = tmp_path / "latin.yaml"
+    path.write_bytes("description: caf\xe9\n".encode("latin-1"))
+    with pytest.raises(ConfigError, match=f"{path.resolve()} is not UTF-8 text .* save it as UTF-8"):
+        load_config(path)
+    with pytest.raises(ConfigError, match=r"^seed=-1 is out of range; it must be between 0 and 2\*\*32 - 1$"):
+        load_config(SMOKE, ["seed=-1"])
+
+
+def _trained(tmp_path, *overrides):
+    from pipeline.train import train_and_evaluate
+    config = load_config(SMOKE, ["train.steps=4", "train.checkpoint_every=2", *overrides])
+    train_and_evaluate(config, tmp_path)
+    return config
+
+
+def test_a_garbage_line_inside_a_records_file_is_reported_never_dropped(tmp_path):
+    from pipeline.runs import BrokenRunError, RunDirectory, read_records
+    from pipeline.train import train_and_evaluate
+    config = _trained(tmp_path)
+    path = RunDirectory(tmp_path).records_path("train")
+    lines = path.read_text().splitlines()
+    for garbage in ("5", "{}", "not json"):
+        path.write_text("\n".join(lines[:1] + [garbage] + lines[1:]) + "\n")
+        with pytest.raises(BrokenRunError, match=f"train.jsonl, line 2, is not a record"):
+            read_records(path)
+    meta = RunDirectory(tmp_path).read_meta()
+    (tmp_path / "meta.json").write_text(json.dumps({**meta, "status": "running"}))
+    with pytest.raises(BrokenRunError, match="line 2"):  # a resume would rewrite the file
+        train_and_evaluate(config, tmp_path)
+    assert len(path.read_text().splitlines()) == len(lines) + 1  # nothing dropped
+    # Only a torn last line (no newline: a crash mid-write) is skipped.
+    path.write_text("\n".join(lines) + '\n{"step": 9, "train/lo')
+    assert [r["step"] for r in read_records(path)] == [r["step"] for r in map(json.loads, lines)]
+
+
+@pytest.mark.parametrize("text", ["model: [1, 2\n", "- a list\n", "description: only\n"])
+def test_a_damaged_config_yaml_in_a_run_directory_is_named(text, tmp_path, capsys):
+    from pipeline.__main__ import main
+    config = _trained(tmp_path / "run")
+    (tmp_path / "run" / "config.yaml").write_text(text)
+    from pipeline.runs import BrokenRunError
+    from pipeline.train import train_and_evaluate
+    with pytest.raises(BrokenRunError, match="config.yaml"):
+        train_and_evaluate(config, tmp_path / "run")
+    assert main(["claims", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {tmp_path / 'run' / 'config.yaml'}") and "delete the run" in err
+
+
+def test_a_run_resumed_on_another_backend_records_the_switch(tmp_path):
+    from pipeline.runs import RunDirectory
+    from pipeline.train import train_and_evaluate
+    config = _trained(tmp_path)
+    meta = RunDirectory(tmp_path).read_meta()
+    # As if steps 0-1 ran on JAX: the run resumes from its checkpoint at step 2.
+    (tmp_path / "checkpoints" / "ckpt-00000004.npz").unlink()
+    (tmp_path / "meta.json").write_text(json.dumps({**meta, "status": "running", "backend": "jax"}))
+    said = []
+    meta = train_and_evaluate(config, tmp_path, echo=said.append)
+    assert meta["backend_changes"] == [{"step": 2, "from": "jax", "to": "tensorflow"}]
+    assert meta["backend"] == "tensorflow" and any("continuing on tensorflow" in s for s in said)

@@ -34,8 +34,9 @@ def test_every_notebook_makes_its_figures_and_the_report(sweep, tmp_path):
     report = make_figures([sweep], tmp_path, echo=lambda message: None)
     figures = tmp_path / "figures"
     expected = ["training_accuracy", "training_loss", "activations_layer3", "activations_layer9",
-                "ics", "landscape", "gradient_change_vs_step", "curvature", "lp_training",
-                "lp_landscape", "dln_loss", "dln_landscape"]
+                "ics", "ics_vs_loss_layer2", "ics_vs_loss_layer5", "landscape",
+                "gradient_change_vs_step", "loss_band_vs_loss", "beta_max_vs_loss", "curvature",
+                "lp_training", "lp_landscape", "dln_loss", "dln_landscape"]
     for name in expected:
         for fmt in ("png", "svg"):
             assert (figures / f"{name}.{fmt}").stat().st_size > 1000, name
@@ -46,10 +47,16 @@ def test_every_notebook_makes_its_figures_and_the_report(sweep, tmp_path):
     assert page.index("<h2>Claims</h2>") < page.index("<h2>Figures</h2>") < page.index("<h2>Runs</h2>")
     assert "BN trains faster" in page and page.count("<tr>") >= 6
     assert {p.stem for p in (tmp_path / "notebooks").glob("*.ipynb")} == set(NOTEBOOKS)
-    # A rebuild keeps no figure of an earlier build.
-    (figures / "stale.png").write_bytes(b"old")
+    # A rebuild removes what the earlier build wrote, and nothing else.
+    (tmp_path / "mine.txt").write_text("a user's file")
     make_figures([sweep], tmp_path, notebooks=("dln",), echo=lambda message: None)
-    assert not (figures / "stale.png").exists() and not (figures / "training_accuracy.png").exists()
+    assert not (figures / "training_accuracy.png").exists() and (figures / "dln_loss.png").exists()
+    assert (tmp_path / "mine.txt").read_text() == "a user's file"
+    # A file it did not write where the report goes: refused, and left as it was.
+    (figures / "mine.png").write_bytes(b"mine")
+    with pytest.raises(ValueError, match="holds files that BN Lab did not write"):
+        make_figures([sweep], tmp_path, notebooks=("dln",), echo=lambda message: None)
+    assert (figures / "mine.png").read_bytes() == b"mine"
 
 
 def test_notebooks_are_stored_without_outputs():
