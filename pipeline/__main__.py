@@ -2,6 +2,7 @@
 
 import argparse
 import sys
+from pathlib import Path
 
 from pipeline import interrupts
 from pipeline.backend import BACKENDS, BackendError, select_backend
@@ -104,6 +105,13 @@ def main(argv=None):
 def _run(args):
     from pipeline.console import start_frameworks, verbose_requested
     verbose = verbose_requested(args.verbose)
+    if args.command == "train":
+        from pipeline.runs import RunBusyError, refuse_if_busy
+        try:  # before the frameworks' imports, which take seconds
+            refuse_if_busy(args.workdir or Path("runs") / Path(args.config).stem)
+        except RunBusyError as error:
+            print(f"error: {error}", file=sys.stderr)
+            return 1
     if args.command in ("train", "sweep", "bench"):
         start_frameworks(verbose)
     from pipeline.analysis import MissingRunsError
@@ -156,8 +164,6 @@ def _run(args):
 
 
 def _sweep(args, verbose):
-    from pathlib import Path
-
     from pipeline import sweep
     from pipeline.config import ConfigError
     if args.seeds < 1:

@@ -173,7 +173,8 @@ class Claim:
     family: str                  # "vgg" or "dln"
     variant: str                 # norm of the numerator (or the one variant measured)
     reference: Optional[str]     # norm of the denominator; None: compared with 1
-    lr: str                      # "low" / "high" (smallest / largest LR of the runs) or "each"
+    lr: object                   # "low" / "high" (smallest / largest LR of the runs), "each",
+                                 # or one LR (a float)
     statistic: str               # what is measured per run
     measure: object              # run -> float, or a ProbeMeasure
     expect: str                  # a key of RULES
@@ -215,7 +216,7 @@ CLAIMS = [
             "low", MILESTONE, steps_to_accuracy(0.9), "about equal", "l1, l2, linf ~ BN")
       for p in ("l1", "l2", "linf")],
     *[Claim(f"dln_{p}_more_levels", f"on the DLN, {name} gets further down the loss plateaus "
-            "than standard", "dln", p, "none", "high",
+            "than standard", "dln", p, "none", 1e-6,
             "rank-k fit levels passed by the end (plateau-aware)", levels_passed, "larger", paper)
       for p, name, paper in (("batch", "BN", "final loss 4.75e2 vs 1.65e3 (LR 1e-6)"),
                              ("l1", "l1", "final loss 96 vs 1.65e3 (LR 1e-6)"))],
@@ -291,8 +292,10 @@ def _groups(runs):
 def _claim_lrs(claim, lrs):
     """The LRs a claim is read at; [] if the runs do not have them."""
     family_lrs = lrs.get(claim.family, [])
-    if not family_lrs or (claim.lr == "high" and len(family_lrs) < 2 and claim.family == "vgg"):
-        return []
+    if isinstance(claim.lr, float):
+        return [claim.lr] if claim.lr in family_lrs else []
+    if not family_lrs or (claim.lr == "high" and len(family_lrs) < 2):
+        return []  # "the large LR" needs a small one beside it
     return {"low": family_lrs[:1], "high": family_lrs[-1:], "each": family_lrs}[claim.lr]
 
 

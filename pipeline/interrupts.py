@@ -9,19 +9,37 @@ the shell's code for the signal (128 + its number: 130 for SIGINT, 143 for SIGTE
 
 import signal
 
+_received = []  # signals received in this process, in order
+
 
 class Terminated(BaseException):
     """SIGTERM arrived. A BaseException, like KeyboardInterrupt, so that no `except
     Exception` swallows it."""
 
 
-def _raise_terminated(signum, frame):
-    raise Terminated()
+def _exception(signum):
+    return Terminated() if signum == signal.SIGTERM else KeyboardInterrupt()
+
+
+def _handle(signum, frame):
+    _received.append(signum)
+    raise _exception(signum)
 
 
 def install():
-    """Make SIGTERM raise `Terminated` in the main thread."""
-    signal.signal(signal.SIGTERM, _raise_terminated)
+    """Make SIGINT raise KeyboardInterrupt and SIGTERM `Terminated` in the main thread,
+    and remember that they came (see `raise_pending`)."""
+    signal.signal(signal.SIGINT, _handle)
+    signal.signal(signal.SIGTERM, _handle)
+
+
+def raise_pending():
+    """Raise again a signal that arrived but did not stop the program: Python raises it
+    wherever the main thread is, and there (in a `__del__` or a callback, as during a
+    framework's first compiled call) it can be printed and ignored. Long loops call this
+    between steps."""
+    if _received:
+        raise _exception(_received[-1])
 
 
 def is_interrupt(error):

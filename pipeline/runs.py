@@ -122,6 +122,25 @@ class RecordWriter:
             self._handle = None
 
 
+def refuse_if_busy(path):
+    """Raise `RunBusyError` at once if another process holds the run directory's lock
+    (creates nothing; the run takes the lock itself later, `RunDirectory.lock`)."""
+    lock = Path(path) / ".lock"
+    if not lock.is_file():
+        return
+    with open(lock) as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise _busy(path, handle) from None
+
+
+def _busy(path, handle):
+    holder = handle.read().strip() or "another process"
+    return RunBusyError(f"{path} is in use: {holder} is training into it; wait for it to end, "
+                        "or choose another --workdir")
+
+
 class RunDirectory:
     """One run's folder. Only the chief worker writes (`writable=False` elsewhere)."""
 
@@ -143,10 +162,9 @@ class RunDirectory:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             handle.seek(0)
-            holder = handle.read().strip() or "another process"
+            error = _busy(self.path, handle)
             handle.close()
-            raise RunBusyError(f"{self.path} is in use: {holder} is training into it; wait "
-                               "for it to end, or choose another --workdir") from None
+            raise error from None
         handle.seek(0)
         handle.truncate()
         handle.write(f"process {os.getpid()} on {os.uname().nodename}\n")

@@ -288,6 +288,7 @@ def _train_loop(config, run, meta, model, optimizer, engine, arrays, start, prob
         count = min(call_length(), steps_to_next_event(step, cadences, t.steps, schedules))
         began = time.perf_counter()
         losses, corrects = train_steps(count)
+        interrupts.raise_pending()
         call_length.observe(time.perf_counter() - began, len(losses))
         for offset, (loss, correct) in enumerate(zip(losses.tolist(), corrects.tolist())):
             values = task.train_metrics(loss, correct, config.data.batch_size)
