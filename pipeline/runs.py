@@ -37,6 +37,14 @@ def _umask():
     return mask
 
 
+def _naming(path, error):
+    """`error` (an OSError from writing `path`) with the file named: a full disk or an
+    oversized file reports no file name of its own."""
+    if error.filename is None:
+        error.filename = str(path)
+    return error
+
+
 def atomic_write_bytes(path, data):
     """Write `data` so that readers see the old file or the new one, never a mix."""
     path = Path(path)
@@ -51,6 +59,9 @@ def atomic_write_bytes(path, data):
         # (0666 less the umask), so a group sharing a results folder can read it.
         os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
+    except OSError as error:
+        Path(tmp).unlink(missing_ok=True)
+        raise _naming(path, error)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
@@ -110,11 +121,14 @@ class RecordWriter:
     def write(self, record):
         if not self.enabled:
             return
-        if self._handle is None:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._handle = open(self.path, "a")
-        self._handle.write(json.dumps(record, allow_nan=True) + "\n")
-        self._handle.flush()
+        try:
+            if self._handle is None:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                self._handle = open(self.path, "a")
+            self._handle.write(json.dumps(record, allow_nan=True) + "\n")
+            self._handle.flush()
+        except OSError as error:
+            raise _naming(self.path, error)
 
     def close(self):
         if self._handle is not None:

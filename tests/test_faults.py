@@ -378,3 +378,23 @@ def test_an_interrupt_swallowed_on_its_way_is_raised_again_between_steps():
         interrupts._received.clear()
         signal.signal(signal.SIGINT, saved[0])
         signal.signal(signal.SIGTERM, saved[1])
+
+
+def test_a_full_disk_names_the_file_it_could_not_write(tmp_path, monkeypatch):
+    import errno
+
+    from pipeline.runs import RecordWriter, atomic_write_text
+    writer = RecordWriter(tmp_path / "records" / "train.jsonl")
+    writer.write({"step": 0})
+
+    def full(*args):
+        raise OSError(errno.EFBIG, "File too large")  # no file name, as the kernel reports it
+    monkeypatch.setattr(writer._handle, "write", full)
+    with pytest.raises(OSError) as error:
+        writer.write({"step": 1})
+    assert error.value.filename == str(tmp_path / "records" / "train.jsonl")
+    monkeypatch.setattr("os.fsync", full)
+    with pytest.raises(OSError) as error:
+        atomic_write_text(tmp_path / "meta.json", "{}")
+    assert error.value.filename == str(tmp_path / "meta.json")
+    assert [p.name for p in tmp_path.iterdir()] == ["records"]  # nothing half-written
