@@ -112,8 +112,7 @@ def _run(args):
         except RunBusyError as error:
             print(f"error: {error}", file=sys.stderr)
             return 1
-    if args.command in ("train", "sweep", "bench"):
-        start_frameworks(verbose)
+    start_frameworks(verbose)  # every command imports TensorFlow (tf.data, error types)
     from pipeline.analysis import MissingRunsError
     from pipeline.config import ConfigError
     from pipeline.data import DatasetUnavailableError

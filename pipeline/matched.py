@@ -83,18 +83,24 @@ def compare(variant_frame, reference_frame, rng, resamples=2000, level=0.95):
     per_seed = [_per_seed_medians(frames["variant"]), _per_seed_medians(frames["reference"])]
     matched = [index for index in sorted(set(per_seed[0]) & set(per_seed[1]), reverse=True)
                if min(len(per_seed[0][index]), len(per_seed[1][index])) >= MIN_SEEDS]
-    result = {"coverage": table, "bins": [
-        {"bin": int(index), "loss_range": bin_range(index),
-         "ratio": _summary(per_seed, [index], [sorted(frames["variant"]["seed"].unique()),
-                                               sorted(frames["reference"]["seed"].unique())])}
-        for index in matched]}
     if len(matched) < MIN_BINS:
-        return {**result, "reason": f"too few matched records ({len(matched)} loss bin(s) with "
-                f">= {MIN_SEEDS} seeds of each variant; {MIN_BINS} needed)"}
+        return {"coverage": table, "bins": [
+            {"bin": int(index), "loss_range": bin_range(index)} for index in matched],
+            "reason": f"too few matched records ({len(matched)} loss bin(s) with >= {MIN_SEEDS} "
+                      f"seeds of each variant; {MIN_BINS} needed)"}
     seeds = [np.array(sorted(f["seed"].unique())) for f in frames.values()]
-    result["ratio"] = _summary(per_seed, matched, seeds)
-    draws = [_summary(per_seed, matched, [rng.choice(s, len(s)) for s in seeds])
-             for _ in range(resamples)]
+    draws = [[rng.choice(s, len(s)) for s in seeds] for _ in range(resamples)]
     tail = (1 - level) / 2 * 100
-    result["interval"] = tuple(float(v) for v in np.nanpercentile(draws, [tail, 100 - tail]))
-    return result
+
+    def estimate(bins):
+        """(point, interval) of the geometric mean of `bins`' ratios."""
+        values = [_summary(per_seed, bins, drawn) for drawn in draws]
+        interval = tuple(float(v) for v in np.nanpercentile(values, [tail, 100 - tail]))
+        return _summary(per_seed, bins, seeds), interval
+    bins = []
+    for index in matched:
+        ratio, interval = estimate([index])
+        bins.append({"bin": int(index), "loss_range": bin_range(index), "ratio": ratio,
+                     "interval": interval})
+    ratio, interval = estimate(matched)
+    return {"coverage": table, "bins": bins, "ratio": ratio, "interval": interval}

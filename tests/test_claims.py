@@ -204,3 +204,22 @@ def test_missing_runs_say_how_to_make_them_and_the_table_is_json(tmp_path, capsy
     json.dumps(rows)  # every row is JSON as it is
     assert main(["claims", str(tmp_path / "nowhere")]) == 1
     assert "does not exist" in capsys.readouterr().err
+
+
+def test_bins_that_disagree_make_a_probe_claim_inconclusive_and_say_where():
+    # BN rougher than standard at high loss (its first steps), smoother at low loss: a
+    # mean over bins would be decided by the most extreme bin.
+    def loss(step):
+        return 3.0 * 0.93 ** step
+
+    def bn_band(step):
+        return 300.0 if loss(step) > 1 else 0.1
+
+    bn = [_run("batch", s, loss=loss, band=bn_band) for s in range(3)]
+    standard = [_run("none", s, loss=loss, band=lambda step: 1.0) for s in range(3)]
+    [row] = _rows(bn + standard, "loss_band_narrower")
+    verdicts = {b["loss_range"][0] >= 1: b["verdict"] for b in row["matched_bins"]}
+    assert verdicts == {True: "not reproduced", False: "reproduced"}
+    assert row["verdict"] == "inconclusive" and row["note"].startswith("the loss bins disagree")
+    assert "holds at training loss 0.32-1 (reproduced)" in row["note"]
+    assert "fails at 1-3.2 (not reproduced)" in row["note"]
