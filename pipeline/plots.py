@@ -28,25 +28,32 @@ def _lines(ax, frame, y, title, ylabel, logy=False, hue="variant", palette=None)
         ax.set_yscale("log")
 
 
-def per_learning_rate(frame):
+def per_learning_rate(frame, labels=None):
     """([(lr, rows)] in increasing LR, palette). Rows get a `name` column, the norm's
-    name with its seed count (the LR is the panel's); the palette gives a norm one
-    colour in every panel."""
+    name with its seed count and how many of those runs diverged (the LR is the panel's);
+    the palette gives a norm one colour in every panel. `labels` ({(lr, norm): name},
+    from another frame's call) names the rows the same way: a diverged run may have
+    training records but no evaluation."""
     from pipeline.analysis import NORM_NAMES
-    names = frame["norm"].map(lambda n: NORM_NAMES.get(n, n))
-    seeds = frame.assign(name=names).groupby(["lr", "name"])["seed"].nunique()
-    frame = frame.assign(name=[f"{n} (n={seeds[(lr, n)]})" for lr, n in zip(frame["lr"], names)])
-    base = sorted(names.unique())
-    palette = {label: f"C{base.index(label.rsplit(' (n=', 1)[0])}"
-               for label in frame["name"].unique()}
-    return list(frame.groupby("lr", sort=True)), palette
+    if labels is None:
+        labels = {}
+        for (lr, norm), rows in frame.groupby(["lr", "norm"]):
+            seeds = rows.groupby("seed")["status"].first()
+            diverged = int((seeds == "diverged").sum())
+            labels[(lr, norm)] = (f"{NORM_NAMES.get(norm, norm)} (n={len(seeds)}"
+                                  + (f", {diverged} diverged" if diverged else "") + ")")
+    frame = frame.assign(name=[labels[(lr, n)] for lr, n in zip(frame["lr"], frame["norm"])])
+    base = sorted({label.rsplit(" (n=", 1)[0] for label in labels.values()})
+    palette = {label: f"C{base.index(label.rsplit(' (n=', 1)[0])}" for label in labels.values()}
+    grouped = list(frame.groupby("lr", sort=True))
+    return grouped, palette, labels
 
 
 def plot_training(train, evals, metric="accuracy"):
     """Mini-batch training and test `metric` ('accuracy' or 'loss') over steps, one row
     of panels per learning rate (Fig 1a, 2a)."""
-    train_by_lr, palette = per_learning_rate(train)
-    evals_by_lr = dict(per_learning_rate(evals)[0])
+    train_by_lr, palette, labels = per_learning_rate(train)
+    evals_by_lr = dict(per_learning_rate(evals, labels)[0])
     fig, axes = plt.subplots(len(train_by_lr), 2, figsize=(11, 4 * len(train_by_lr)),
                              squeeze=False, constrained_layout=True)
     logy = metric == "loss"
@@ -96,7 +103,7 @@ def plot_ics(ics):
     `ics`: `analysis.probe_frame(runs, "ics")`."""
     ics = ics[ics["status"] != "diverged"]
     layers = sorted(ics["ics/layer"].astype(int).unique())
-    by_lr, palette = per_learning_rate(ics)
+    by_lr, palette, _ = per_learning_rate(ics)
     metrics = [("ics/l2", "||G - G'||", True), ("ics/cosine", "cos(G, G')", False)]
     fig, axes = plt.subplots(2 * len(layers), len(by_lr), squeeze=False, constrained_layout=True,
                              figsize=(5.5 * len(by_lr), 3.2 * 2 * len(layers)))
@@ -116,7 +123,7 @@ def plot_versus_loss(frame, y, loss, title, ylabel, logy=True):
     training goes left to right), one point per record, one colour per variant, one
     panel per learning rate: the comparison the claims make at matched progress, drawn."""
     frame = frame[(frame["status"] != "diverged") & (frame["step"] > 0)]
-    by_lr, palette = per_learning_rate(frame)
+    by_lr, palette, _ = per_learning_rate(frame)
     fig, axes = plt.subplots(1, len(by_lr), figsize=(5.5 * len(by_lr), 4), squeeze=False,
                              constrained_layout=True)
     for ax, (lr, rows) in zip(axes[0], by_lr):
@@ -135,7 +142,7 @@ def plot_landscape(landscape, logy=False):
     """Loss variation, gradient predictiveness (bands over the step grid) and effective
     beta-smoothness over training, one row of panels per learning rate (Fig 4, 9, 10,
     12, 13). `landscape`: `analysis.probe_frame(runs, "landscape", expand=False)`."""
-    by_lr, palette = per_learning_rate(landscape)
+    by_lr, palette, _ = per_learning_rate(landscape)
     fig, axes = plt.subplots(len(by_lr), 3, figsize=(16, 4 * len(by_lr)), squeeze=False,
                              constrained_layout=True)
     panels = [("landscape/loss", "loss landscape", "loss"),

@@ -11,7 +11,7 @@ from pipeline.config import to_yaml
 from pipeline.report import build_report, save_captioned
 
 
-def write_fake_run(path, norm, lr, seed, steps=(0, 10, 20, 30), diverged=False):
+def write_fake_run(path, norm, lr, seed, steps=(0, 10, 20, 30), diverged=False, evaluated=True):
     """A run directory with deterministic records (no training)."""
     path.mkdir(parents=True)
     config = make_config(f"model.norm={norm}", f"optim.lr={lr}", f"seed={seed}")
@@ -43,6 +43,8 @@ def write_fake_run(path, norm, lr, seed, steps=(0, 10, 20, 30), diverged=False):
             # Channel means move by (1 + offset) per probe step, variances by 0.5.
             "channel_mean": [(1 + offset) * step / 10] * 4,
             "channel_var": [1 + 0.5 * step / 10, 1.0, 1.0, 1.0]}]})
+    if not evaluated:  # diverged before its first evaluation
+        del lines["eval"]
     for stream, rows in lines.items():
         (records / f"{stream}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
 
@@ -181,3 +183,15 @@ def test_distribution_shift_is_the_mean_change_between_probe_steps(runs):
     first_step = analysis.probe_frame(runs, "distributions").query("step == 0")
     with pytest.raises(analysis.NothingToPlot, match="needs two probe steps"):
         plots.plot_distribution_shift(first_step, 3)
+
+
+def test_a_panel_shows_every_variant_it_lists_and_says_which_runs_diverged(tmp_path):
+    for seed in (0, 1):
+        write_fake_run(tmp_path / f"none-{seed}", "none", 0.5, seed)
+    write_fake_run(tmp_path / "none-2", "none", 0.5, 2, diverged=True, evaluated=False)
+    runs = analysis.load_runs(tmp_path)
+    fig = plots.plot_training(analysis.records_frame(runs, "train"), analysis.records_frame(runs, "eval"))
+    label = "standard (n=3, 1 diverged)"
+    assert _line_for(fig.axes[0], label) is not None
+    # The test panel has no record of the diverged run, and still draws the others.
+    np.testing.assert_allclose(_line_for(fig.axes[1], label).get_xdata(), [10, 20, 30, 40])
