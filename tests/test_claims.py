@@ -7,8 +7,8 @@ import pandas as pd
 import pytest
 
 from pipeline import matched
-from pipeline.claims import (CLAIMS, bootstrap_ratio, claims_table, format_claims, levels_passed,
-                             steps_to_accuracy, verdict)
+from pipeline.claims import CLAIMS, bootstrap_ratio, claims_table, format_claims, verdict
+from pipeline.measures import levels_passed, steps_to_accuracy
 
 
 def _claim(key):
