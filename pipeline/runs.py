@@ -272,7 +272,6 @@ def read_saved_config(path):
 def load_run(path):
     """A run as plain data: {'path', 'config' (dict), 'meta' (dict), 'records' {stream: DataFrame}}."""
     import pandas as pd
-    import yaml
     run = RunDirectory(path)
     config_path = run.path / CONFIG_FILE
     if not config_path.exists():

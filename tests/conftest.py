@@ -59,7 +59,6 @@ def clean_environment():
 
 def run_cli(*args, env=None, timeout=300, check=True):
     """Run `python -m pipeline ARGS` in a subprocess; returns the CompletedProcess."""
-    import os
     import subprocess
     import sys
     result = subprocess.run([sys.executable, "-m", "pipeline", *map(str, args)], cwd=REPO,

@@ -7,12 +7,8 @@ import pandas as pd
 import pytest
 
 from pipeline import matched
-from pipeline.claims import CLAIMS, bootstrap_ratio, claims_table, format_claims, verdict
+from pipeline.claims import bootstrap_ratio, claims_table, format_claims, verdict
 from pipeline.measures import levels_passed, steps_to_accuracy
-
-
-def _claim(key):
-    return next(c for c in CLAIMS if c.key == key)
 
 
 def _run(norm, seed, reach_step=10, lr=0.1, steps=100, family="vgg", loss=None, band=None,

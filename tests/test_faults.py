@@ -320,7 +320,7 @@ def test_a_garbage_line_inside_a_records_file_is_reported_never_dropped(tmp_path
     lines = path.read_text().splitlines()
     for garbage in ("5", "{}", "not json"):
         path.write_text("\n".join(lines[:1] + [garbage] + lines[1:]) + "\n")
-        with pytest.raises(BrokenRunError, match=f"train.jsonl, line 2, is not a record"):
+        with pytest.raises(BrokenRunError, match="train.jsonl, line 2, is not a record"):
             read_records(path)
     meta = RunDirectory(tmp_path).read_meta()
     (tmp_path / "meta.json").write_text(json.dumps({**meta, "status": "running"}))
