@@ -106,6 +106,20 @@ def require_stream(runs, stream, probe_hint=None):
                          f"train them with {hint}")
 
 
+def runs_with(runs, stream, probe_hint=None, echo=print):
+    """The runs that have records of `stream`; the others (trained without that probe)
+    are left out, and said so. If none has them, the error of `require_stream`."""
+    having = [r for r in runs if r["records"].get(stream) is not None]
+    if not having:
+        require_stream(runs, stream, probe_hint)
+        raise NothingToPlot(f"none of the {len(runs)} run(s) has {stream} records")
+    if len(having) < len(runs):
+        echo(f"left out {len(runs) - len(having)} run(s) without {stream} records (trained "
+             "without that probe)")
+    _label(having)
+    return having
+
+
 def describe_scale(runs):
     """'data set digits, VGG11 x0.25 width, 500 steps, batch 128; seeds per variant:
     BN: 3; standard: 3' for figure captions."""

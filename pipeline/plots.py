@@ -24,8 +24,15 @@ def _lines(ax, frame, y, title, ylabel, logy=False, hue="variant", palette=None)
     sns.lineplot(data=frame, x="step", y=y, hue=hue, errorbar=BAND, ax=ax, hue_order=order,
                  palette=palette or [f"C{i}" for i in range(len(order))])
     ax.set(title=title, xlabel="training step", ylabel=ylabel)
+    _untitled_legend(ax)
     if logy:
         ax.set_yscale("log")
+
+
+def _untitled_legend(ax):
+    """Legends list variants; their title would be a frame's column name."""
+    if ax.get_legend() is not None:
+        ax.get_legend().set_title(None)
 
 
 def per_learning_rate(frame, labels=None):
@@ -133,6 +140,7 @@ def plot_versus_loss(frame, y, loss, title, ylabel, logy=True):
         ax.set(xscale="log", title=f"LR {lr:g}: {title}", xlabel="training loss at the probe step",
                ylabel=ylabel)
         ax.invert_xaxis()
+        _untitled_legend(ax)
         if logy:
             ax.set_yscale("log")
     return fig

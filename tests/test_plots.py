@@ -139,6 +139,7 @@ def test_other_figures_have_a_panel_per_layer_or_variant(runs, tmp_path):
     np.testing.assert_allclose(fig.axes[0].lines[1].get_ydata(), [0.05 * 11, 0.1 * 11, 0.2 * 11, 0.4 * 11])
     fig = plots.plot_versus_loss(analysis.probe_frame(runs, "ics").query("`ics/layer` == 5"),
                                  "ics/l2", "ics/loss", "ICS", "l2")
+    assert fig.axes[0].get_legend().get_title().get_text() == ""  # no column name
     points = fig.axes[0].collections[0].get_offsets()
     assert len(points) == 4 * 3 and fig.axes[0].xaxis_inverted()  # steps after 0, all runs
     write_fake_run(tmp_path / "diverged", "none", 0.5, 0, diverged=True)
