@@ -398,3 +398,39 @@ def test_a_full_disk_names_the_file_it_could_not_write(tmp_path, monkeypatch):
         atomic_write_text(tmp_path / "meta.json", "{}")
     assert error.value.filename == str(tmp_path / "meta.json")
     assert [p.name for p in tmp_path.iterdir()] == ["records"]  # nothing half-written
+
+
+def test_ctrl_c_during_start_up_and_as_training_starts_ends_with_one_line(tmp_path):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from conftest import REPO, clean_environment
+    from pipeline.runs import RunDirectory
+    args = [sys.executable, "-m", "pipeline", "train", str(SMOKE), "--set", "train.steps=5000",
+            "--set", "train.checkpoint_every=5000", "--set", "train.eval_every=5000"]
+
+    def interrupted(workdir, when):
+        process = subprocess.Popen([*args, "--workdir", str(workdir)], cwd=REPO, text=True,
+                                   env=clean_environment(), stdout=subprocess.PIPE,
+                                   stderr=subprocess.PIPE)
+        when()
+        process.send_signal(signal.SIGINT)
+        _, stderr = process.communicate(timeout=120)
+        lines = stderr.strip().splitlines()
+        assert process.returncode == 130 and len(lines) == 1, stderr[-2000:]
+        assert lines[0].startswith("interrupted (Ctrl-C): what was written is intact")
+    # During the imports: nothing written at all.
+    interrupted(tmp_path / "early", lambda: time.sleep(0.5))
+    assert not (tmp_path / "early").exists()
+    # As the first compiled call starts (Ctrl-C was once lost there): recorded, resumable.
+    started = tmp_path / "started"
+
+    def training():
+        deadline = time.time() + 120
+        while RunDirectory(started).read_meta().get("status") != "running" and time.time() < deadline:
+            time.sleep(0.02)
+    interrupted(started, training)
+    meta = RunDirectory(started).read_meta()
+    assert meta["status"] == "interrupted" and meta["error"] == "interrupted (Ctrl-C)"
