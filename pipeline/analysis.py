@@ -55,7 +55,7 @@ def records_frame(runs, stream):
         if frame is None or frame.empty:
             continue
         config = run["config"]
-        frames.append(frame.assign(variant=run["variant"], run=run["path"], seed=config["seed"],
+        frames.append(frame.assign(variant=run.get("variant", ""), run=run["path"], seed=config["seed"],
                                    norm=config["model"]["norm"], lr=config["optim"]["lr"],
                                    status=run["meta"].get("status", "unknown")))
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()

@@ -23,7 +23,8 @@ import pandas as pd
 from pipeline import matched
 from pipeline.measures import (ICS_COSINE, ICS_L2, LANDSCAPE_LOSS, ProbeMeasure,
                                activation_shift, beta_over_curvature, edge_of_stability,
-                               final_value, levels_passed, loss_band, steps_to_accuracy)
+                               final_value, levels_passed, loss_band, paper_reading,
+                               steps_to_accuracy)
 
 BOOTSTRAP_RESAMPLES = 2000
 LEVEL = 0.95
@@ -197,13 +198,23 @@ def _run_level_row(claim, chosen, rng):
     return {**row, "interval": list(interval), "verdict": verdict(claim.expect, interval)}
 
 
-def _probe_row(claim, chosen, rng, layer=None):
-    measure = claim.measure
-    frames = {norm: pd.concat([measure.records(r, layer) for r in runs], ignore_index=True)
+def _probe_rows(claim, chosen, rng):
+    """The rows of a probe claim at one LR: one per layer the variant's runs probed (one
+    in all for a stream without layers), each compared at matched training loss."""
+    frames = {norm: pd.concat([claim.measure.records(r) for r in runs], ignore_index=True)
               for norm, runs in chosen.items()}
     if any(frame.empty for frame in frames.values()):
-        return {"verdict": "missing records", "command": "make demo (the runs with the "
-                f"{measure.stream} probe on)"}
+        return [{"verdict": "missing records", "command": "make demo (the runs with the "
+                 f"{claim.measure.stream} probe on)"}]
+    if not claim.measure.per_layer:
+        return [_probe_row(claim, frames, rng)]
+    layers = sorted(frames[claim.variant]["layer"].dropna().astype(int).unique())
+    return [{"layer": layer, "claim": f"{claim.text}, layer #{layer}",
+             **_probe_row(claim, {norm: f[f["layer"] == layer] for norm, f in frames.items()},
+                          rng)} for layer in layers]
+
+
+def _probe_row(claim, frames, rng):
     compared = matched.compare(frames[claim.variant], frames[claim.reference], rng,
                                BOOTSTRAP_RESAMPLES, LEVEL)
     row = {"seeds": min(frame["seed"].nunique() for frame in frames.values()),
@@ -211,13 +222,11 @@ def _probe_row(claim, chosen, rng, layer=None):
                         for b, counts in compared["coverage"].rename(
                             columns={"variant": claim.variant, "reference": claim.reference}
                         ).iterrows()},
-           "matched_bins": [{"loss_range": list(b["loss_range"]), "ratio": b.get("ratio"),
-                             "interval": list(b.get("interval", ())),
-                             "verdict": verdict(claim.expect, b["interval"]) if "interval" in b
-                             else None} for b in compared["bins"]],
-           "paper_reading": {norm: float(np.nanmedian([measure.paper_reading(r, layer)
-                                                        for r in runs]))
-                             for norm, runs in chosen.items()}}
+           "matched_bins": [{"loss_range": list(b["loss_range"]), "ratio": b["ratio"],
+                             "interval": list(b["interval"]),
+                             "verdict": verdict(claim.expect, b["interval"])}
+                            for b in compared["bins"]],
+           "paper_reading": {norm: paper_reading(frame) for norm, frame in frames.items()}}
     if "reason" in compared:
         return {**row, "verdict": "inconclusive", "note": compared["reason"]}
     row.update(ratio=compared["ratio"], interval=list(compared["interval"]))
@@ -255,12 +264,7 @@ def evaluate_claim(claim, groups, lrs, rng):
         if not isinstance(claim.measure, ProbeMeasure):
             rows.append({**base, "lr": lr, **_run_level_row(claim, chosen, rng)})
             continue
-        layers = ([layer for layer in claim.measure.layers(chosen[claim.variant][0])]
-                  if claim.measure.per_layer else [None])
-        for layer in layers or [None]:
-            label = {} if layer is None else {"layer": int(layer),
-                                              "claim": f"{claim.text}, layer #{int(layer)}"}
-            rows.append({**base, "lr": lr, **label, **_probe_row(claim, chosen, rng, layer)})
+        rows += [{**base, "lr": lr, **row} for row in _probe_rows(claim, chosen, rng)]
     return rows
 
 
@@ -290,7 +294,7 @@ def format_claims(rows):
             lines.append(f"    {row['statistic']} at matched training loss, {where}{ratio}")
             bins = ", ".join(f"{b['loss_range'][0]:.2g}-{b['loss_range'][1]:.2g}: {b['ratio']:.3g} "
                              f"[{b['interval'][0]:.3g}, {b['interval'][1]:.3g}]"
-                             for b in row["matched_bins"] if b["ratio"] is not None)
+                             for b in row["matched_bins"])
             lines.append(f"    per loss bin (variant / reference): {bins or 'no bin matched'}")
             cover = "; ".join(f"{k} {' | '.join(f'{n} {c}' for n, c in v.items())}"
                               for k, v in row["coverage"].items())

@@ -14,6 +14,8 @@ a verdict. Step 0 is left out: at initialization no network has trained, and BN'
 loss band there (~5 against ~0.02) would decide a bin on its own.
 """
 
+import warnings
+
 import numpy as np
 import pandas as pd
 
@@ -58,49 +60,54 @@ def _per_seed_medians(frame):
     return result
 
 
-def _summary(per_seed, bins, seeds):
-    """Geometric mean over `bins` of median(variant seeds) / median(reference seeds),
-    with `seeds` = {norm: seeds drawn}; NaN if no bin has both."""
+def _log_ratios(per_seed, bins, seeds):
+    """Per bin of `bins`: log(median over the variant's `seeds[0]`) - log(median over the
+    reference's `seeds[1]`) of the per-seed medians; NaN where a draw left a bin without
+    a seed of one variant."""
     variant, reference = per_seed
-    logs = []
-    for index in bins:
+    logs = np.full(len(bins), np.nan)
+    for k, index in enumerate(bins):
         a = [variant[index][s] for s in seeds[0] if s in variant[index]]
         b = [reference[index][s] for s in seeds[1] if s in reference[index]]
         if a and b:
             with np.errstate(divide="ignore", invalid="ignore"):
-                logs.append(np.log(np.median(a)) - np.log(np.median(b)))
-    return float(np.exp(np.mean(logs))) if logs else float("nan")
+                logs[k] = np.log(np.median(a)) - np.log(np.median(b))
+    return logs
+
+
+def _geometric_mean(logs, axis=None):
+    """exp(mean of the finite-or-infinite logs), ignoring NaN (NaN if all are)."""
+    with np.errstate(invalid="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # an all-NaN row: NaN
+        return np.exp(np.nanmean(logs, axis=axis))
 
 
 def compare(variant_frame, reference_frame, rng, resamples=2000, level=0.95):
     """Compare two variants' records (frames with columns seed, step, loss, value).
 
-    Returns a dict: `bins` (the matched bins, highest loss first, with each one's ratio
-    and loss range), `coverage` (seeds/records per bin and variant, every bin), and
-    either `ratio` and `interval`, or `reason` when too few bins match."""
+    Returns a dict: `coverage` (seeds/records per bin and variant, every bin), and either
+    `bins` (the matched bins, highest loss first, each with its loss range, ratio and
+    interval), `ratio` and `interval` (the geometric mean over the bins), or `reason`
+    when too few bins match."""
     frames = {"variant": _clean(variant_frame), "reference": _clean(reference_frame)}
     table = coverage(frames)
     per_seed = [_per_seed_medians(frames["variant"]), _per_seed_medians(frames["reference"])]
     matched = [index for index in sorted(set(per_seed[0]) & set(per_seed[1]), reverse=True)
                if min(len(per_seed[0][index]), len(per_seed[1][index])) >= MIN_SEEDS]
     if len(matched) < MIN_BINS:
-        return {"coverage": table, "bins": [
-            {"bin": int(index), "loss_range": bin_range(index)} for index in matched],
-            "reason": f"too few matched records ({len(matched)} loss bin(s) with >= {MIN_SEEDS} "
-                      f"seeds of each variant; {MIN_BINS} needed)"}
+        return {"coverage": table, "bins": [],
+                "reason": f"too few matched records ({len(matched)} loss bin(s) with >= "
+                          f"{MIN_SEEDS} seeds of each variant; {MIN_BINS} needed)"}
     seeds = [np.array(sorted(f["seed"].unique())) for f in frames.values()]
-    draws = [[rng.choice(s, len(s)) for s in seeds] for _ in range(resamples)]
+    point = _log_ratios(per_seed, matched, seeds)
+    # (resamples, bins): each draw resamples each variant's seeds once, for every bin.
+    draws = np.array([_log_ratios(per_seed, matched, [rng.choice(s, len(s)) for s in seeds])
+                      for _ in range(resamples)])
     tail = (1 - level) / 2 * 100
 
-    def estimate(bins):
-        """(point, interval) of the geometric mean of `bins`' ratios."""
-        values = [_summary(per_seed, bins, drawn) for drawn in draws]
-        interval = tuple(float(v) for v in np.nanpercentile(values, [tail, 100 - tail]))
-        return _summary(per_seed, bins, seeds), interval
-    bins = []
-    for index in matched:
-        ratio, interval = estimate([index])
-        bins.append({"bin": int(index), "loss_range": bin_range(index), "ratio": ratio,
-                     "interval": interval})
-    ratio, interval = estimate(matched)
-    return {"coverage": table, "bins": bins, "ratio": ratio, "interval": interval}
+    def interval(values):
+        return tuple(float(v) for v in np.nanpercentile(values, [tail, 100 - tail]))
+    bins = [{"bin": int(index), "loss_range": bin_range(index), "ratio": float(np.exp(point[k])),
+             "interval": interval(np.exp(draws[:, k]))} for k, index in enumerate(matched)]
+    return {"coverage": table, "bins": bins, "ratio": float(_geometric_mean(point)),
+            "interval": interval(_geometric_mean(draws, axis=1))}

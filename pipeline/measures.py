@@ -51,7 +51,7 @@ def final_value(stream, key, tail=0.1):
 def activation_shift(run):
     """Mean over layers, channels and probe steps of the absolute change of the
     per-channel activation means between consecutive distribution records (Fig 8)."""
-    frame = probe_frame([{**run, "variant": ""}], "distributions")
+    frame = probe_frame([run], "distributions")
     if frame.empty or "distributions/channel_mean" not in frame:
         return float("nan")
     shifts = []
@@ -85,29 +85,25 @@ class ProbeMeasure:
     loss: str
     per_layer: bool = False
 
-    def records(self, run, layer=None):
-        """Frame (seed, step, loss, value) of one run (of one layer)."""
-        # One row per record (per layer for per-layer streams), never one per step size.
-        frame = probe_frame([{**run, "variant": ""}], self.stream, expand=self.per_layer)
-        if layer is not None and not frame.empty:
-            frame = frame[frame[f"{self.stream}/layer"] == layer]
+    def records(self, run):
+        """Frame (seed, step, loss, value, layer) of one run; `layer` is NaN for a stream
+        without layers. One row per record and layer, never one per step size."""
+        frame = probe_frame([run], self.stream, expand=self.per_layer)
         try:
-            return pd.DataFrame({"seed": frame["seed"], "step": frame["step"],
-                                 "loss": frame[self.loss],
-                                 "value": np.asarray(self.value(frame), float)})
+            return pd.DataFrame({
+                "seed": frame["seed"], "step": frame["step"], "loss": frame[self.loss],
+                "value": np.asarray(self.value(frame), float),
+                "layer": frame[f"{self.stream}/layer"] if self.per_layer else np.nan})
         except KeyError:  # no such records in this run
-            return pd.DataFrame({c: pd.Series(dtype=float) for c in ("seed", "step", "loss", "value")})
+            return pd.DataFrame({c: pd.Series(dtype=float)
+                                 for c in ("seed", "step", "loss", "value", "layer")})
 
-    def layers(self, run):
-        frame = probe_frame([{**run, "variant": ""}], self.stream)
-        column = f"{self.stream}/layer"
-        return sorted(frame[column].dropna().astype(int).unique()) if column in frame else []
 
-    def paper_reading(self, run, layer=None):
-        """The maximum over the curve after step 0 (the paper's figures start later)."""
-        values = self.records(run, layer)
-        values = values[values["step"] > 0]["value"]
-        return float(values.max()) if len(values) else float("nan")
+def paper_reading(records):
+    """The paper's reading of `ProbeMeasure.records` of several runs: each run's maximum
+    over the curve after step 0 (the paper's figures start later), median over runs."""
+    late = records[records["step"] > 0]
+    return float(late.groupby("seed")["value"].max().median()) if len(late) else float("nan")
 
 
 def loss_band(frame):
