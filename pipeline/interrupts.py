@@ -58,5 +58,6 @@ def exit_code(error):
 
 
 def signal_of(error):
-    """The signal to pass on to child processes for the interrupt `error`."""
-    return signal.SIGTERM if isinstance(error, Terminated) else signal.SIGINT
+    """The signal that stops child processes because of `error`: Ctrl-C's own for Ctrl-C,
+    SIGTERM for anything else (SIGTERM itself, or an error of the parent)."""
+    return signal.SIGINT if isinstance(error, KeyboardInterrupt) else signal.SIGTERM

@@ -16,15 +16,16 @@ with the signal's code.
 import dataclasses
 import json
 import os
+import signal
 import subprocess
 import time
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 from pipeline import interrupts
 from pipeline.config import AUTO, ConfigError
 from pipeline.runs import BrokenRunError
-from pipeline.sweep import log_tail, run_status, runs_to_do, summarize
+from pipeline.sweep import log_tail, run_status, runs_to_do, start_logged, summarize
 
 POLL_SECONDS = 0.5
 STOP_SECONDS = 60    # how long stopped children may take to write their last records
@@ -52,7 +53,7 @@ def default_jobs(runs, gpus_per_run=1):
     gpus = local_gpus()
     if gpus:
         return max(1, len(gpus) // gpus_per_run)
-    threads = [1 if run.threads == AUTO else run.threads for run in runs] or [1]
+    threads = [run.cpu_threads for run in runs] or [1]
     if 0 in threads:
         return 1
     return max(1, available_cores() // max(threads))
@@ -94,29 +95,21 @@ class Active:
     label: str
     slot: int
     process: subprocess.Popen
-    log: Any
     bar: Any
     started: float = dataclasses.field(default_factory=time.monotonic)
-    devices: Optional[str] = None
 
 
 def _start(config_path, run, label, slot, devices, verbose, tqdm, echo):
-    run.workdir.mkdir(parents=True, exist_ok=True)
-    log = open(run.log_path, "a")
-    env = {**os.environ, "TQDM_DISABLE": "1"}  # the log keeps lines, not redrawn bars
-    if devices is not None:
-        env["CUDA_VISIBLE_DEVICES"] = devices
     # Its own session: a Ctrl-C in the terminal reaches the sweep, which passes it on once.
-    process = subprocess.Popen(run.command(config_path, verbose), stdout=log,
-                               stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
-                               start_new_session=True)
+    process = start_logged(run, run.command(config_path, verbose), devices, own_session=True)
+    threads = run.cpu_threads
     where = f"GPU {devices}" if devices is not None else (
-        f"CPU, {'1 thread' if run.threads == AUTO else f'{run.threads} thread(s)'}")
+        f"CPU, {'1 thread' if threads == 1 else f'{threads} thread(s)'}")
     echo(f"{label}: started on {where}; log {run.log_path}")
     # disable=None: no bars when the console is not a terminal (a log, CI).
     bar = tqdm(total=run.steps, position=slot, desc=run.name, unit="step", leave=False,
                dynamic_ncols=True, disable=None)
-    return Active(run, label, slot, process, log, bar, devices=devices)
+    return Active(run, label, slot, process, bar)
 
 
 def _ended(active, code):
@@ -133,11 +126,6 @@ def _ended(active, code):
             f"{seconds:.0f} s" + (f": {last}" if last else "") + "; continuing")
 
 
-def _close(active):
-    active.bar.close()
-    active.log.close()
-
-
 def _stop(actives, signal_number):
     """Pass `signal_number` on to every child and wait for them to end (kill stragglers)."""
     for active in actives:
@@ -150,9 +138,9 @@ def _stop(actives, signal_number):
         try:
             active.process.wait(max(0.1, deadline - time.monotonic()))
         except subprocess.TimeoutExpired:
-            os.killpg(active.process.pid, 9)
+            os.killpg(active.process.pid, signal.SIGKILL)
             active.process.wait()
-        _close(active)
+        active.bar.close()
 
 
 def run_local(config_path, runs, jobs=AUTO, gpus_per_run=1, verbose=False, echo=None):
@@ -179,11 +167,11 @@ def run_local(config_path, runs, jobs=AUTO, gpus_per_run=1, verbose=False, echo=
                 if code is None:
                     child.bar.update(steps_done(child.run) - child.bar.n)
                     continue
-                _close(child)
+                child.bar.close()
                 echo(_ended(child, code))
                 active.remove(child)
                 free.append(child.slot)
     except BaseException as error:
-        _stop(active, interrupts.signal_of(error) if interrupts.is_interrupt(error) else 15)
+        _stop(active, interrupts.signal_of(error))
         raise
     return summarize(runs)

@@ -11,12 +11,11 @@ others. The runs' folders and the log folder must be on storage the nodes share.
 """
 
 import dataclasses
-import subprocess
 from pathlib import Path
 from typing import Optional
 
-from pipeline.config import AUTO, ConfigError
-from pipeline.sweep import runs_to_do, summarize
+from pipeline.config import ConfigError
+from pipeline.sweep import runs_to_do, start_logged, summarize
 
 EXECUTORS = {"slurm": "slurm", "submitit_local": "local"}  # --executor -> submitit's cluster
 
@@ -32,18 +31,15 @@ class SlurmOptions:
     log_dir: Optional[str] = None       # submitit's folder (default: <sweep dir>/slurm)
 
 
-def train_task(command, log_path):
-    """One array task: the run's train command, its output appended to its log.
-    Returns the command's exit code (a failed run is a result of the array, not an
-    error of the task)."""
-    Path(log_path).parent.mkdir(parents=True, exist_ok=True)
-    with open(log_path, "a") as log:
-        return subprocess.call(command, stdout=log, stderr=subprocess.STDOUT,
-                               stdin=subprocess.DEVNULL, env=None)
+def train_task(run, command):
+    """One array task: the run's train command, its output appended to its log, as a
+    local sweep starts it. Returns the command's exit code (a failed run is a result of
+    the array, not an error of the task)."""
+    return start_logged(run, command).wait()
 
 
 def _parameters(executor, options, runs):
-    threads = max([1 if r.threads == AUTO else (r.threads or 1) for r in runs] or [1])
+    threads = max([r.cpu_threads or 1 for r in runs] or [1])
     parameters = {"name": "bnlab", "timeout_min": options.time_minutes,
                   "cpus_per_task": options.cpus_per_run or threads}
     if options.gpus_per_run:
@@ -74,7 +70,7 @@ def submit(config_path, runs, sweep_dir, executor="slurm", options=SlurmOptions(
                           "login node, or use --list for another scheduler") from None
     cluster.update_parameters(**_parameters(executor, options, todo))
     with cluster.batch():
-        jobs = [cluster.submit(train_task, run.command(config_path, verbose), str(run.log_path))
+        jobs = [cluster.submit(train_task, run, run.command(config_path, verbose))
                 for run in todo]
     echo(f"submitted {len(jobs)} run(s) as job(s) {', '.join(sorted({j.job_id.split('_')[0] for j in jobs}))}"
          f" ({executor}); submitit's logs in {folder}")

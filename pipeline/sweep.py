@@ -12,6 +12,7 @@ import itertools
 import os
 import re
 import shlex
+import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,6 +45,24 @@ class PlannedRun:
     @property
     def log_path(self):
         return self.workdir / LOG_FILE
+
+    @property
+    def cpu_threads(self):
+        """Intra-op threads the run uses on a CPU (train.threads: auto is 1; 0 is all)."""
+        return 1 if self.threads == AUTO else self.threads
+
+
+def start_logged(run, command, devices=None, own_session=False):
+    """Start `command` (a run's train command) with its output appended to the run's
+    log; `devices`: its CUDA_VISIBLE_DEVICES. Returns the process."""
+    run.workdir.mkdir(parents=True, exist_ok=True)
+    env = {**os.environ, "TQDM_DISABLE": "1"}  # the log keeps lines, not redrawn bars
+    if devices is not None:
+        env["CUDA_VISIBLE_DEVICES"] = devices
+    with open(run.log_path, "a") as log:  # the child keeps its own copy of the file
+        return subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT,
+                                stdin=subprocess.DEVNULL, env=env,
+                                start_new_session=own_session)
 
 
 def parse_grid(items):
