@@ -79,10 +79,11 @@ def read_records(path):
     if not path.exists():
         return []
     try:
-        lines = path.read_text().split("\n")
+        text = path.read_text()
     except UnicodeDecodeError as error:
         raise BrokenRunError(f"{path} is not UTF-8 text ({error.reason} at byte {error.start}); "
                              "restore it, or delete the run directory to start that run over") from None
+    lines = text.split("\n")
     records = []
     last = max((k for k, line in enumerate(lines) if line.strip()), default=-1)
     for number, line in enumerate(lines, 1):
@@ -91,7 +92,7 @@ def read_records(path):
         try:
             record = json.loads(line)
         except json.JSONDecodeError:
-            if number - 1 == last and not path.read_bytes().endswith(b"\n"):
+            if number - 1 == last and not text.endswith("\n"):
                 continue  # a line cut by a crash: the resume rewrites the file without it
             record = None
         if not (isinstance(record, dict) and isinstance(record.get("step"), int)):
