@@ -37,31 +37,11 @@ train: $(STAMP)
 sweep: $(STAMP)
 	$(PY) -m pipeline sweep $(CONFIG) $(GRID_ARGS) --seeds $(SEEDS) $(SET_ARGS)
 
-# The README's first command: the runs every claim needs (PROTOCOL.md section 9), one run
-# per CPU core at a time (sweep --jobs auto), then the claims table, the notebooks and the
-# HTML report. VGG11/4 on augmented digits: standard / BN with every probe and noisy BN
-# with the distributions probe at LR 0.1 (5 seeds, 400 steps); standard / BN at LR 0.5
-# and l1 / l2 / linf at LR 0.1 without probes (3 seeds, 200 steps: their rows read the
-# final accuracy and the steps to 90 %, which BN reaches by ~step 50); the DLN at 10,000
-# steps (3 seeds; ICS at LR 1e-6 and 1e-7, the l1 runs without probes).
-NO_PROBES := --set probes.landscape.enabled=false --set probes.ics.enabled=false \
-    --set probes.curvature.enabled=false --set probes.distributions.enabled=false
-ONLY_DISTRIBUTIONS := --set probes.landscape.enabled=false --set probes.ics.enabled=false \
-    --set probes.curvature.enabled=false
+# The README's first command: the runs every claim needs as one queue, one run per CPU
+# core at a time (configs/demo_plan.yaml, PROTOCOL.md section 9), then the claims table,
+# the notebooks and the HTML report.
 demo: $(STAMP)
-	$(PY) -m pipeline sweep configs/demo.yaml --sweep-dir runs/demo --seeds 5 \
-	    --grid optim.lr=0.1 --grid model.norm=none,batch
-	$(PY) -m pipeline sweep configs/demo.yaml --sweep-dir runs/demo --seeds 5 \
-	    --grid optim.lr=0.1 --grid model.norm=noisy_batch $(ONLY_DISTRIBUTIONS)
-	$(PY) -m pipeline sweep configs/demo.yaml --sweep-dir runs/demo --seeds 3 \
-	    --grid optim.lr=0.5 --grid model.norm=none,batch $(NO_PROBES) --set train.steps=200
-	$(PY) -m pipeline sweep configs/demo.yaml --sweep-dir runs/demo --seeds 3 \
-	    --grid optim.lr=0.1 --grid model.norm=l1,l2,linf $(NO_PROBES) --set train.steps=200
-	$(PY) -m pipeline sweep configs/demo_dln.yaml --sweep-dir runs/demo/dln --seeds 3 \
-	    --grid optim.lr=1e-6,1e-7 --grid model.norm=none,batch
-	$(PY) -m pipeline sweep configs/demo_dln.yaml --sweep-dir runs/demo/dln --seeds 3 \
-	    --grid optim.lr=1e-6 --grid model.norm=l1 --set probes.ics.enabled=false \
-	    --set probes.landscape.enabled=false
+	$(PY) -m pipeline sweep --plan configs/demo_plan.yaml --sweep-dir runs/demo
 	$(PY) -m pipeline claims runs/demo
 	$(PY) -m pipeline figures runs/demo --output reports/demo
 

@@ -36,7 +36,10 @@ def _parser():
     train.add_argument("--workdir", help="run directory (default: runs/<config name>)")
 
     sweep = commands.add_parser("sweep", help="a grid of runs x seeds, resumable")
-    sweep.add_argument("config")
+    sweep.add_argument("config", nargs="?", help="YAML config file (or give --plan)")
+    sweep.add_argument("--plan", metavar="FILE",
+                       help="instead of a config and its grid: a YAML file listing several "
+                            "sweeps, run as one queue (e.g. configs/demo_plan.yaml)")
     sweep.add_argument("--grid", action="append", default=[], metavar="KEY=V1,V2",
                        help="values of one key to sweep, e.g. --grid model.norm=none,batch")
     sweep.add_argument("--seeds", type=int, default=1, help="seeds 0..N-1 per combination")
@@ -167,19 +170,28 @@ def _sweep(args, verbose):
     from pipeline.config import ConfigError
     if args.seeds < 1:
         raise ConfigError(f"--seeds={args.seeds} must be >= 1")
-    runs = sweep.plan_sweep(args.config, args.grid, args.seeds, args.sweep_dir, args.set)
+    if bool(args.plan) == bool(args.config):
+        raise ConfigError("give either a config file (with --grid, --seeds, --set) or --plan FILE")
+    if args.plan:
+        if args.grid or args.set or args.seeds != 1:
+            raise ConfigError(f"--plan {args.plan}: write the grid, seeds and overrides in the "
+                              "plan's sweeps, not on the command line")
+        runs = sweep.plan_file(args.plan, args.sweep_dir)
+        sweep_dir = args.sweep_dir or Path("runs") / Path(args.plan).stem
+    else:
+        runs = sweep.plan_sweep(args.config, args.grid, args.seeds, args.sweep_dir, args.set)
+        sweep_dir = args.sweep_dir or Path("runs") / Path(args.config).stem
     if args.list:
-        print(sweep.list_commands(args.config, runs))
+        print(sweep.list_commands(runs))
         return 0
     if args.executor == "local":
         from pipeline.launch import run_local
-        rows = run_local(args.config, runs, args.jobs, args.gpus_per_run or 1, verbose)
+        rows = run_local(runs, args.jobs, args.gpus_per_run or 1, verbose)
     else:
         from pipeline.slurm import SlurmOptions, submit
         options = SlurmOptions(args.partition, args.time, args.gpus_per_run or 0,
                                args.cpus_per_run, args.array_parallelism, args.log_dir)
-        sweep_dir = args.sweep_dir or Path("runs") / Path(args.config).stem
-        rows = submit(args.config, runs, sweep_dir, args.executor, options, verbose)
+        rows = submit(runs, sweep_dir, args.executor, options, verbose)
     print(sweep.format_table(rows))
     failures = sweep.format_failures(runs, rows)
     if failures:

@@ -272,14 +272,14 @@ class _UniqueKeyLoader(yaml.SafeLoader):
         return super().construct_mapping(node, deep)
 
 
-def _read_yaml(path, seen=()):
-    path = Path(path).resolve()
+def read_yaml_file(path, what="config file"):
+    """The YAML document in `path`; a `ConfigError` naming the file if it is missing, not
+    UTF-8, not YAML, or gives a key twice."""
+    path = Path(path)
     if not path.is_file():
-        raise ConfigError(f"config file not found: {path}")
-    if path in seen:
-        raise ConfigError(f"config inheritance loops back to {path}")
+        raise ConfigError(f"{what} not found: {path}")
     try:
-        data = yaml.load(path.read_text(encoding="utf-8"), Loader=_UniqueKeyLoader)
+        return yaml.load(path.read_text(encoding="utf-8"), Loader=_UniqueKeyLoader)
     except UnicodeDecodeError as error:
         raise ConfigError(f"{path} is not UTF-8 text ({error.reason} at byte {error.start}); "
                           "save it as UTF-8") from None
@@ -287,6 +287,13 @@ def _read_yaml(path, seen=()):
         raise ConfigError(f"{path}: {error.problem}") from None
     except yaml.YAMLError as error:
         raise ConfigError(f"{path} is not valid YAML: {' '.join(str(error).split())}") from None
+
+
+def _read_yaml(path, seen=()):
+    path = Path(path).resolve()
+    if path in seen:
+        raise ConfigError(f"config inheritance loops back to {path}")
+    data = read_yaml_file(path)
     if data is None:
         raise ConfigError(f"{path} is empty; write the settings that differ from a base "
                           "(see configs/cpu.yaml), starting with e.g. 'base: base.yaml'")

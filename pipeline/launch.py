@@ -99,9 +99,9 @@ class Active:
     started: float = dataclasses.field(default_factory=time.monotonic)
 
 
-def _start(config_path, run, label, slot, devices, verbose, tqdm, echo):
+def _start(run, label, slot, devices, verbose, tqdm, echo):
     # Its own session: a Ctrl-C in the terminal reaches the sweep, which passes it on once.
-    process = start_logged(run, run.command(config_path, verbose), devices, own_session=True)
+    process = start_logged(run, run.command(verbose), devices, own_session=True)
     threads = run.cpu_threads
     where = f"GPU {devices}" if devices is not None else (
         f"CPU, {'1 thread' if threads == 1 else f'{threads} thread(s)'}")
@@ -143,7 +143,7 @@ def _stop(actives, signal_number):
         active.bar.close()
 
 
-def run_local(config_path, runs, jobs=AUTO, gpus_per_run=1, verbose=False, echo=None):
+def run_local(runs, jobs=AUTO, gpus_per_run=1, verbose=False, echo=None):
     """Train the runs that are not done yet, up to `jobs` at once; returns the summary
     rows of all `runs`."""
     from tqdm.auto import tqdm
@@ -159,7 +159,7 @@ def run_local(config_path, runs, jobs=AUTO, gpus_per_run=1, verbose=False, echo=
             while todo and free:
                 run, slot = todo.pop(0), free.pop(0)
                 label = f"[{number[run.workdir]}/{len(runs)}] {run.name}"
-                active.append(_start(config_path, run, label, slot, slots[slot], verbose,
+                active.append(_start(run, label, slot, slots[slot], verbose,
                                      tqdm, echo))
             time.sleep(POLL_SECONDS)
             for child in list(active):

@@ -51,7 +51,7 @@ def _parameters(executor, options, runs):
     return parameters
 
 
-def submit(config_path, runs, sweep_dir, executor="slurm", options=SlurmOptions(),
+def submit(runs, sweep_dir, executor="slurm", options=SlurmOptions(),
            verbose=False, echo=print):
     """Submit the runs that are not done as one job array, wait for it and return the
     summary rows of all `runs`."""
@@ -70,7 +70,7 @@ def submit(config_path, runs, sweep_dir, executor="slurm", options=SlurmOptions(
                           "login node, or use --list for another scheduler") from None
     cluster.update_parameters(**_parameters(executor, options, todo))
     with cluster.batch():
-        jobs = [cluster.submit(train_task, run, run.command(config_path, verbose))
+        jobs = [cluster.submit(train_task, run, run.command(verbose))
                 for run in todo]
     echo(f"submitted {len(jobs)} run(s) as job(s) {', '.join(sorted({j.job_id.split('_')[0] for j in jobs}))}"
          f" ({executor}); submitit's logs in {folder}")

@@ -16,8 +16,10 @@ import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Optional
 
-from pipeline.config import AUTO, ConfigError, load_config
+from pipeline.backend import BACKENDS
+from pipeline.config import AUTO, ConfigError, load_config, read_yaml_file
 from pipeline.runs import BrokenRunError, RunDirectory
 
 LOG_FILE = "train.log"   # a sweep's copy of each run's console output, in its run directory
@@ -27,17 +29,19 @@ NAME_LENGTH = 48         # longest value in a run name; longer ones are cut and 
 @dataclass(frozen=True)
 class PlannedRun:
     name: str
+    config: Path         # the run's YAML config file
     overrides: tuple
     workdir: Path
     steps: int = 0       # train.steps, for progress
     threads: object = AUTO  # train.threads, for how many runs fit on the CPU at once
+    backend: Optional[str] = None  # its --backend (None: the sweep's own, KERAS_BACKEND)
 
-    def command(self, config_path, verbose=False):
+    def command(self, verbose=False):
         """The train command, with absolute paths so that it works from any folder."""
-        # The backend this sweep runs on, so a listed command reruns on the same one.
-        backend = ["--backend", os.environ["KERAS_BACKEND"]] if os.environ.get("KERAS_BACKEND") else []
-        args = [sys.executable, "-m", "pipeline", *backend] + (["--verbose"] if verbose else [])
-        args += ["train", str(Path(config_path).resolve())]
+        # The backend, so that a listed command reruns on the same one.
+        backend = self.backend or os.environ.get("KERAS_BACKEND")
+        args = [sys.executable, "-m", "pipeline", *(["--backend", backend] if backend else [])]
+        args += (["--verbose"] if verbose else []) + ["train", str(Path(self.config).resolve())]
         for item in self.overrides:
             args += ["--set", item]
         return args + ["--workdir", str(self.workdir.resolve())]
@@ -110,7 +114,7 @@ def _seeds(grid, seeds, overrides):
     return list(range(seeds))
 
 
-def plan_sweep(config_path, grid_items=(), seeds=1, sweep_dir=None, overrides=()):
+def plan_sweep(config_path, grid_items=(), seeds=1, sweep_dir=None, overrides=(), backend=None):
     """Every combination of the grid and the seeds, validated before anything runs."""
     grid = parse_grid(grid_items)
     seed_values = _seeds(grid, seeds, overrides)
@@ -125,13 +129,64 @@ def plan_sweep(config_path, grid_items=(), seeds=1, sweep_dir=None, overrides=()
             config = load_config(config_path, items)  # fail now, not in the middle of the sweep
             name = "__".join([_short(k, v) for k, v in zip(keys, values)] +
                              [_short("seed", seed)])
-            runs.append(PlannedRun(name, items, sweep_dir / name, config.train.steps,
-                                   config.train.threads))
-    names = [run.name for run in runs]
-    if len(set(names)) != len(names):
-        clash = next(name for name in names if names.count(name) > 1)
-        raise ConfigError(f"two runs of the grid would share the folder {clash!r}; give "
-                          "each grid value only once")
+            runs.append(PlannedRun(name, Path(config_path), items, sweep_dir / name,
+                                   config.train.steps, config.train.threads, backend))
+    _refuse_shared_folders(runs)
+    return runs
+
+
+def _refuse_shared_folders(runs):
+    workdirs = [run.workdir for run in runs]
+    if len(set(workdirs)) != len(workdirs):
+        clash = next(w for w in workdirs if workdirs.count(w) > 1)
+        raise ConfigError(f"two runs would share the folder {str(clash)!r}; give each grid "
+                          "value (and each seed of a folder) only once")
+
+
+PLAN_KEYS = {"config", "grid", "seeds", "set", "folder", "backend"}
+
+
+def plan_file(path, sweep_dir=None):
+    """The runs of a sweep plan: a YAML file whose `sweeps:` list holds several sweeps,
+    each as the command line would give it (`config` relative to the plan file; `grid`
+    and `set` as lists of `key=values` strings; `seeds`; an optional `folder` inside the
+    sweep folder and `backend`). They run as one queue, in the plan's order, so the
+    machine stays busy from the first run to the last: put the longest runs first."""
+    path = Path(path)
+    data = read_yaml_file(path, "sweep plan")
+    entries = data.get("sweeps") if isinstance(data, dict) else None
+    if not isinstance(entries, list) or not entries:
+        raise ConfigError(f"{path} must hold 'sweeps:', a list of sweeps (see "
+                          "configs/demo_plan.yaml)")
+    sweep_dir = Path(sweep_dir or Path("runs") / path.stem)
+    runs = []
+    for number, entry in enumerate(entries, 1):
+        where = f"{path}, sweep {number}"
+        if not isinstance(entry, dict) or "config" not in entry:
+            raise ConfigError(f"{where}: each sweep is a mapping with at least 'config:'")
+        unknown = sorted(set(entry) - PLAN_KEYS)
+        if unknown:
+            raise ConfigError(f"{where}: unknown key(s) {', '.join(unknown)}; use "
+                              f"{', '.join(sorted(PLAN_KEYS))}")
+        lists = {key: entry.get(key, []) for key in ("grid", "set")}
+        for key, items in lists.items():
+            if not (isinstance(items, list) and all(isinstance(i, str) for i in items)):
+                raise ConfigError(f"{where}: '{key}' must be a list of 'key=value' strings, "
+                                  "one per line (in a YAML block list, as commas split values)")
+        seeds = entry.get("seeds", 1)
+        if not isinstance(seeds, int) or seeds < 1:
+            raise ConfigError(f"{where}: seeds={seeds!r} must be a whole number >= 1")
+        if entry.get("backend", BACKENDS[0]) not in BACKENDS:
+            raise ConfigError(f"{where}: backend={entry['backend']!r} must be one of "
+                              f"{', '.join(BACKENDS)}")
+        folder = safe_name(entry["folder"]) if "folder" in entry else None
+        try:
+            runs += plan_sweep(path.parent / str(entry["config"]), lists["grid"], seeds,
+                               sweep_dir / folder if folder else sweep_dir, lists["set"],
+                               entry.get("backend"))
+        except (ConfigError, ValueError) as error:
+            raise ConfigError(f"{where}: {error}") from None
+    _refuse_shared_folders(runs)
     return runs
 
 
@@ -221,5 +276,5 @@ def format_table(rows):
     return "\n".join(lines)
 
 
-def list_commands(config_path, runs):
-    return "\n".join(shlex.join(run.command(config_path)) for run in runs)
+def list_commands(runs):
+    return "\n".join(shlex.join(run.command()) for run in runs)

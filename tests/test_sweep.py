@@ -75,11 +75,61 @@ def test_jobs_and_devices_follow_the_gpus_or_the_cores(monkeypatch):
 def test_list_prints_runnable_commands(tmp_path, monkeypatch):
     monkeypatch.setenv("KERAS_BACKEND", "tensorflow")  # as the CLI's --backend sets it
     runs = sweep.plan_sweep(SMOKE, ["model.norm=none,batch"], seeds=2, sweep_dir=tmp_path)
-    out = sweep.list_commands(SMOKE, runs).splitlines()
+    out = sweep.list_commands(runs).splitlines()
     assert len(out) == 4
     assert "-m pipeline --backend tensorflow train" in out[0] and "--set model.norm=none" in out[0]
     assert f"--workdir {tmp_path}/norm-batch__seed-1" in out[3]
     assert not any(tmp_path.iterdir())  # listing runs nothing
+
+
+def test_a_plan_lists_several_sweeps_as_one_queue_in_its_order(tmp_path, monkeypatch):
+    monkeypatch.setenv("KERAS_BACKEND", "tensorflow")
+    plan = tmp_path / "plan.yaml"
+    plan.write_text(f"""
+sweeps:
+  - config: {SMOKE}
+    grid:
+      - model.norm=batch,none
+      - seed=3,4
+    set: &short
+      - train.steps=5
+  - config: {SMOKE}
+    folder: other
+    backend: jax
+    seeds: 2
+    set: *short
+""")
+    runs = sweep.plan_file(plan, tmp_path / "runs")
+    assert [str(r.workdir.relative_to(tmp_path / "runs")) for r in runs] == [
+        "norm-batch__seed-3", "norm-batch__seed-4", "norm-none__seed-3", "norm-none__seed-4",
+        "other/seed-0", "other/seed-1"]
+    assert {r.steps for r in runs} == {5}
+    commands = sweep.list_commands(runs).splitlines()
+    assert "--backend tensorflow train" in commands[0] and "--backend jax train" in commands[4]
+    # Two entries making the same folder, an unknown key, a flow-style grid: refused,
+    # naming the file and the sweep.
+    plan.write_text(f"sweeps:\n  - config: {SMOKE}\n  - config: {SMOKE}\n")
+    with pytest.raises(ConfigError, match="share the folder"):
+        sweep.plan_file(plan)
+    plan.write_text(f"sweeps:\n  - config: {SMOKE}\n    seed: 3\n")
+    with pytest.raises(ConfigError, match=r"plan.yaml, sweep 1: unknown key\(s\) seed"):
+        sweep.plan_file(plan)
+    plan.write_text(f"sweeps:\n  - config: {SMOKE}\n    grid: model.norm=none\n")
+    with pytest.raises(ConfigError, match="'grid' must be a list"):
+        sweep.plan_file(plan)
+    plan.write_text("sweeps:\n  - config: missing.yaml\n")
+    with pytest.raises(ConfigError, match="sweep 1: config file not found"):
+        sweep.plan_file(plan)
+    with pytest.raises(ConfigError, match="sweep plan not found"):
+        sweep.plan_file(tmp_path / "nothing.yaml")
+
+
+def test_the_demo_plan_is_valid_and_puts_its_longest_runs_first():
+    runs = sweep.plan_file(REPO / "configs" / "demo_plan.yaml", "runs/demo")
+    assert len(runs) == 45
+    names = [str(r.workdir) for r in runs]
+    assert names[0] == "runs/demo/lr-0.1__norm-batch__seed-0" and names[-1].startswith("runs/demo/dln/")
+    assert {r.backend for r in runs if "/dln/" in str(r.workdir)} == {"jax"}
 
 
 def _records(workdir):
@@ -95,7 +145,7 @@ def test_a_parallel_sweep_continues_past_divergence_and_its_runs_equal_runs_laun
     runs = sweep.plan_sweep(SMOKE, ["optim.lr=0.05,1000"], sweep_dir=sweep_dir,
                             overrides=["model.norm=none", "train.steps=8"])
     messages = []
-    rows = launch.run_local(SMOKE, runs, jobs=2, echo=messages.append)
+    rows = launch.run_local(runs, jobs=2, echo=messages.append)
     assert [r["status"] for r in rows] == ["finished", "diverged"]
     assert any(m.startswith("[2/2] lr-1000__seed-0: diverged after") for m in messages), messages
     assert "finished: step 8 of 8" in runs[0].log_path.read_text()
@@ -128,13 +178,13 @@ def test_a_sweep_through_submitit_runs_each_run_once_and_skips_them_when_resubmi
     runs = sweep.plan_sweep(SMOKE, ["model.norm=none,batch"], sweep_dir=tmp_path,
                             overrides=["train.steps=4"])
     messages = []
-    rows = slurm.submit(SMOKE, runs, tmp_path, "submitit_local", echo=messages.append)
+    rows = slurm.submit(runs, tmp_path, "submitit_local", echo=messages.append)
     assert [r["status"] for r in rows] == ["finished", "finished"]
     assert messages[0].startswith("submitted 2 run(s)") and (tmp_path / "slurm").is_dir()
     for run in runs:
         assert "finished: step 4 of 4" in run.log_path.read_text()
     messages.clear()
-    slurm.submit(SMOKE, runs, tmp_path, "submitit_local", echo=messages.append)
+    slurm.submit(runs, tmp_path, "submitit_local", echo=messages.append)
     assert messages == [f"[{k}/2] {run.name}: already finished, skipped"
                         for k, run in enumerate(runs, 1)]
 
