@@ -9,10 +9,12 @@ made before anything imports Keras: this module imports neither Keras nor Tensor
 import os
 import sys
 
+from pipeline.errors import InputError
+
 BACKENDS = ("tensorflow", "jax")
 
 
-class BackendError(ValueError):
+class BackendError(InputError):
     """A backend that cannot be used in this process."""
 
 
@@ -45,3 +47,18 @@ def select_backend(requested=None):
         return backend
     os.environ["KERAS_BACKEND"] = backend
     return backend
+
+
+def start_frameworks(verbose=False):
+    """Import Keras (on the backend chosen before) and TensorFlow (every command uses
+    tf.data or its error types) and let them find their devices, quietly (see
+    `pipeline.console.quiet_startup`). Later imports and device look-ups reuse what
+    this did."""
+    from pipeline.console import quiet_startup
+    with quiet_startup(verbose):
+        import keras
+        import tensorflow as tf
+        tf.config.list_physical_devices()
+        if keras.backend.backend() == "jax":
+            import jax
+            jax.devices()

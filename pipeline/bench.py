@@ -4,9 +4,9 @@ numbers compare even on a shared, noisy machine.
 
 - whole loop: `train_and_evaluate` with probes off (records, evaluations, checkpoints at
   the config's cadence), timed from the end of its first, tracing call.
-- bare loop: a Python loop over a `tf.function` SGD step on the same model and one
-  fixed batch: the speed of the model itself.
-- input pipeline: the training `tf.data` stream alone, drained inside TensorFlow.
+- bare loop: a Python loop over the engine's compiled SGD step on the same model and
+  one fixed batch: the speed of the model itself.
+- input pipeline: the training `tf.data` stream alone, drained inside tf.data.
 - probes: each probe's cost in training steps, and the slowdown of a run at the
   config's probe schedule.
 """
@@ -16,12 +16,12 @@ import time
 from pathlib import Path
 
 import numpy as np
-import tensorflow as tf
 
+from pipeline import engines
 from pipeline.config import load_config
 from pipeline.data import TrainStream, load_arrays
 from pipeline.engines import make_engine
-from pipeline.layers import NoisyBatchNormalization, philox_uniform, sample_shift_noise
+from pipeline.layers import NoisyBatchNormalization
 from pipeline.probes import REGISTRY, make_probes
 from pipeline.runtime import configure_runtime
 from pipeline.tasks import task_of
@@ -53,19 +53,12 @@ def _fresh_state(config):
 
 
 def _bare_step(config):
-    """A function running one compiled SGD step of a fresh model on a fixed batch."""
-    runtime, _, arrays, model, optimizer = _fresh_state(config)
+    """A function running one compiled SGD step (the engine's own, as the training loop
+    runs it) of a fresh model on a fixed batch."""
+    _, engine, arrays, model, optimizer = _fresh_state(config)
     x, y = TrainStream(config, arrays).batch(0)
-    task = task_of(config)
-
-    @tf.function(jit_compile=runtime.xla)
-    def step(x, y):
-        with tf.GradientTape() as tape:
-            loss = task.batch_loss(y, model(x, training=True), config.data.batch_size)
-        gradients = tape.gradient(loss, model.trainable_variables)
-        optimizer.apply_gradients(zip(gradients, model.trainable_variables))
-        return loss
-    return lambda: float(step(x, y))
+    step = engine.step_function(model, optimizer, task_of(config))
+    return lambda: float(step(x, y)[0])
 
 
 def bare_step_functions(config_path, norms, overrides):
@@ -94,34 +87,19 @@ def _median_seconds(function, repeats, warmup=0):
 
 def noise_draw_seconds(config_path, overrides, repeats=10):
     """Seconds to draw one step's Algorithm-1 noise for every noisy layer of the model,
-    alone: the floor of what noisy BN can cost over BN."""
+    alone: the floor of what noisy BN can cost over BN; and the number of activations."""
     config = _quiet(config_path, [*overrides, "model.norm=noisy_batch"])
     _, _, _, model, _ = _fresh_state(config)
     noisy = [layer for layer in model.layers if isinstance(layer, NoisyBatchNormalization)]
     shapes = [(config.data.batch_size, *layer.output.shape[1:]) for layer in noisy]
-
-    @tf.function
-    def draw():
-        total = tf.constant(0.0)
-        for layer, shape in zip(noisy, shapes):
-            scale, shift = sample_shift_noise(shape, -1, layer.seed_generator, layer.n_mu,
-                                              layer.n_sigma, layer.r_mu, layer.r_sigma, tf.float32)
-            total += scale[(0,) * len(shape)] + shift[(0,) * len(shape)]
-        return total
+    draws = engines.module("noise_floor").noise_draws(noisy, shapes)
     elements = sum(int(np.prod(shape)) for shape in shapes)
-    return _median_seconds(lambda: float(draw()), repeats, warmup=2), elements
+    return _median_seconds(draws, repeats, warmup=2), elements
 
 
 def random_word_seconds(count, repeats=10):
-    """Seconds for TensorFlow's Philox kernel to make `count` uniform floats (one 32-bit
-    word each) and nothing else: noisy BN needs two per activation (a uniform shift, a
-    normal scale), so this is its floor on TensorFlow's kernels."""
-    seed = tf.constant([0, 1], tf.int64)
-
-    @tf.function
-    def draw():
-        return philox_uniform(tf.constant([count]), seed, tf.float32)[0]
-    return _median_seconds(lambda: float(draw()), repeats, warmup=2)
+    """Seconds for the backend's random kernel to make `count` uniform floats alone."""
+    return _median_seconds(engines.module("noise_floor").random_words(count), repeats, warmup=2)
 
 
 def input_batches_per_second(config_path, overrides, batches):
@@ -129,14 +107,9 @@ def input_batches_per_second(config_path, overrides, batches):
     config = _quiet(config_path, overrides)
     configure_runtime(config)
     stream = TrainStream(config, load_arrays(config.data))
-
-    def drain(count):
-        # Drained by tf.data itself: no Python per batch, as the training loop reads it.
-        return int(stream.dataset(0).take(count).reduce(tf.constant(0, tf.int64),
-                                                        lambda n, _: n + 1))
-    drain(10)  # build the function and warm the caches
+    stream.drain(10)  # build the pipeline and warm the caches
     began = time.perf_counter()
-    assert drain(batches) == batches
+    assert stream.drain(batches) == batches
     return batches / (time.perf_counter() - began)
 
 
@@ -228,14 +201,9 @@ def format_probe_costs(rows, slowdown):
 
 def run_benchmarks(config_path, norms, overrides=(), whole_steps=None):
     """Everything `make bench` prints for one config, as text."""
-    import keras
-    if keras.backend.backend() != "tensorflow":
-        raise ValueError("the benchmark's bare loop and noise floor are TensorFlow code; run "
-                         "it with --backend tensorflow (the JAX engine's speed shows in each "
-                         "run's meta.json, steps_per_second)")
     rows = loop_speeds(config_path, norms, overrides, whole_steps)
     parts = [format_loop_speeds(config_path, rows, overrides)]
-    if "noisy_batch" in norms and "batch" in norms:
+    if "noisy_batch" in norms and "batch" in norms and engines.has_module("noise_floor"):
         seconds, elements = noise_draw_seconds(config_path, overrides)
         bn_step = 1.0 / next(r["bare"] for r in rows if r["norm"] == "batch")
         words = random_word_seconds(2 * elements)

@@ -60,15 +60,3 @@ def quiet_startup(verbose=False):
             for line in captured.read().decode(errors="replace").splitlines():
                 if line.strip() and not STARTUP_NOISE.match(line):
                     print(line, file=sys.stderr)
-
-
-def start_frameworks(verbose=False):
-    """Import Keras (on the backend chosen before) and TensorFlow and let them find
-    their devices, quietly. Later imports and device look-ups reuse what this did."""
-    with quiet_startup(verbose):
-        import keras
-        import tensorflow as tf
-        tf.config.list_physical_devices()
-        if keras.backend.backend() == "jax":
-            import jax
-            jax.devices()

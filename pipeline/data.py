@@ -18,6 +18,9 @@ from pathlib import Path
 import numpy as np
 import tensorflow as tf
 
+from pipeline.config import DATASETS
+from pipeline.errors import UserError
+
 AUGMENT_PAD = 4  # pixels of zero padding before the random 32x32 crop
 
 # CIFAR binary format (https://www.cs.toronto.edu/~kriz/cifar.html): each record is the
@@ -33,7 +36,7 @@ BINARY_FORMATS = {
 IMAGE_BYTES = 32 * 32 * 3
 
 
-class DatasetUnavailableError(RuntimeError):
+class DatasetUnavailableError(UserError, RuntimeError):
     """A data set cannot be read; the message says which, where we looked and what to do."""
 
 
@@ -209,14 +212,20 @@ def _load_linear_regression(config):
                   x_test.astype(f32), (x_test @ matrix.T).astype(f32), 0)
 
 
+def _load_archive(config):
+    return _load_binary(config) if config.source == "binary" else _load_tfds(config)
+
+
+# data.name -> loader(DataConfig) -> Arrays; pipeline.config.DATASETS names these.
+LOADERS = {"cifar10": _load_archive, "cifar100": _load_archive, "digits": _load_digits,
+           "synthetic": _load_synthetic, "linear_regression": _load_linear_regression}
+if tuple(LOADERS) != DATASETS:
+    raise ImportError("pipeline.config.DATASETS must list the data sets of LOADERS, in order")
+
+
 def load_arrays(config):
     """Load the data set of `config.data` (a `DataConfig`) as `Arrays`, subset to n_train/n_test."""
-    if config.name in BINARY_FORMATS:
-        loader = _load_binary if config.source == "binary" else _load_tfds
-    else:
-        loader = {"digits": _load_digits, "synthetic": _load_synthetic,
-                  "linear_regression": _load_linear_regression}[config.name]
-    arrays = loader(config)
+    arrays = LOADERS[config.name](config)
     return Arrays(arrays.x_train[:config.n_train], arrays.y_train[:config.n_train],
                   arrays.x_test[:config.n_test], arrays.y_test[:config.n_test],
                   arrays.num_classes)
@@ -307,7 +316,7 @@ class TrainStream:
     Built once per data set and input pipeline: it preprocesses the whole training set
     once (float32, standardized) and keeps it as a tensor, so the batch of a step is one
     gather of its rows (plus a batched augmentation when on). Whole-batch ops only: a
-    per-example `map` costs ~1 ms per 1,000 examples in tf.data overhead alone.
+    per-example `map` pays tf.data's per-element overhead on every example.
     `dataset(start_step)` and `batch(step)` are then cheap to make.
     """
 
@@ -368,6 +377,12 @@ class TrainStream:
         if self.local_batch != self.replica_batch:
             ds = ds.flat_map(self._replica_batches)
         return ds.prefetch(tf.data.AUTOTUNE)
+
+    def drain(self, count):
+        """Make the first `count` batches and drop them, inside tf.data (no Python per
+        batch, as the training loop reads the stream); returns how many it made."""
+        return int(self.dataset(0).take(count).reduce(tf.constant(0, tf.int64),
+                                                      lambda n, _: n + 1))
 
     def batch(self, step):
         """The batch of `step` as tensors (the global batch without an input context)."""

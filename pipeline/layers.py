@@ -11,20 +11,22 @@ All layers normalize over every axis but `axis` (batch, and height/width for con
 inputs), so a "unit" is a channel of a conv layer or a neuron of a dense layer.
 """
 
+import contextlib
 import math
 
 import keras
-import tensorflow as tf
 from keras import ops
 
-# Paper constants of Algorithm 1: mu_j ~ U(-n_mu, n_mu), sigma_j ~ U(1, n_sigma);
-# per element m ~ U(mu_j - r_mu, mu_j + r_mu), s ~ N(sigma_j, r_sigma).
-PAPER_NOISE = dict(n_mu=0.5, n_sigma=1.25, r_mu=0.1, r_sigma=0.1)
+from pipeline.config import NORMS, NoiseConfig
+from pipeline.engines import kernels
+
+# Paper constants of Algorithm 1 (their one home is the config's NoiseConfig):
+# mu_j ~ U(-n_mu, n_mu), sigma_j ~ U(1, n_sigma); per element
+# m ~ U(mu_j - r_mu, mu_j + r_mu), s ~ N(sigma_j, r_sigma).
+PAPER_NOISE = {key: getattr(NoiseConfig, key) for key in ("n_mu", "n_sigma", "r_mu", "r_sigma")}
 # BN hyperparameters of PROTOCOL.md section 1 (Keras convention: 0.9 = PyTorch's 0.1).
 PAPER_MOMENTUM = 0.9
 PAPER_EPSILON = 1e-5
-# tf.random.Algorithm.AUTO_SELECT as the raw stateless kernels take it.
-AUTO_SELECT_ALGORITHM = 3
 
 
 def _check_noise_args(n_mu, n_sigma, r_mu, r_sigma):
@@ -40,12 +42,6 @@ def _check_noise_args(n_mu, n_sigma, r_mu, r_sigma):
         )
 
 
-def _replica_id():
-    """This replica's index in its sync group (0 outside a distribution strategy)."""
-    context = tf.distribute.get_replica_context()
-    return 0 if context is None else context.replica_id_in_sync_group
-
-
 def sample_shift_noise(shape, axis, seed_generator, n_mu, n_sigma, r_mu, r_sigma, dtype):
     """Draw one step's Algorithm-1 noise for a tensor of `shape`.
 
@@ -58,77 +54,40 @@ def sample_shift_noise(shape, axis, seed_generator, n_mu, n_sigma, r_mu, r_sigma
     the element draws differ between replicas: on TensorFlow each replica folds in its
     id, on JAX the step is one program over the global batch, so every element of the
     global batch gets its own draw. The two backends draw different numbers from the
-    same distribution.
+    same distribution (the draws are the engines' kernels).
     """
     rank = len(shape)
     axis = axis % rank
     # Broadcast shape of a per-unit quantity: 1 everywhere but the unit axis.
     unit_shape = [1] * rank
     unit_shape[axis] = shape[axis]
-    if keras.backend.backend() == "tensorflow":
-        return _tensorflow_noise(shape, unit_shape, seed_generator, n_mu, n_sigma, r_mu, r_sigma,
-                                 dtype)
-    import jax  # the seeds are JAX keys; the draws themselves are keras.random's
-    base = seed_generator.next()
-    unit_mu, unit_sigma, element_shift, element_scale = (
-        jax.random.fold_in(base, k) for k in range(4))
-    mu = keras.random.uniform(unit_shape, -n_mu, n_mu, dtype=dtype, seed=unit_mu)
-    sigma = keras.random.uniform(unit_shape, 1.0, n_sigma, dtype=dtype, seed=unit_sigma)
-    uniform = keras.random.uniform(shape, dtype=dtype, seed=element_shift)
-    normal = keras.random.normal(shape, dtype=dtype, seed=element_scale)
-    return normal * r_sigma + sigma, uniform * (2.0 * r_mu) + (mu - r_mu)
+    return kernels().shift_noise(shape, unit_shape, seed_generator, n_mu, n_sigma, r_mu,
+                                 r_sigma, dtype)
 
 
-def _tensorflow_noise(shape, unit_shape, seed_generator, n_mu, n_sigma, r_mu, r_sigma, dtype):
-    """`sample_shift_noise` with TensorFlow's stateless kernels, which take tensor seeds.
+class StatefulNorm:
+    """Mixin of the norm layers with moving statistics: which variables they are, and a
+    batch-statistics mode. PreciseBN (pipeline.evaluation) finds every such layer of a
+    model through this interface, so a new stateful norm is one class plus its registry
+    entry.
 
-    Cost: the per-element draws are the whole price of the noise. Philox makes one
-    32-bit word per float, ~2.7 ms per million on a 2-core CPU, and each element needs
-    two (one for its shift, one for its scale), so the words alone take ~0.55 of a
-    VGG11/4-BN training step at batch 128. The shift is the raw U[0, 1) kernel (one pass)
-    and the scale `box_muller_normal`; both affine maps fold into per-unit constants.
+    Within `batch_statistics_mode()`, a training-mode call traced writes the batch's own
+    statistics into the moving ones (momentum 0) and draws no noise; the settings are
+    Python attributes read at trace time, restored on leaving.
     """
-    base = tf.cast(seed_generator.next(), tf.int64)
-    unit_seeds = tf.random.experimental.stateless_split(base, 2)
-    element_seeds = tf.random.experimental.stateless_split(
-        tf.random.experimental.stateless_fold_in(base, _replica_id() + 1), 2)
-    mu = tf.random.stateless_uniform(unit_shape, unit_seeds[0], -n_mu, n_mu, dtype=dtype)
-    sigma = tf.random.stateless_uniform(unit_shape, unit_seeds[1], 1.0, n_sigma, dtype=dtype)
-    shape = tf.convert_to_tensor(shape, tf.int32)
-    uniform = philox_uniform(shape, element_seeds[0], dtype)
-    normal = box_muller_normal(shape, element_seeds[1], dtype)
-    shift = uniform * (2.0 * r_mu) + (mu - r_mu)
-    scale = normal * r_sigma + sigma
-    return scale, shift
+    statistic_names = ()  # attribute names of the moving-statistic variables
 
+    def moving_statistics(self):
+        return [getattr(self, name) for name in self.statistic_names]
 
-def philox_uniform(shape, seed, dtype):
-    """U[0, 1) with the device's algorithm, as `tf.random.stateless_uniform` picks it
-    ("auto_select": Philox on CPU and GPU), in one pass: the public op adds two more for
-    its (minval, maxval) map."""
-    key, counter = tf.raw_ops.StatelessRandomGetKeyCounter(seed=seed)
-    return tf.raw_ops.StatelessRandomUniformV2(shape=shape, key=key, counter=counter,
-                                               alg=AUTO_SELECT_ALGORITHM, dtype=dtype)
-
-
-def box_muller_normal(shape, seed, dtype):
-    """N(0, 1) draws of `shape`: the Box-Muller transform of U[0, 1) pairs (u1, u2),
-    z = sqrt(-2 ln(1 - u1)) (cos 2 pi u2, sin 2 pi u2), one independent pair of normals
-    per pair of uniforms.
-
-    The transform TensorFlow's normal kernel applies too, from the same Philox words at
-    the same 2^-23 resolution, but there with scalar log, sin and cos per pair; as
-    vectorized ops it makes VGG11/4's 4.8M draws per step ~12 ms cheaper on a 2-core CPU
-    (a quarter of the noise's cost). `1 - u1` lies in (0, 1], so the logarithm is finite
-    and |z| <= 5.65.
-    """
-    size = tf.reduce_prod(shape)
-    half = (size + 1) // 2  # an odd size drops the last draw
-    u1, u2 = tf.unstack(philox_uniform(tf.stack([2, half]), seed, dtype))
-    radius = tf.sqrt(-2.0 * tf.math.log1p(-u1))
-    angle = (2.0 * math.pi) * u2
-    normal = tf.concat([radius * tf.cos(angle), radius * tf.sin(angle)], axis=0)
-    return tf.reshape(normal[:size], shape)
+    @contextlib.contextmanager
+    def batch_statistics_mode(self):
+        saved = self.momentum
+        self.momentum = 0.0
+        try:
+            yield
+        finally:
+            self.momentum = saved
 
 
 class ShiftNoise:
@@ -159,25 +118,19 @@ class ShiftNoise:
 
 
 @keras.saving.register_keras_serializable(package="pipeline")
-class BatchNormalization(keras.layers.BatchNormalization):
-    """Keras' BatchNormalization, with TensorFlow's fused kernel for conv inputs in
-    training and batch moments that are exact to second order.
-
-    Keras 3 normalizes with separate moments and arithmetic ops; on a 2-core CPU the
-    fused `FusedBatchNormV3` kernel makes a VGG11/4-BN training step ~20 % faster
-    (68 -> 55 ms at batch 128). Outputs, gradients and moving statistics equal Keras'
-    within float32 rounding (tested). Everything else (inference, 2-D inputs, where the
-    fused kernel is slower, synchronized statistics, mixed precision, other backends)
-    is Keras' own code path, but for the moments (see `_moments`).
+class BatchNormalization(StatefulNorm, keras.layers.BatchNormalization):
+    """Keras' BatchNormalization, with the engine's fused training kernel where it has
+    one (TensorFlow's `FusedBatchNormV3` for conv inputs: Keras 3 normalizes with
+    separate moments and arithmetic ops, which the fused kernel beats on a CPU) and
+    batch moments that are exact to second order. Everything else (inference, what the
+    fused kernel does not cover, other backends) is Keras' own code path, but for the
+    moments (see `_moments`).
     """
+
+    statistic_names = ("moving_mean", "moving_variance")
 
     def __init__(self, momentum=PAPER_MOMENTUM, epsilon=PAPER_EPSILON, **kwargs):
         super().__init__(momentum=momentum, epsilon=epsilon, **kwargs)
-
-    def _fusable(self, inputs, mask):
-        return (keras.backend.backend() == "tensorflow" and mask is None
-                and len(inputs.shape) == 4 and self.axis in (-1, 3) and inputs.dtype == "float32"
-                and self.center and self.scale and not (self.synchronized or self.renorm))
 
     def _moments(self, inputs, mask):
         if mask is not None or self.synchronized:
@@ -191,20 +144,11 @@ class BatchNormalization(keras.layers.BatchNormalization):
         return ops.squeeze(mean, self._reduction_axes), variance
 
     def call(self, inputs, training=None, mask=None):
-        if not (training and self.trainable and self._fusable(inputs, mask)):
-            return super().call(inputs, training=training, mask=mask)
-        # The raw op, not tf.compat.v1.nn.fused_batch_norm, which raises epsilon to 1.001e-5.
-        outputs, mean, variance, *_ = tf.raw_ops.FusedBatchNormV3(
-            x=inputs, scale=self.gamma, offset=self.beta, mean=tf.constant([], tf.float32),
-            variance=tf.constant([], tf.float32), epsilon=self.epsilon, is_training=True)
-        # The kernel returns the unbiased (n - 1) batch variance; Keras' moving average,
-        # like its normalization, uses the biased one. n = batch x height x width.
-        count = tf.cast(tf.size(inputs) // tf.shape(inputs)[-1], tf.float32)
-        variance = variance * ((count - 1.0) / count)
-        m = self.momentum
-        self.moving_mean.assign(self.moving_mean * m + mean * (1.0 - m))
-        self.moving_variance.assign(self.moving_variance * m + variance * (1.0 - m))
-        return outputs
+        if training and self.trainable:
+            fused = kernels().fused_batch_norm(self, inputs, mask)
+            if fused is not None:
+                return fused
+        return super().call(inputs, training=training, mask=mask)
 
 
 @keras.saving.register_keras_serializable(package="pipeline")
@@ -227,14 +171,25 @@ class NoisyBatchNormalization(ShiftNoise, BatchNormalization):
         **kwargs: passed to `keras.layers.BatchNormalization`.
     """
 
-    def __init__(self, n_mu=0.5, n_sigma=1.25, r_mu=0.1, r_sigma=0.1,
-                 apply_noise=True, noise_at_inference=False, seed=None, **kwargs):
+    def __init__(self, n_mu=NoiseConfig.n_mu, n_sigma=NoiseConfig.n_sigma, r_mu=NoiseConfig.r_mu,
+                 r_sigma=NoiseConfig.r_sigma, apply_noise=True, noise_at_inference=False,
+                 seed=None, **kwargs):
         super().__init__(**kwargs)
         self._init_noise(n_mu, n_sigma, r_mu, r_sigma, noise_at_inference, seed, apply_noise)
 
     def call(self, inputs, training=None, mask=None):
         outputs = super().call(inputs, training=training, mask=mask)
         return self._add_noise(outputs, self.axis, training)
+
+    @contextlib.contextmanager
+    def batch_statistics_mode(self):
+        saved = self.apply_noise
+        self.apply_noise = False
+        try:
+            with super().batch_statistics_mode():
+                yield
+        finally:
+            self.apply_noise = saved
 
     def get_config(self):
         return {**super().get_config(), **self._noise_config(), "apply_noise": self.apply_noise}
@@ -245,8 +200,9 @@ class CovariateShiftNoise(ShiftNoise, keras.layers.Layer):
     """Algorithm-1 noise alone (no normalization), in training mode (and at inference
     with `noise_at_inference`)."""
 
-    def __init__(self, n_mu=0.5, n_sigma=1.25, r_mu=0.1, r_sigma=0.1, axis=-1,
-                 noise_at_inference=False, seed=None, **kwargs):
+    def __init__(self, n_mu=NoiseConfig.n_mu, n_sigma=NoiseConfig.n_sigma, r_mu=NoiseConfig.r_mu,
+                 r_sigma=NoiseConfig.r_sigma, axis=-1, noise_at_inference=False, seed=None,
+                 **kwargs):
         super().__init__(**kwargs)
         self._init_noise(n_mu, n_sigma, r_mu, r_sigma, noise_at_inference, seed)
         self.axis = int(axis)
@@ -263,7 +219,7 @@ class CovariateShiftNoise(ShiftNoise, keras.layers.Layer):
 
 
 @keras.saving.register_keras_serializable(package="pipeline")
-class LpNormalization(keras.layers.Layer):
+class LpNormalization(StatefulNorm, keras.layers.Layer):
     """l_p normalization of Section 3.3: y_hat = (y - mean(y)) / N_p(y), then gamma, beta.
 
     Per unit over the batch (and positions): N_1 = mean|y|, N_2 = sqrt(mean y^2),
@@ -271,6 +227,7 @@ class LpNormalization(keras.layers.Layer):
     added to N_p (inside the square root for p=2) so a dead unit does not divide by 0.
     Inference uses moving averages of mean and N_p, updated like BatchNorm's.
     """
+    statistic_names = ("moving_mean", "moving_norm")
 
     def __init__(self, p=2, axis=-1, momentum=PAPER_MOMENTUM, epsilon=PAPER_EPSILON,
                  **kwargs):
@@ -360,6 +317,10 @@ NORM_LAYERS = {
 }
 
 
+if tuple(sorted(NORM_LAYERS)) != NORMS:
+    raise ImportError("pipeline.config.NORMS must list the names of NORM_LAYERS, sorted")
+
+
 def make_norm_layer(norm, channels, name, seed=None, synchronized=False, noise=None):
     """Build the normalization layer called `norm` for `channels` units, or None.
 
@@ -378,7 +339,7 @@ def make_norm_layer(norm, channels, name, seed=None, synchronized=False, noise=N
     builder = NORM_LAYERS[norm]
     if builder is None:
         return None
-    # On JAX a step is one program over the global batch, so BN statistics are the global
-    # batch's already: what synchronization asks for (Keras refuses the flag there).
-    synchronized = synchronized and keras.backend.backend() == "tensorflow"
+    # Where a step is one program over the global batch (JAX), BN statistics are the
+    # global batch's already, and Keras refuses the flag.
+    synchronized = synchronized and kernels().SYNCHRONIZED_BATCH_NORM
     return builder(channels, seed, synchronized, dict(PAPER_NOISE, **(noise or {})), name)

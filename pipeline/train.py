@@ -1,13 +1,11 @@
 """The training loop: `train_and_evaluate(config, workdir)`.
 
 One loop for both backends: the engine (pipeline.engines) runs the compiled steps, the
-evaluation and the probes' primitives; this module keeps the run directory, the
-schedule of probes, evaluations and checkpoints, and the records. Probes plug in
-before each step and see exactly the batch and weights that step uses.
-
-Step convention: step t is the t-th update (0-based). Train and probe records at step t
-describe the weights after t updates on batch t; evaluation records at step s describe
-the weights after s updates.
+evaluation and the probes' primitives; this module starts or resumes a run in its run
+directory and runs the loop, whose parts (the schedule of calls, probes, evaluations
+and checkpoints; the recorder; the speed meter; the step convention) are in
+pipeline.loop. Probes plug in before each step and see exactly the batch and weights
+that step uses.
 """
 
 import dataclasses
@@ -22,22 +20,24 @@ from pathlib import Path
 
 import keras
 import numpy as np
-import tensorflow as tf
 
 import pipeline
 from pipeline import interrupts
 from pipeline.checkpoint import checkpoints, restore_latest, save_checkpoint
-from pipeline.config import AUTO, load_config, to_yaml
+from pipeline.config import load_config, to_yaml
 from pipeline.data import load_arrays, make_dataset
+from pipeline import engines
 from pipeline.engines import make_engine
+from pipeline.errors import InputError
 from pipeline.evaluation import make_evaluate
+from pipeline.loop import Events, Recorder, SpeedMeter, TrainingState, first_nonfinite
 from pipeline.models import build_dln, build_vgg
 from pipeline.runs import CONFIG_FILE, RunDirectory, read_saved_config
 from pipeline.runtime import configure_runtime
 from pipeline.tasks import task_of
 
 
-class RunConfigMismatch(ValueError):
+class RunConfigMismatch(InputError):
     """The work directory holds a run made with another config."""
 
 
@@ -74,40 +74,6 @@ def build_training_state(config, num_classes, engine):
     return engine.build(build)
 
 
-def steps_to_next_event(step, cadences, last_step, schedules=()):
-    """Steps from `step` until the first later step that is a multiple of one of
-    `cadences` (where an evaluation or checkpoint falls) or in one of `schedules` (a
-    probe's), or `last_step`."""
-    later = [s.next_after(step) for s in schedules]
-    return min([last_step - step] + [(step // every + 1) * every - step for every in cadences]
-               + [s - step for s in later if s is not None])
-
-
-class CallLength:
-    """How many steps the next compiled call runs: `train.steps_per_call`, or with `auto`
-    about `TARGET_SECONDS` of work at the last call's speed (the first call, which
-    traces, runs one step). Several workers run the same calls, so there `auto` is the
-    fixed `MULTI_WORKER_STEPS`: each worker's own timing would differ."""
-    TARGET_SECONDS = 1.0
-    MAX_STEPS = 1000
-    MULTI_WORKER_STEPS = 100
-
-    def __init__(self, steps_per_call, multi_worker=False):
-        self.fixed = steps_per_call if steps_per_call != AUTO else (
-            self.MULTI_WORKER_STEPS if multi_worker else None)
-        self.seconds_per_step = None
-
-    def __call__(self):
-        if self.fixed:
-            return self.fixed
-        if self.seconds_per_step is None:
-            return 1
-        return int(np.clip(self.TARGET_SECONDS / self.seconds_per_step, 1, self.MAX_STEPS))
-
-    def observe(self, seconds, steps):
-        self.seconds_per_step = seconds / steps
-
-
 def _git_revision():
     root = Path(pipeline.__file__).resolve().parent.parent
     try:
@@ -123,11 +89,8 @@ def _git_revision():
 def describe_environment(engine):
     """What produced a run: versions, code revision, machine, backend and devices."""
     versions = {"pipeline": pipeline.__version__, "python": platform.python_version(),
-                "tensorflow": tf.__version__, "keras": keras.__version__,
+                **engines.host(engine.backend).versions(), "keras": keras.__version__,
                 "numpy": np.__version__}
-    if engine.backend == "jax":
-        import jax
-        versions["jax"] = jax.__version__
     return {
         "versions": versions,
         "git_revision": _git_revision(),
@@ -234,10 +197,10 @@ def _resume_and_train(config, runtime, engine, run, probes_factory, echo=None):
     def wall_time():
         """Seconds of all attempts so far (earlier ones as their meta.json recorded)."""
         return wall_before + time.time() - began
+    state = TrainingState(config, run, engine, model, optimizer, arrays, meta, wall_time)
     try:
-        meta = _train_loop(config, run, meta, model, optimizer, engine, arrays, start,
-                           probes_factory(config, engine, model, optimizer, arrays)
-                           if probes_factory else [], wall_time)
+        meta = _train_loop(state, start, probes_factory(config, engine, model, optimizer, arrays)
+                           if probes_factory else [])
     except BaseException as error:
         if interrupts.is_interrupt(error):
             meta.update(status="interrupted", error=f"interrupted ({interrupts.describe(error)})")
@@ -251,78 +214,58 @@ def _resume_and_train(config, runtime, engine, run, probes_factory, echo=None):
     return meta
 
 
-def _train_loop(config, run, meta, model, optimizer, engine, arrays, start, probes, wall_time):
-    from tqdm.auto import tqdm
-    t = config.train
-    task = task_of(config)
-    train_steps = engine.train_steps(model, optimizer, task, arrays, start)
-    evaluate = make_evaluate(engine, config, model, make_dataset(config, "test", arrays=arrays),
-                             arrays)
-    summary = tf.summary.create_file_writer(str(run.tensorboard_dir)) if run.writable else None
-    bar = tqdm(total=t.steps, initial=start, disable=not (t.progress and run.writable),
-               desc=run.path.name, unit="step", dynamic_ncols=True)
-    # Calls end where a probe (before its step), an evaluation or a checkpoint (after
-    # theirs) is due.
-    cadences = [t.eval_every, t.checkpoint_every]
-    schedules = [probe.schedule for probe in probes]
-    meta["probe_steps"] = {probe.name: probe.schedule.steps for probe in probes}
-    call_length = CallLength(t.steps_per_call, multi_worker=engine.multi_worker)
-
-    def record(stream, step, values):
-        run.writer(stream).write({"step": step, **values})
-        if summary is not None:
-            with summary.as_default(step=step):
-                for key, value in values.items():
-                    if isinstance(value, (int, float)):
-                        tf.summary.scalar(key, value)
-
-    meta["status"] = "finished"
+def _train_loop(state, start, probes):
+    """Train from `start` to the last step (or the first non-finite loss), probing,
+    recording, evaluating and checkpointing as the config says; keeps `state.meta` up to
+    date and returns it."""
+    config, engine, meta = state.config, state.engine, state.meta
+    t, task = config.train, task_of(config)
+    train_steps = engine.train_steps(state.model, state.optimizer, task, state.arrays, start)
+    evaluate = make_evaluate(engine, config, state.model,
+                             make_dataset(config, "test", arrays=state.arrays), state.arrays)
+    events = Events(t, probes, engine.multi_worker)
+    recorder, speed = Recorder(state, start), SpeedMeter()
+    meta.update(probe_steps={probe.name: probe.schedule.steps for probe in probes},
+                status="finished")
     step = start
-    # (time, step) from which the speed is timed: after the first call and the first
-    # evaluation, the two that trace (probes trace before the first call).
-    steady, evaluated = None, False
     while step < t.steps:
-        for probe in probes:
-            if probe.schedule.due(step):
-                record(probe.name, step, probe(step))
-        count = min(call_length(), steps_to_next_event(step, cadences, t.steps, schedules))
-        began = time.perf_counter()
-        losses, corrects = train_steps(count)
+        for probe in events.probes_due(step):
+            recorder.record(probe.name, step, probe(step))
+        losses, corrects = events.run_call(train_steps, step)
         interrupts.raise_pending()
-        call_length.observe(time.perf_counter() - began, len(losses))
         for offset, (loss, correct) in enumerate(zip(losses.tolist(), corrects.tolist())):
             values = task.train_metrics(loss, correct, config.data.batch_size)
-            if not math.isfinite(loss):
-                record("train", step + offset, values)
-                meta.update(status="diverged", diverged_step=step + offset, step=step + offset)
-                bar.write(f"diverged: training loss {loss} at step {step + offset}")
-            elif (step + offset) % t.log_every == 0:
-                record("train", step + offset, values)
-                bar.set_postfix({k.split("/")[1]: f"{v:.4g}" for k, v in values.items()})
-        if meta["status"] == "diverged":
+            if not math.isfinite(loss) or (step + offset) % t.log_every == 0:
+                recorder.record("train", step + offset, values)
+                recorder.show(values)
+        bad = first_nonfinite(losses.tolist())
+        if bad is not None:
+            meta.update(status="diverged", diverged_step=step + bad, step=step + bad)
+            recorder.say(f"diverged: training loss {losses[bad]} at step {step + bad}")
             break
         step += len(losses)
-        bar.update(len(losses))
-        steady = steady or (time.perf_counter(), step)
-        if step % t.eval_every == 0 or step == t.steps:
-            record("eval", step, evaluate())
-            if not evaluated and step < t.steps:
-                steady, evaluated = (time.perf_counter(), step), True
-        if step % t.checkpoint_every == 0 or step == t.steps:
-            if run.writable:
-                save_checkpoint(run.checkpoint_dir, step, model, optimizer, t.keep_checkpoints)
-            meta["step"] = step
-            # Wall time so far, so a killed run's meta.json still says how long it ran.
-            run.write_meta({**meta, "status": "running", "wall_time_s": wall_time()})
-    bar.close()
-    if summary is not None:
-        summary.flush()
-    if steady and step > steady[1]:
-        # Whole-loop speed (records, evaluations, checkpoints, probes) after tracing:
-        # the window (first evaluation, last step] holds every later evaluation and
-        # checkpoint, one of each per cadence.
-        meta["steps_per_second"] = (step - steady[1]) / (time.perf_counter() - steady[0])
+        recorder.advance(len(losses))
+        speed.after_call(step)
+        if events.evaluation_due(step):
+            recorder.record("eval", step, evaluate())
+            speed.after_evaluation(step, t.steps)
+        if events.checkpoint_due(step):
+            _checkpoint(state, step)
+    recorder.close()
+    steps_per_second = speed.steps_per_second(step)
+    if steps_per_second is not None:
+        meta["steps_per_second"] = steps_per_second
     return meta
+
+
+def _checkpoint(state, step):
+    t = state.config.train
+    if state.run.writable:
+        save_checkpoint(state.run.checkpoint_dir, step, state.model, state.optimizer,
+                        t.keep_checkpoints)
+    state.meta["step"] = step
+    # Wall time so far, so a killed run's meta.json still says how long it ran.
+    state.run.write_meta({**state.meta, "status": "running", "wall_time_s": state.wall_time()})
 
 
 def train_from_file(path, overrides=(), workdir=None, echo=None):

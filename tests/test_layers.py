@@ -110,7 +110,7 @@ def test_noise_follows_algorithm_1_per_channel():
 def test_box_muller_normals_are_the_transform_of_the_philox_uniforms(shape):
     from scipy import stats
 
-    from pipeline.layers import box_muller_normal, philox_uniform
+    from pipeline.engines.tensorflow.kernels import box_muller_normal, philox_uniform
     seed = tf.constant([3, 4], tf.int64)
     normal = box_muller_normal(tf.constant(shape), seed, tf.float32).numpy()
     # Independently: the same seed's uniforms, transformed in float64 by NumPy.

@@ -12,11 +12,12 @@ import keras
 import numpy as np
 import pytest
 
-from conftest import REPO, SMOKE, run_cli
+from conftest import REPO, SMOKE, run_cli, training_state
 from pipeline.probes.schedule import Schedule
 from pipeline.config import load_config
 from pipeline.probes import make_probes
 from pipeline.runs import RunDirectory, read_records
+from pipeline.tasks import task_of
 from pipeline.train import RunConfigMismatch, train_and_evaluate
 
 
@@ -183,8 +184,42 @@ def test_divergence_inside_a_multi_step_call_is_reported_at_its_own_step(tmp_pat
     assert RunDirectory(tmp_path / "b").records("train")[-1]["step"] == step
 
 
+@pytest.mark.both_backends
+def test_a_call_stops_changing_the_weights_after_its_first_non_finite_loss():
+    # The engine contract (pipeline.engines.base): one call of many steps leaves the
+    # variables as single steps do up to and including the first non-finite loss.
+    config = load_config(SMOKE, ["model.norm=none", "optim.lr=1000"])
+    engine, model, optimizer, arrays = training_state(config)
+    initial = [v.numpy() for v in model.variables]
+    single = engine.train_steps(model, optimizer, task_of(config), arrays, 0)
+    losses = []
+    while not losses or np.isfinite(losses[-1]):
+        losses.append(float(single(1)[0][0]))
+    after_single = [v.numpy() for v in model.variables + optimizer.variables]
+    for variable, value in zip(model.variables, initial):
+        variable.assign(value)
+    optimizer.iterations.assign(0)
+    many, _ = engine.train_steps(model, optimizer, task_of(config), arrays, 0)(len(losses) + 5)
+    assert len(many) == len(losses) and not np.isfinite(many[-1])
+    for got, want in zip([v.numpy() for v in model.variables + optimizer.variables], after_single):
+        np.testing.assert_array_equal(got, want)
+
+
+def test_every_engine_defines_the_whole_contract():
+    import inspect
+    from pipeline.engines import base
+    from pipeline.engines.jax.engine import Engine as JaxEngine
+    from pipeline.engines.tensorflow.engine import Engine as TensorFlowEngine
+    members = {name for name, _ in inspect.getmembers(base.Engine) if not name.startswith("_")}
+    members |= set(base.Engine.__annotations__)
+    assert {"train_steps", "step_function", "optimizer_update", "replicas"} <= members
+    for engine in (TensorFlowEngine, JaxEngine):
+        assert all(hasattr(engine, name) for name in members), (
+            engine, sorted(name for name in members if not hasattr(engine, name)))
+
+
 def test_calls_end_where_an_event_is_due():
-    from pipeline.train import CallLength, steps_to_next_event
+    from pipeline.loop import CallLength, steps_to_next_event
     assert steps_to_next_event(0, [25, 100], 500) == 25
     assert steps_to_next_event(25, [25, 100], 500) == 25
     assert steps_to_next_event(90, [25, 100, 7], 500) == 1     # step 91 is 13 x 7

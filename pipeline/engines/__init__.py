@@ -1,29 +1,54 @@
-"""What differs between Keras' backends, behind one small interface (DESIGN.md "Backends").
+"""What differs between Keras' backends, behind one interface: one package per backend
+(`pipeline.engines.tensorflow`, `pipeline.engines.jax`), each with the same modules:
 
-An engine owns the devices (a `tf.distribute` strategy, or JAX's devices) and provides:
-- `build(fn)`: create model and optimizer so their variables live where they should;
-- `train_steps(model, optimizer, task, arrays, start_step)`: a function `(count) ->
-  (losses, corrects)` that runs up to `count` optimizer updates on the next global
-  batches of the stream from `start_step`,
-  stopping after the first non-finite loss, and reads the metrics back once;
-- `summed(fn, dataset)`: a function `(*args) ->` the sum of `fn(x, y, *args)` (a vector)
-  over a data set, the batches split across devices (evaluation);
-- for the probes, which are written once with `keras.ops` on top of it: `compile(fn)`,
-  `values(variables)` (copies of the current values), `device_batch(batch)`,
-  `value_and_grad(fn, values)`, `hessian_vector_product(fn, values, vector)` at
-  arbitrary parameter values, and `optimizer_update(optimizer, variables)`: the
-  optimizer's real update rule applied to copies.
-Everything the engines share (the task's loss, `stateless_call`, the records) lives
-outside them.
+- `engine.py`: its `Engine`, honouring the contract of `pipeline.engines.base.Engine`:
+  devices, the compiled training step, evaluation sums and the probes' primitives;
+- `host.py`: process settings (accelerator detection, determinism, threads), versions;
+- `kernels.py`: the layers' backend-specific parts (noise draws, fused BatchNorm);
+- optional: `noise_floor.py`, what `make bench` times of the noise kernels.
+
+Nothing outside this package (and the tf.data input pipeline, and the backend chooser)
+imports a backend or asks which one runs. A new backend is one more package with these
+three modules, named as Keras names the backend.
 """
+
+import functools
+import importlib
+import importlib.util
 
 import keras
 
 
+def backend_in_use():
+    """The Keras backend of this process ("tensorflow" or "jax")."""
+    return keras.backend.backend()
+
+
+@functools.cache
+def _module(backend, name):
+    return importlib.import_module(f"pipeline.engines.{backend}.{name}")
+
+
+def host(backend=None):
+    """The `host` module of `backend` (default: this process's)."""
+    return _module(backend or backend_in_use(), "host")
+
+
+def kernels():
+    """The `kernels` module of this process's backend."""
+    return _module(backend_in_use(), "kernels")
+
+
+def has_module(name):
+    """True if this process's backend has the optional module `name` (e.g. noise_floor)."""
+    return importlib.util.find_spec(f"pipeline.engines.{backend_in_use()}.{name}") is not None
+
+
+def module(name):
+    """The module `name` of this process's backend."""
+    return _module(backend_in_use(), name)
+
+
 def make_engine(config, runtime):
-    """The engine of Keras' backend in this process."""
-    if keras.backend.backend() == "jax":
-        from pipeline.engines.jax import JaxEngine
-        return JaxEngine(config, runtime)
-    from pipeline.engines.tensorflow import TensorFlowEngine
-    return TensorFlowEngine(config, runtime)
+    """The engine of `runtime.backend` (this process's backend)."""
+    return _module(runtime.backend, "engine").Engine(config, runtime)

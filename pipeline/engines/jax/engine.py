@@ -39,7 +39,7 @@ def _use_compilation_cache():
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
 
 
-class JaxEngine:
+class Engine:
     backend = "jax"
 
     def __init__(self, config, runtime):
@@ -90,14 +90,15 @@ class JaxEngine:
         array = np.asarray(array)
         return jax.make_array_from_callback(array.shape, sharding, lambda index: array[index])
 
-    def train_steps(self, model, optimizer, task, arrays, start_step):
-        """`(count) -> (losses, corrects)` as NumPy arrays of the steps taken (up to and
-        including the first non-finite loss): step k's values are those of its batch
-        before its update."""
+    def _pure_step(self, model, optimizer, task):
+        """The compiled SGD step `(state, x, y, go) -> (state, loss, correct count, go)`
+        on the global batch, state = (trainable, non-trainable, optimizer variables'
+        values). A step entered with `go` false leaves the state as it is, and `go` turns
+        false after a non-finite loss: the steps dispatched after the first non-finite
+        loss of a call change nothing, as on an engine that stops there."""
         global_batch = self.config.data.batch_size
-        batches = iter(make_dataset(self.config, "train", arrays=arrays, start_step=start_step))
 
-        def step(state, x, y):
+        def update(state, x, y):
             trainable, non_trainable, optimizer_state = state
 
             def loss_fn(trainable):
@@ -111,17 +112,43 @@ class JaxEngine:
             return ((trainable, non_trainable, optimizer_state),
                     loss, task.correct_predictions(y, outputs))
 
-        step = jax.jit(step)
-        variables = (model.trainable_variables, model.non_trainable_variables,
-                     optimizer.variables)
+        def step(state, x, y, go):
+            updated, loss, correct = update(state, x, y)
+            kept = jax.tree.map(lambda new, old: jnp.where(go, new, old), updated, state)
+            return kept, loss, correct, jnp.logical_and(go, jnp.isfinite(loss))
+        return jax.jit(step)
+
+    def _state(self, model, optimizer):
+        return (model.trainable_variables, model.non_trainable_variables, optimizer.variables)
+
+    def step_function(self, model, optimizer, task):
+        """The compiled SGD step as `(x, y) -> (loss, correct count)` on a global batch,
+        carrying the state between calls (the variables keep their values): what
+        `make bench` times."""
+        step = self._pure_step(model, optimizer, task)
+        state = [tuple(self.values(group) for group in self._state(model, optimizer))]
+
+        def run(x, y):
+            state[0], loss, correct, _ = step(state[0], self._place(x, self._split),
+                                              self._place(y, self._split), jnp.array(True))
+            return loss, correct
+        return run
+
+    def train_steps(self, model, optimizer, task, arrays, start_step):
+        """`(count) -> (losses, corrects)` as NumPy arrays of the steps taken (up to and
+        including the first non-finite loss): step k's values are those of its batch
+        before its update."""
+        batches = iter(make_dataset(self.config, "train", arrays=arrays, start_step=start_step))
+        step = self._pure_step(model, optimizer, task)
+        variables = self._state(model, optimizer)
 
         def steps(count):
             state = tuple(self.values(group) for group in variables)
-            losses, corrects = [], []
+            losses, corrects, go = [], [], jnp.array(True)  # not a Python bool: one trace
             for _ in range(count):  # dispatched asynchronously; no value is read here
                 x, y = next(batches)
-                state, loss, correct = step(state, self._place(x, self._split),
-                                            self._place(y, self._split))
+                state, loss, correct, go = step(state, self._place(x, self._split),
+                                                self._place(y, self._split), go)
                 losses.append(loss)
                 corrects.append(correct)
             losses, corrects = np.asarray(jnp.stack(losses)), np.asarray(jnp.stack(corrects))
@@ -129,7 +156,7 @@ class JaxEngine:
                 for variable, value in zip(group, values):
                     variable.assign(value)
             bad = np.flatnonzero(~np.isfinite(losses))
-            taken = bad[0] + 1 if bad.size else count  # the run ends at the first bad step
+            taken = bad[0] + 1 if bad.size else count  # the call ends at the first bad step
             return losses[:taken], corrects[:taken]
         return steps
 

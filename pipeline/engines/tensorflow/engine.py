@@ -10,10 +10,10 @@ import keras
 import tensorflow as tf
 
 from pipeline.data import make_dataset
-from pipeline.strategy import describe_devices, make_strategy, strategy_name
+from pipeline.engines.tensorflow.strategy import describe_devices, make_strategy, strategy_name
 
 
-class TensorFlowEngine:
+class Engine:
     backend = "tensorflow"
 
     def __init__(self, config, runtime):
@@ -41,18 +41,12 @@ class TensorFlowEngine:
         with self.strategy.scope():
             return fn()
 
-    def train_steps(self, model, optimizer, task, arrays, start_step):
-        """`(count) -> (losses, corrects)` as NumPy arrays of the steps taken: step k's
-        values are those of its batch before its update. Several steps run inside one
-        `tf.function` (a `tf.while_loop`), which spares the per-call overhead (~0.3 ms, a
-        third of a DLN step); `count` is a tensor, so every call length shares one trace."""
-        config = self.config
-        global_batch = config.data.batch_size
+    def step_function(self, model, optimizer, task):
+        """The compiled SGD step `(x, y) -> (loss, correct count)` on one replica's share
+        of a global batch: forward, loss, gradients, the optimizer's update. The training
+        loop runs it under the strategy; `make bench` times it alone."""
+        global_batch = self.config.data.batch_size
         scaled = isinstance(optimizer, keras.optimizers.LossScaleOptimizer)
-        strategy = self.strategy
-        iterator = iter(strategy.distribute_datasets_from_function(
-            lambda context: make_dataset(config, "train", arrays=arrays, start_step=start_step,
-                                         input_context=context)))
 
         @tf.function(jit_compile=self.runtime.xla)
         def replica_step(x, y):
@@ -65,6 +59,19 @@ class TensorFlowEngine:
             # Keras' optimizer sums the gradients over replicas before applying them.
             optimizer.apply_gradients(zip(gradients, variables))
             return loss, task.correct_predictions(y, outputs)
+        return replica_step
+
+    def train_steps(self, model, optimizer, task, arrays, start_step):
+        """`(count) -> (losses, corrects)` as NumPy arrays of the steps taken: step k's
+        values are those of its batch before its update. Several steps run inside one
+        `tf.function` (a `tf.while_loop`), which spares the per-call overhead (comparable
+        to a whole DLN step); `count` is a tensor, so every call length shares one trace."""
+        config = self.config
+        strategy = self.strategy
+        iterator = iter(strategy.distribute_datasets_from_function(
+            lambda context: make_dataset(config, "train", arrays=arrays, start_step=start_step,
+                                         input_context=context)))
+        replica_step = self.step_function(model, optimizer, task)
 
         def one_step():
             loss, correct = strategy.run(replica_step, args=next(iterator))
@@ -136,9 +143,9 @@ class TensorFlowEngine:
 class ShadowUpdate:
     """The optimizer's own update rule applied to copies: `update(values, grads,
     update.state())` gives the updated values. A clone of the optimizer on shadow
-    variables, built once, copies the real state in at each call, so no real variable is
+    variables, built once, takes the given state at each call, so no real variable is
     written. (Keras' `stateless_apply` would do this, but the TensorFlow backend refuses
-    it.) The state is read inside the compiled function, hence `state()` is empty."""
+    it.)"""
 
     def __init__(self, optimizer, variables):
         # Gradients here are unscaled, so a loss-scaling wrapper's inner optimizer applies.
@@ -154,12 +161,13 @@ class ShadowUpdate:
                              "ICS probe: its variables differ from a fresh clone's")
 
     def state(self):
-        return []
+        """Copies of the optimizer's variables (iteration count, slots) as they are now."""
+        return [tf.identity(v.value) for v in self.source.variables]
 
     def __call__(self, values, grads, state):
         for shadow, value in zip(self.shadows, values):
             shadow.assign(value)
-        for copy, original in zip(self.clone.variables, self.source.variables):
-            copy.assign(original)
+        for copy, value in zip(self.clone.variables, state):
+            copy.assign(value)
         self.clone.apply_gradients(zip(grads, self.shadows))
         return [tf.identity(shadow.value) for shadow in self.shadows]

@@ -1,0 +1,27 @@
+"""JAX's versions of the layers' backend-specific parts (see the TensorFlow module)."""
+
+import jax
+import keras
+
+# A JAX step is one program over the global batch, so BatchNorm's statistics are the
+# global batch's already: what synchronization asks for (Keras refuses the flag here).
+SYNCHRONIZED_BATCH_NORM = False
+
+
+def shift_noise(shape, unit_shape, seed_generator, n_mu, n_sigma, r_mu, r_sigma, dtype):
+    """`pipeline.layers.sample_shift_noise` on JAX: the seeds are JAX keys folded from one
+    draw of the generator; the draws themselves are keras.random's. Every element of the
+    global batch gets its own draw."""
+    base = seed_generator.next()
+    unit_mu, unit_sigma, element_shift, element_scale = (
+        jax.random.fold_in(base, k) for k in range(4))
+    mu = keras.random.uniform(unit_shape, -n_mu, n_mu, dtype=dtype, seed=unit_mu)
+    sigma = keras.random.uniform(unit_shape, 1.0, n_sigma, dtype=dtype, seed=unit_sigma)
+    uniform = keras.random.uniform(shape, dtype=dtype, seed=element_shift)
+    normal = keras.random.normal(shape, dtype=dtype, seed=element_scale)
+    return normal * r_sigma + sigma, uniform * (2.0 * r_mu) + (mu - r_mu)
+
+
+def fused_batch_norm(layer, inputs, mask):
+    """None: XLA fuses Keras' own BatchNorm ops itself."""
+    return None

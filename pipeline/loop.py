@@ -1,0 +1,160 @@
+"""The training loop's parts (pipeline.train runs them): the schedule of compiled calls
+around probes, evaluations and checkpoints; the recorder of a run's records; the
+speed meter; and the training state they share.
+
+Step convention: step t is the t-th update (0-based). Train and probe records at step t
+describe the weights after t updates on batch t; evaluation records at step s describe
+the weights after s updates.
+"""
+
+import dataclasses
+import math
+import time
+from typing import Any, Callable
+
+import numpy as np
+
+from pipeline import engines
+from pipeline.config import AUTO
+
+
+@dataclasses.dataclass
+class TrainingState:
+    """What one attempt at a run works on. `meta` is the run's meta.json as the loop
+    keeps it up to date (status, step, probe steps, speed); `wall_time()` the seconds
+    of all attempts so far."""
+    config: Any
+    run: Any        # pipeline.runs.RunDirectory
+    engine: Any     # pipeline.engines: the backend's Engine
+    model: Any
+    optimizer: Any
+    arrays: Any     # pipeline.data.Arrays
+    meta: dict
+    wall_time: Callable[[], float]
+
+
+def steps_to_next_event(step, cadences, last_step, schedules=()):
+    """Steps from `step` until the first later step that is a multiple of one of
+    `cadences` (where an evaluation or checkpoint falls) or in one of `schedules` (a
+    probe's), or `last_step`."""
+    later = [s.next_after(step) for s in schedules]
+    return min([last_step - step] + [(step // every + 1) * every - step for every in cadences]
+               + [s - step for s in later if s is not None])
+
+
+class CallLength:
+    """How many steps the next compiled call runs: `train.steps_per_call`, or with `auto`
+    about `TARGET_SECONDS` of work at the last call's speed (the first call, which
+    traces, runs one step). Several workers run the same calls, so there `auto` is the
+    fixed `MULTI_WORKER_STEPS`: each worker's own timing would differ."""
+    TARGET_SECONDS = 1.0
+    MAX_STEPS = 1000
+    MULTI_WORKER_STEPS = 100
+
+    def __init__(self, steps_per_call, multi_worker=False):
+        self.fixed = steps_per_call if steps_per_call != AUTO else (
+            self.MULTI_WORKER_STEPS if multi_worker else None)
+        self.seconds_per_step = None
+
+    def __call__(self):
+        if self.fixed:
+            return self.fixed
+        if self.seconds_per_step is None:
+            return 1
+        return int(np.clip(self.TARGET_SECONDS / self.seconds_per_step, 1, self.MAX_STEPS))
+
+    def observe(self, seconds, steps):
+        self.seconds_per_step = seconds / steps
+
+
+class Events:
+    """When things happen: probes before their steps, evaluations and checkpoints after
+    theirs (`train.eval_every`, `train.checkpoint_every` and the last step), and how
+    many steps the next compiled call runs so that it ends where one is due."""
+
+    def __init__(self, train, probes, multi_worker):
+        self.train, self.probes = train, probes
+        self.cadences = [train.eval_every, train.checkpoint_every]
+        self.schedules = [probe.schedule for probe in probes]
+        self.call_length = CallLength(train.steps_per_call, multi_worker)
+
+    def probes_due(self, step):
+        return [probe for probe in self.probes if probe.schedule.due(step)]
+
+    def run_call(self, train_steps, step):
+        """Run the next compiled call from `step`; returns its (losses, corrects)."""
+        count = min(self.call_length(),
+                    steps_to_next_event(step, self.cadences, self.train.steps, self.schedules))
+        began = time.perf_counter()
+        losses, corrects = train_steps(count)
+        self.call_length.observe(time.perf_counter() - began, len(losses))
+        return losses, corrects
+
+    def evaluation_due(self, step):
+        return step % self.train.eval_every == 0 or step == self.train.steps
+
+    def checkpoint_due(self, step):
+        return step % self.train.checkpoint_every == 0 or step == self.train.steps
+
+
+class Recorder:
+    """A run's records: JSONL per stream, TensorBoard scalars, the progress bar. Only
+    the chief writes (a run directory that is not writable records nothing)."""
+
+    def __init__(self, state, start):
+        from tqdm.auto import tqdm
+        run, train = state.run, state.config.train
+        self.run = run
+        self.tensorboard = (engines.host(state.engine.backend).TensorBoardWriter(
+            run.tensorboard_dir) if run.writable else None)
+        self.bar = tqdm(total=train.steps, initial=start, disable=not (train.progress and run.writable),
+                        desc=run.path.name, unit="step", dynamic_ncols=True)
+
+    def record(self, stream, step, values):
+        self.run.writer(stream).write({"step": step, **values})
+        if self.tensorboard is not None:
+            self.tensorboard.scalars(step, values)
+
+    def show(self, values):
+        """The latest train metrics beside the progress bar."""
+        self.bar.set_postfix({k.split("/")[1]: f"{v:.4g}" for k, v in values.items()})
+
+    def say(self, line):
+        self.bar.write(line)
+
+    def advance(self, steps):
+        self.bar.update(steps)
+
+    def close(self):
+        self.bar.close()
+        if self.tensorboard is not None:
+            self.tensorboard.flush()
+
+
+class SpeedMeter:
+    """Whole-loop speed (records, evaluations, checkpoints, probes) after tracing: timed
+    from the end of the first call and again from the first evaluation, the two that
+    trace (probes trace before the first call), so the window (first evaluation, last
+    step] holds every later evaluation and checkpoint, one of each per cadence."""
+
+    def __init__(self):
+        self.since = None  # (time, step)
+        self.evaluated = False
+
+    def after_call(self, step):
+        self.since = self.since or (time.perf_counter(), step)
+
+    def after_evaluation(self, step, last_step):
+        if not self.evaluated and step < last_step:
+            self.since, self.evaluated = (time.perf_counter(), step), True
+
+    def steps_per_second(self, step):
+        """Steps per second up to `step`, or None if nothing was timed."""
+        if self.since and step > self.since[1]:
+            return (step - self.since[1]) / (time.perf_counter() - self.since[0])
+        return None
+
+
+def first_nonfinite(losses):
+    """Index of the first non-finite loss of a call, or None."""
+    return next((k for k, loss in enumerate(losses) if not math.isfinite(loss)), None)
