@@ -5,7 +5,8 @@ import sys
 from pathlib import Path
 
 from pipeline import interrupts
-from pipeline.backend import BACKENDS, BackendError, select_backend
+from pipeline.backend import BACKENDS, select_backend
+from pipeline.errors import UserError
 
 
 def _jobs(text):
@@ -96,9 +97,16 @@ def main(argv=None):
         args = _parser().parse_args(argv)
         select_backend(args.backend)  # before anything imports Keras
         return _run(args)
-    except BackendError as error:
+    except UserError as error:  # every expected failure (pipeline.errors)
+        print(f"error: {error}", file=sys.stderr)
+        return error.exit_code
+    except ValueError as error:  # a bad value the parsers let through
         print(f"error: {error}", file=sys.stderr)
         return 2
+    except OSError as error:  # a full disk, no permission, a path that is a file
+        print(f"error: {error.filename or 'a file'}: {error.strerror or error}; "
+              f"{_advice(error)}", file=sys.stderr)
+        return 1
     except (KeyboardInterrupt, interrupts.Terminated) as error:
         print(f"interrupted ({interrupts.describe(error)}): what was written is intact; rerun "
               "the same command to resume from the last checkpoint", file=sys.stderr)
@@ -106,63 +114,49 @@ def main(argv=None):
 
 
 def _run(args):
-    from pipeline.console import start_frameworks, verbose_requested
+    from pipeline.backend import start_frameworks
+    from pipeline.console import verbose_requested
     verbose = verbose_requested(args.verbose)
     if args.command == "train":
-        from pipeline.runs import RunBusyError, refuse_if_busy
-        try:  # before the frameworks' imports, which take seconds
-            refuse_if_busy(args.workdir or Path("runs") / Path(args.config).stem)
-        except RunBusyError as error:
-            print(f"error: {error}", file=sys.stderr)
-            return 1
-    start_frameworks(verbose)  # every command imports TensorFlow (tf.data, error types)
-    from pipeline.analysis import MissingRunsError
-    from pipeline.config import ConfigError
-    from pipeline.data import DatasetUnavailableError
-    from pipeline.report import NotebookFailure
-    from pipeline.runs import RunBusyError
-    from pipeline.runtime import ThreadsError
-    from pipeline.train import RunConfigMismatch
-    try:
-        if args.command == "train":
-            from pipeline.train import train_from_file
-            meta = train_from_file(args.config, args.set, args.workdir, echo=print)
-            print(f"{meta['status']}: step {meta['step']} of {meta['steps']}")
-            return 0 if meta["status"] in ("finished", "diverged") else 1
-        if args.command == "figures":
-            from pipeline.report import NOTEBOOKS, make_figures
-            path = make_figures(args.runs, args.output, args.notebooks or NOTEBOOKS)
-            print(f"report: {path.resolve()}")
-            return 0
-        if args.command == "claims":
-            import json
-            from pipeline.analysis import load_runs
-            from pipeline.claims import claims_table, format_claims
-            rows = claims_table(load_runs(args.runs))
-            print(json.dumps(rows, indent=2) if args.json else format_claims(rows))
-            return 0
-        if args.command == "bench" and args.sweep_jobs:
-            from pipeline.sweep_bench import format_sweep_speeds
-            print(format_sweep_speeds(args.config, [int(j) for j in args.sweep_jobs.split(",")],
-                                      args.set))
-            return 0
-        if args.command == "bench":
-            from pipeline import bench
-            print(bench.run_benchmarks(args.config, args.norms.split(","), args.set,
-                                       args.whole_steps))
-            return 0
-        return _sweep(args, verbose=args.verbose)
-    except (ConfigError, RunConfigMismatch, ValueError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    except (DatasetUnavailableError, MissingRunsError, RunBusyError, NotebookFailure,
-            ThreadsError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 1
-    except OSError as error:  # a full disk, no permission, a path that is a file
-        print(f"error: {error.filename or 'a file'}: {error.strerror or error}; "
-              f"{_advice(error)}", file=sys.stderr)
-        return 1
+        from pipeline.runs import refuse_if_busy
+        # Before the frameworks' imports, which take seconds.
+        refuse_if_busy(args.workdir or Path("runs") / Path(args.config).stem)
+    start_frameworks(verbose)  # every command imports TensorFlow (tf.data)
+    return COMMANDS[args.command](args, verbose)
+
+
+def _train(args, verbose):
+    from pipeline.train import train_from_file
+    meta = train_from_file(args.config, args.set, args.workdir, echo=print)
+    print(f"{meta['status']}: step {meta['step']} of {meta['steps']}")
+    return 0 if meta["status"] in ("finished", "diverged") else 1
+
+
+def _figures(args, verbose):
+    from pipeline.report import NOTEBOOKS, make_figures
+    path = make_figures(args.runs, args.output, args.notebooks or NOTEBOOKS)
+    print(f"report: {path.resolve()}")
+    return 0
+
+
+def _claims(args, verbose):
+    import json
+    from pipeline.analysis import load_runs
+    from pipeline.claims import claims_table, format_claims
+    rows = claims_table(load_runs(args.runs))
+    print(json.dumps(rows, indent=2) if args.json else format_claims(rows))
+    return 0
+
+
+def _bench(args, verbose):
+    if args.sweep_jobs:
+        from pipeline.sweep_bench import format_sweep_speeds
+        print(format_sweep_speeds(args.config, [int(j) for j in args.sweep_jobs.split(",")],
+                                  args.set))
+        return 0
+    from pipeline import bench
+    print(bench.run_benchmarks(args.config, args.norms.split(","), args.set, args.whole_steps))
+    return 0
 
 
 def _sweep(args, verbose):
@@ -201,6 +195,11 @@ def _sweep(args, verbose):
               "same command to resume them", file=sys.stderr)
         return 1
     return 0
+
+
+# Subcommand -> function(args, verbose) -> exit code.
+COMMANDS = {"train": _train, "sweep": _sweep, "claims": _claims, "figures": _figures,
+            "bench": _bench}
 
 
 def _advice(error):

@@ -6,14 +6,15 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from pipeline.runs import find_runs, load_run
+from pipeline.errors import UserError
+from pipeline.runs import find_runs, load_run, pick, summary_row
 
 # The paper's names for the norms.
 NORM_NAMES = {"none": "standard", "batch": "BN", "noisy_batch": "noisy BN", "noise_only": "noise only",
               "l1": "l1", "l2": "l2", "linf": "linf", "layer": "LayerNorm", "group": "GroupNorm"}
 
 
-class MissingRunsError(FileNotFoundError):
+class MissingRunsError(UserError, FileNotFoundError):
     """A path given as runs holds no run directory."""
 
 
@@ -81,17 +82,15 @@ def probe_frame(runs, stream, expand=True):
 
 
 def runs_summary(runs):
-    """One row per run: variant, norm, lr, seed, status, final test accuracy/loss."""
+    """One row per loaded run (`runs.summary_row`): variant, norm, lr, seed, status, the
+    step it diverged at, final test accuracy and loss."""
     rows = []
     for run in runs:
         evals = run["records"].get("eval", pd.DataFrame())
-        last = evals.iloc[-1] if not evals.empty else {}
+        row = summary_row(run["meta"], None, evals.iloc[-1].to_dict() if not evals.empty else None)
         rows.append({"variant": run["variant"], "norm": run["config"]["model"]["norm"],
                      "lr": run["config"]["optim"]["lr"], "seed": run["config"]["seed"],
-                     "status": run["meta"].get("status", "unknown"),
-                     "diverged_step": run["meta"].get("diverged_step"),
-                     "test_accuracy": last.get("test/accuracy", float("nan")),
-                     "test_loss": last.get("test/loss", float("nan"))})
+                     **pick(row, ("status", "diverged_at", "test_accuracy", "test_loss"))})
     return pd.DataFrame(rows)
 
 
@@ -204,3 +203,19 @@ def training_milestones(train, evals, window=MILESTONE_WINDOW):
                                                    else float("nan"))
         rows[variant] = row
     return pd.DataFrame(rows).T.rename_axis("variant")
+
+
+def notebook_runs(paths, what, family=None, norms=None, required=(), probe=None, echo=print):
+    """A notebook's first step: the runs at `paths` of `family` (and `norms`), each with
+    records of every `required` stream, and, with `probe`, only those that recorded it
+    (the others are named and left out); returns (runs, their scale for captions).
+    Stops with one clear message for a missing run directory (MissingRunsError), no runs
+    of this kind (NothingToPlot) or runs trained without what the notebook needs."""
+    chosen = select(load_runs(paths), family=family, norms=norms, what=what)
+    for stream in required:
+        require_stream(chosen, stream)
+    if probe:
+        chosen = runs_with(chosen, probe, echo=echo)
+    scale = describe_scale(chosen)
+    echo(f"{len(chosen)} run(s): {scale}")
+    return chosen, scale

@@ -6,7 +6,6 @@ optimizer's iteration count and slots. So a checkpoint is simply all of them, ke
 variable path (`block1_conv1/kernel`, `sgd/iteration`): the paths are the same on both
 backends, so a checkpoint written on TensorFlow resumes on JAX and back (values are
 cast to the reading backend's dtypes, e.g. int64 <-> uint32 seed states).
-Checkpoints of earlier versions, keyed by position (`v0000`...), still load.
 (The data stream needs no state: batch t is a function of the seed and t.)
 """
 
@@ -21,14 +20,11 @@ from pipeline.runs import atomic_write_bytes
 PATTERN = re.compile(r"ckpt-(\d+)\.npz$")
 
 
-def _tracked(model, optimizer, by_position=False):
+def _tracked(model, optimizer):
     """{path: variable}. Every variable is named explicitly (layers, the optimizer
     `sgd`, seed generators after their layer), so no path depends on what else the
-    process built, as Keras' automatic names (`sgd_1`) would. `by_position`: the keys
-    of checkpoints written before they were keyed by path (`v0000`...)."""
+    process built, as Keras' automatic names (`sgd_1`) would."""
     variables = list(model.variables) + list(optimizer.variables)
-    if by_position:
-        return {f"v{i:04d}": v for i, v in enumerate(variables)}
     tracked = {v.path: v for v in variables}
     if len(tracked) != len(variables):
         raise ValueError("two variables share a path; name every layer of the model")
@@ -60,7 +56,7 @@ def restore_latest(directory, model, optimizer, warn=None):
     import sys
     import zipfile
     warn = warn or (lambda message: print(f"warning: {message}", file=sys.stderr))
-    by_path, by_position = _tracked(model, optimizer), _tracked(model, optimizer, True)
+    tracked = _tracked(model, optimizer)
     for path in reversed(checkpoints(directory)):
         try:
             with np.load(path) as saved:
@@ -69,7 +65,6 @@ def restore_latest(directory, model, optimizer, warn=None):
             warn(f"{path} is damaged ({type(error).__name__}: {error}); trying an older "
                  "checkpoint")
             continue
-        tracked = by_position if set(values) == set(by_position) else by_path
         if {key: tuple(v.shape) for key, v in values.items()} != {
                 key: tuple(v.shape) for key, v in tracked.items()}:
             raise ValueError(

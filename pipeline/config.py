@@ -17,16 +17,23 @@ import yaml
 from omegaconf import OmegaConf
 from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
 
+from pipeline.errors import InputError
+
 DATASETS = ("cifar10", "cifar100", "digits", "synthetic", "linear_regression")
 SOURCES = ("tfds", "binary")
 FAMILIES = ("vgg", "dln")
+# The model layer's registries, by name (pipeline.layers.NORM_LAYERS, pipeline.models),
+# which check at import that they build exactly these.
+NORMS = ("batch", "group", "l1", "l2", "layer", "linf", "noise_only", "noisy_batch", "none")
+HEADS = ("linear", "mlp")
+VGG_DEPTHS = (11, 13, 16, 19)
 STRATEGIES = ("auto", "default", "mirrored", "multi_worker", "tpu")
 PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
 BN_STATISTICS = ("recomputed", "moving")
 AUTO = "auto"  # a setting resolved per device when the run starts (pipeline.runtime)
 
 
-class ConfigError(ValueError):
+class ConfigError(InputError):
     """An invalid configuration; the message says which key and what to do."""
 
 
@@ -102,13 +109,11 @@ class ModelConfig:
     noise: NoiseConfig = field(default_factory=NoiseConfig)
 
     def __post_init__(self):
-        from pipeline.layers import NORM_LAYERS
-        from pipeline.models import HEADS, VGG_SPECS
         _choice("model.family", self.family, FAMILIES)
-        _choice("model.norm", self.norm, sorted(NORM_LAYERS))
+        _choice("model.norm", self.norm, NORMS)
         _choice("model.head", self.head, HEADS)
         if self.family == "vgg":
-            _choice("model.depth", self.depth, sorted(VGG_SPECS))
+            _choice("model.depth", self.depth, VGG_DEPTHS)
         _at_least("model.depth", self.depth, 1)
         if self.width_multiplier <= 0:
             raise ConfigError(f"model.width_multiplier={self.width_multiplier!r} must be > 0")
@@ -142,7 +147,7 @@ class TrainConfig:
     # Records are the same for any value; calls also end where probes, evaluations and
     # checkpoints are due.
     steps_per_call: Any = AUTO
-    # auto: off on a CPU (slower there: VGG11/4-BN step 128 vs 76 ms, DLN 6.2 vs 5.8 ms),
+    # auto: off on a CPU (XLA's CPU step is the slower one there; `make bench` shows it),
     # on with a GPU or TPU unless train.deterministic=true.
     xla: Any = AUTO
     # TF op determinism, same seed -> same bits. auto: on for a CPU, off (faster kernels)
@@ -189,19 +194,18 @@ class EvalConfig:
 
 
 def _probes_config():
-    """`ProbesConfig`: one field per probe of the registry (pipeline.probes), typed by
-    the probe module's own `Config`, so a new probe brings its settings with it."""
-    from pipeline.probes import REGISTRY
-    from pipeline.probes.schedule import SCHEDULES
+    """`ProbesConfig`: one field per probe (pipeline.probe_settings), typed by its
+    settings class."""
+    from pipeline.probe_settings import SCHEDULES, SETTINGS
 
     def check(self):
-        for name in REGISTRY:
+        for name in SETTINGS:
             probe = getattr(self, name)
             _at_least(f"probes.{name}.every", probe.every, 1)
             _choice(f"probes.{name}.schedule", probe.schedule, SCHEDULES)
             _at_least(f"probes.{name}.per_decade", probe.per_decade, 1)
-    fields = [(name, module.Config, field(default_factory=module.Config))
-              for name, module in REGISTRY.items()]
+    fields = [(name, settings, field(default_factory=settings))
+              for name, settings in SETTINGS.items()]
     return dataclasses.make_dataclass("ProbesConfig", fields, frozen=True,
                                       namespace={"__post_init__": check,
                                                  "__module__": __name__})

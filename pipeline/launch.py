@@ -5,8 +5,7 @@ console output goes to `train.log` in its run directory, and the sweep shows one
 progress line per active run. How many run at once (`--jobs auto`): with GPUs, one run
 per `gpus_per_run` GPUs, each process seeing only its own (CUDA_VISIBLE_DEVICES), so
 runs never share a device by accident; on a CPU, as many as the cores hold at the runs'
-`train.threads` (1 by default; on 2 cores two VGG11/4 demo runs side by side finish in
-1.5-1.8x less time than one after the other, see README "Sweeps").
+`train.threads` (1 by default; README "Sweeps" gives the measured gain).
 
 Ctrl-C or SIGTERM stops the children with the same signal (each records itself as
 interrupted and resumes on the next sweep) and is raised again, so the command exits

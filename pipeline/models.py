@@ -9,6 +9,7 @@ layers in forward order: "layer #i" of PROTOCOL.md is `weight_layers(model)[i - 
 
 import keras
 
+from pipeline.config import HEADS, VGG_DEPTHS
 from pipeline.layers import make_norm_layer
 
 # Channel specs, "M" = 2x2 max-pool (Simonyan & Zisserman 2015, configs A, B, D, E).
@@ -20,7 +21,8 @@ VGG_SPECS = {
     19: [64, 64, "M", 128, 128, "M", 256, 256, 256, 256, "M", 512, 512, 512, 512, "M",
          512, 512, 512, 512, "M"],
 }
-HEADS = ("linear", "mlp")
+if tuple(VGG_SPECS) != VGG_DEPTHS:
+    raise ImportError("pipeline.config.VGG_DEPTHS must list the depths of VGG_SPECS")
 
 
 def build_vgg(depth=16, norm="batch", width_multiplier=1.0, num_classes=10,

@@ -4,7 +4,8 @@ with captions, and assembling one page that shows them all."""
 import json
 from pathlib import Path
 
-from pipeline.runs import atomic_write_text
+from pipeline.errors import UserError
+from pipeline.runs import atomic_write_text, summary_row
 
 NOTEBOOK_DIR = Path(__file__).resolve().parent.parent / "notebooks"
 # Analysis notebooks in report order (the Colab quick-start is not part of the report).
@@ -16,7 +17,7 @@ MANIFEST = ".bnlab-report.json"
 BUILT = ("figures", "notebooks")  # folders a build writes into, beside report.html
 
 
-class NotebookFailure(RuntimeError):
+class NotebookFailure(UserError, RuntimeError):
     """Notebooks stopped with an error; the message names them and their messages."""
 
 
@@ -132,16 +133,16 @@ def remove_previous_build(output_dir):
 
 
 def run_inventory(loaded):
-    """One row per run for the report: path, seed, steps, status, wall time, versions."""
+    """One row per run for the report (`runs.summary_row`): path, seed, steps, status,
+    wall time, versions."""
     rows = []
     for run in loaded:
-        meta = run["meta"]
-        versions = meta.get("versions", {})
+        row = summary_row(run["meta"])
         rows.append({"path": run["path"], "seed": run["config"]["seed"],
-                     "steps": f"{meta.get('step', '?')} of {run['config']['train']['steps']}",
-                     "status": meta.get("status", "unknown"),
-                     "wall_time": f"{meta['wall_time_s']:.0f} s" if "wall_time_s" in meta else "",
-                     "versions": ", ".join(f"{k} {v}" for k, v in versions.items())})
+                     "steps": f"{run['meta'].get('step', '?')} of {run['config']['train']['steps']}",
+                     "status": row["status"],
+                     "wall_time": f"{row['wall_s']:.0f} s" if "wall_time_s" in run["meta"] else "",
+                     "versions": row["versions"]})
     return rows
 
 

@@ -18,16 +18,18 @@ import os
 import tempfile
 from pathlib import Path
 
+from pipeline.errors import InputError, UserError
+
 CONFIG_FILE = "config.yaml"
 META_FILE = "meta.json"
 STATUSES = ("running", "finished", "diverged", "interrupted", "failed")
 
 
-class RunBusyError(RuntimeError):
+class RunBusyError(UserError, RuntimeError):
     """Another process is training into the same run directory."""
 
 
-class BrokenRunError(ValueError):
+class BrokenRunError(InputError):
     """A run directory's file cannot be read; the message names it and what to do."""
 
 
@@ -283,6 +285,28 @@ def load_run(path):
         "meta": run.read_meta(),
         "records": {s: pd.DataFrame(run.records(s)) for s in run.streams()},
     }
+
+
+def summary_row(meta, last_train=None, last_eval=None):
+    """A run's one-row summary, which every table of runs (the sweep's, the notebooks',
+    the report's) selects from: status, steps done and planned, the step it diverged at
+    ('' if it did not), the last train loss, the last test loss and accuracy, wall time
+    (s), versions, and the error of a failed or broken run. `meta`: its meta.json;
+    `last_train`, `last_eval`: its last train and eval records (None if it has none)."""
+    nan = float("nan")
+    status = meta.get("status", "not started")
+    return {"status": status, "step": meta.get("step", 0), "steps": meta.get("steps"),
+            "diverged_at": meta.get("diverged_step", ""),
+            "train_loss": (last_train or {}).get("train/loss", nan),
+            "test_loss": (last_eval or {}).get("test/loss", nan),
+            "test_accuracy": (last_eval or {}).get("test/accuracy", nan),
+            "wall_s": round(meta.get("wall_time_s", 0.0), 1),
+            "versions": ", ".join(f"{k} {v}" for k, v in meta.get("versions", {}).items()),
+            "error": meta.get("error", "") if status in ("failed", "broken") else ""}
+
+
+def pick(row, columns):
+    return {column: row[column] for column in columns}
 
 
 def find_runs(root):

@@ -20,7 +20,7 @@ from typing import Optional
 
 from pipeline.backend import BACKENDS
 from pipeline.config import AUTO, ConfigError, load_config, read_yaml_file
-from pipeline.runs import BrokenRunError, RunDirectory
+from pipeline.runs import BrokenRunError, RunDirectory, pick, summary_row
 
 LOG_FILE = "train.log"   # a sweep's copy of each run's console output, in its run directory
 NAME_LENGTH = 48         # longest value in a run name; longer ones are cut and hashed
@@ -222,8 +222,13 @@ def log_tail(run, lines=5):
     return "\n".join([line for line in text.splitlines() if line.strip()][-lines:])
 
 
+SUMMARY_COLUMNS = ("status", "step", "diverged_at", "train_loss", "test_loss", "test_accuracy",
+                   "wall_s", "error")
+
+
 def summarize(runs):
-    """One row per run: status, steps done, last train loss, last test metrics, wall time."""
+    """One row per run (`runs.summary_row`): status, steps done, last train loss, last
+    test metrics, wall time."""
     rows = []
     for run in runs:
         directory = RunDirectory(run.workdir)
@@ -232,17 +237,8 @@ def summarize(runs):
             train, evals = directory.records("train"), directory.records("eval")
         except BrokenRunError as error:
             meta, train, evals = {"status": "broken", "error": str(error)}, [], []
-        rows.append({
-            "run": run.name,
-            "status": meta.get("status", "not started"),
-            "step": meta.get("step", 0),
-            "diverged_at": meta.get("diverged_step", ""),
-            "train_loss": train[-1]["train/loss"] if train else float("nan"),
-            "test_loss": evals[-1]["test/loss"] if evals else float("nan"),
-            "test_accuracy": evals[-1].get("test/accuracy", float("nan")) if evals else float("nan"),
-            "wall_s": round(meta.get("wall_time_s", 0.0), 1),
-            "error": meta.get("error", "") if meta.get("status") in ("failed", "broken") else "",
-        })
+        row = summary_row(meta, train[-1] if train else None, evals[-1] if evals else None)
+        rows.append({"run": run.name, **pick(row, SUMMARY_COLUMNS)})
     return rows
 
 

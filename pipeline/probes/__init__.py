@@ -1,9 +1,10 @@
 """Measurement probes (PROTOCOL.md sections 3-4), run by the training loop before a step.
 
 A probe is one module of this package that declares `NAME` (its config key under
-`probes.` and its record stream), `Config` (a frozen dataclass with at least `enabled`
-and `every`) and `Probe(probe_config, context)` (see `ProbeContext`). The registry finds
-every such module, so a new probe is one new file.
+`probes.` and its record stream), `Config` (its settings class, kept in
+pipeline/probe_settings.py so that the config layer need not import the probes) and
+`Probe(probe_config, context)` (see `ProbeContext`). The registry finds every such
+module, so a new probe is one new file plus its settings entry.
 
 A probe is called with the step index; it measures on that step's training batch at
 the current weights, in training mode, and returns a flat dict of JSON-able values.
@@ -15,6 +16,7 @@ with `keras.ops`, on the engine's primitives (pipeline.engines).
 import importlib
 import pkgutil
 
+from pipeline.probe_settings import SETTINGS
 from pipeline.probes.stateless import BatchSource, ProbeContext, StatelessObjective
 from pipeline.tasks import task_of
 
@@ -23,6 +25,13 @@ def _registry():
     modules = (importlib.import_module(f"{__name__}.{info.name}")
                for info in pkgutil.iter_modules(__path__))
     found = {module.NAME: module for module in modules if hasattr(module, "NAME")}
+    for name, module in found.items():
+        if SETTINGS.get(name) is not module.Config:
+            raise ImportError(f"probe {name!r} ({module.__file__}) needs its settings class "
+                              f"as SETTINGS[{name!r}] in pipeline/probe_settings.py")
+    if set(SETTINGS) - set(found):
+        raise ImportError(f"pipeline/probe_settings.py lists probe(s) without a module: "
+                          f"{sorted(set(SETTINGS) - set(found))}")
     return dict(sorted(found.items()))
 
 

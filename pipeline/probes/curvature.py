@@ -9,21 +9,16 @@ initialization), the iterations, the final residual ||Hv - lambda v|| / |lambda|
 step's training loss (for comparisons at matched progress).
 """
 
-from dataclasses import dataclass
 
 import numpy as np
 from keras import ops
 
-from pipeline.probes.schedule import Schedule, ScheduleConfig
+from pipeline.probe_settings import CurvatureConfig
+from pipeline.probes.schedule import Schedule
 from pipeline.probes.stateless import dot, global_norm, to_python
 
 NAME = "curvature"
-
-
-@dataclass(frozen=True)
-class Config(ScheduleConfig):
-    every: int = 500
-    iterations: int = 20            # power-iteration steps on Hessian-vector products
+Config = CurvatureConfig  # its settings, the config section probes.curvature
 
 
 class Probe:

@@ -8,24 +8,17 @@ seeded sample of raw values (for histogram/ridge plots) and the kernel's quantil
 entry of `per_layer` per layer, with its `layer` index.
 """
 
-from dataclasses import dataclass
-from typing import List, Optional
 
 import keras
 import numpy as np
 
-from pipeline.probes.schedule import Schedule, ScheduleConfig
+from pipeline.probe_settings import DistributionsConfig
+from pipeline.probes.schedule import Schedule
 from pipeline.probes.stateless import resolve_layers, to_python
 
 NAME = "distributions"
+Config = DistributionsConfig  # its settings, the config section probes.distributions
 QUANTILES = (0.05, 0.15, 0.5, 0.85, 0.95)
-
-
-@dataclass(frozen=True)
-class Config(ScheduleConfig):
-    every: int = 100
-    layers: Optional[List[int]] = None  # 1-based weight-layer indices; None = task default
-    sample_size: int = 256          # raw activation values kept per layer per record
 
 
 def normalized_output_layer(model, layer):

@@ -10,22 +10,16 @@ probe's own, for comparisons at matched progress) and per layer (`per_layer`, ea
 entry with its `layer` index): ||G - G'||_2, ||G - G'|| / ||G|| and cos(G, G').
 """
 
-from dataclasses import dataclass
-from typing import List, Optional
 
 import numpy as np
 from keras import ops
 
-from pipeline.probes.schedule import Schedule, ScheduleConfig
+from pipeline.probe_settings import IcsConfig
+from pipeline.probes.schedule import Schedule
 from pipeline.probes.stateless import dot, global_norm, resolve_layers, to_python
 
 NAME = "ics"
-
-
-@dataclass(frozen=True)
-class Config(ScheduleConfig):
-    every: int = 100
-    layers: Optional[List[int]] = None  # 1-based weight-layer indices; None = task default
+Config = IcsConfig  # its settings, the config section probes.ics
 
 
 class Probe:

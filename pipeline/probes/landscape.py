@@ -8,24 +8,16 @@ with its `eta`), beside the band and the maximum over the grid. Cost: one forwar
 one for g, compiled once as a loop over the grid.
 """
 
-from dataclasses import dataclass
-from typing import List, Optional
 
 import numpy as np
 from keras import ops
 
-from pipeline.probes.schedule import Schedule, ScheduleConfig
+from pipeline.probe_settings import LandscapeConfig
+from pipeline.probes.schedule import Schedule
 from pipeline.probes.stateless import global_norm, to_python
 
 NAME = "landscape"
-
-
-@dataclass(frozen=True)
-class Config(ScheduleConfig):
-    every: int = 100
-    # step sizes as multiples of optim.lr; None = the task's default (VGG {0.5,1,2,4},
-    # DLN a log grid over [0.01, 30])
-    multipliers: Optional[List[float]] = None
+Config = LandscapeConfig  # its settings, the config section probes.landscape
 
 
 class Probe:

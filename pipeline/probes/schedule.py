@@ -1,4 +1,4 @@
-"""When a probe measures: its schedule, part of every probe's config.
+"""When a probe measures: its schedule (the settings are in pipeline.probe_settings).
 
 `every`: steps 0, every, 2 every, ... . `log`: the same steps plus log-spaced ones,
 `per_decade` a decade (1, 2, 3, ..., 10, 13, 16, 20, 25, 32, ...), so a probe is dense
@@ -8,19 +8,6 @@ gaps capped at `every`. The steps a run probes are recorded in its meta.json.
 """
 
 import bisect
-from dataclasses import dataclass
-
-SCHEDULES = ("every", "log")
-
-
-@dataclass(frozen=True)
-class ScheduleConfig:
-    """The fields every probe's `Config` starts with."""
-    enabled: bool = False
-    every: int = 100
-    schedule: str = "every"     # "every" or "log" (see the module docstring)
-    per_decade: int = 10        # log: steps a decade
-
 
 def schedule_steps(config, total_steps):
     """Sorted steps in [0, total_steps) at which a probe with `config` measures."""
