@@ -69,6 +69,32 @@ def run_cli(*args, env=None, timeout=300, check=True):
     return result
 
 
+def call_cli(*args, check=True):
+    """`python -m pipeline ARGS` run in this process, from the repository (for commands
+    that print and stop before training: they need no process of their own); returns a
+    CompletedProcess. The signal handlers the CLI installs are restored afterwards."""
+    import contextlib
+    import io
+    import os
+    import signal
+    import subprocess
+    from pipeline.__main__ import main
+    handlers = {number: signal.getsignal(number) for number in (signal.SIGINT, signal.SIGTERM)}
+    out, err, cwd = io.StringIO(), io.StringIO(), os.getcwd()
+    try:
+        os.chdir(REPO)
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            code = main([str(a) for a in args])
+    finally:
+        os.chdir(cwd)
+        for number, handler in handlers.items():
+            signal.signal(number, handler)
+    result = subprocess.CompletedProcess(args, code, out.getvalue(), err.getvalue())
+    if check and code != 0:
+        raise AssertionError(f"exit {code}\n{result.stdout}\n{result.stderr[-3000:]}")
+    return result
+
+
 def training_state(config):
     """(engine, model, optimizer, arrays) of `config`, as a run starts."""
     from pipeline.data import load_arrays

@@ -4,10 +4,11 @@ import dataclasses
 
 import pytest
 
-from conftest import REPO, SMOKE, run_cli
+from conftest import REPO, SMOKE, call_cli
 from pipeline.config import Config, ConfigError, load_config, to_yaml
 
-CONFIGS = sorted((REPO / "configs").glob("*.yaml"))
+# Sweep plans (*_plan.yaml) list runs of these configs; tests/test_sweep.py checks them.
+CONFIGS = sorted(p for p in (REPO / "configs").glob("*.yaml") if not p.stem.endswith("_plan"))
 
 
 def _split_header(path):
@@ -90,7 +91,7 @@ def test_bad_yaml_files_name_the_file(tmp_path):
 
 def test_cli_rejects_a_bad_config_before_writing_anything(tmp_path):
     workdir = tmp_path / "run"
-    result = run_cli("train", SMOKE, "--set", "optim.lr=abc", "--workdir", workdir, check=False)
+    result = call_cli("train", SMOKE, "--set", "optim.lr=abc", "--workdir", workdir, check=False)
     assert result.returncode == 2
     assert "optim.lr" in result.stderr and "abc" in result.stderr
     assert not workdir.exists()

@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from conftest import SMOKE, run_cli
+from conftest import SMOKE, call_cli, run_cli
 from pipeline import sweep
 from pipeline.probes.schedule import Schedule
 from pipeline.config import ConfigError, load_config
@@ -36,7 +36,7 @@ def test_bad_config_files_name_the_file(text, message, tmp_path):
 def test_cli_refuses_an_empty_config_at_once(tmp_path):
     path = tmp_path / "empty.yaml"
     path.write_text("")
-    _fails_cleanly(run_cli("train", path, "--workdir", tmp_path / "run", check=False), 2,
+    _fails_cleanly(call_cli("train", path, "--workdir", tmp_path / "run", check=False), 2,
                    "empty.yaml is empty")
     assert not (tmp_path / "run").exists()
 
@@ -51,7 +51,7 @@ def test_grid_seeds_are_honoured_and_conflicting_seeds_refused(tmp_path):
 
 
 def test_listed_commands_work_from_another_folder(tmp_path):
-    listed = run_cli("sweep", "configs/smoke.yaml", "--grid", "model.norm=none",
+    listed = call_cli("sweep", "configs/smoke.yaml", "--grid", "model.norm=none",
                      "--sweep-dir", "runs/x", "--list").stdout.split()
     config = listed[listed.index("train") + 1]
     workdir = listed[listed.index("--workdir") + 1]
@@ -63,8 +63,8 @@ def test_a_broken_meta_json_is_named_and_does_not_stop_a_sweep(tmp_path):
                             overrides=["train.steps=2"])
     runs[0].workdir.mkdir(parents=True)
     (runs[0].workdir / "meta.json").write_text('{"status": "runn\x01ing"}')
-    result = run_cli("train", SMOKE, "--set", "optim.lr=0.05", "--set", "train.steps=2",
-                     "--set", "seed=0", "--workdir", runs[0].workdir, check=False)
+    result = call_cli("train", SMOKE, "--set", "optim.lr=0.05", "--set", "train.steps=2",
+                      "--set", "seed=0", "--workdir", runs[0].workdir, check=False)
     _fails_cleanly(result, 2, "meta.json is not valid JSON", "delete")
     result = run_cli("sweep", SMOKE, "--grid", "optim.lr=0.05,0.1", "--set", "train.steps=2",
                      "--sweep-dir", tmp_path, check=False)
@@ -169,27 +169,37 @@ def test_run_files_get_the_usual_permissions(tmp_path):
 
 
 def test_figures_check_notebook_names_and_run_paths_before_running_anything(tmp_path):
-    unknown = run_cli("figures", tmp_path, "--notebooks", "trainig", "--output", tmp_path / "out",
-                      check=False)
+    unknown = call_cli("figures", tmp_path, "--notebooks", "trainig", "--output", tmp_path / "out",
+                       check=False)
     _fails_cleanly(unknown, 2, "unknown notebook(s) ['trainig']", "training")
-    missing = run_cli("figures", tmp_path / "nowhere", "--output", tmp_path / "out", check=False)
+    missing = call_cli("figures", tmp_path / "nowhere", "--output", tmp_path / "out", check=False)
     _fails_cleanly(missing, 1, "does not exist")
     assert not (tmp_path / "out").exists()
 
 
 def test_a_diverged_run_without_evaluations_does_not_stop_the_figures(tmp_path):
-    from pipeline import analysis
-    runs = [{"path": "a", "meta": {"status": "diverged"}, "records": {"train": object()}},
-            {"path": "b", "meta": {"status": "finished"}, "records": {"eval": object()}}]
-    analysis.require_stream(runs, "eval")  # the diverged run ended before its first one
-    with pytest.raises(ValueError, match=r"1 run\(s\) have no train records: \['b'\]"):
-        analysis.require_stream(runs, "train")
+    from test_plots import write_fake_run
+    from pipeline import analysis, plots
+    write_fake_run(tmp_path / "a", "none", 0.1, 0)
+    write_fake_run(tmp_path / "b", "none", 0.1, 1, diverged=True, evaluated=False)
+    # The diverged run ended before its first evaluation: it stays in, and is drawn.
+    chosen, _ = analysis.notebook_runs(tmp_path, "VGG runs", family="vgg",
+                                       required=("train", "eval"), echo=lambda line: None)
+    assert len(chosen) == 2
+    fig = plots.plot_training(analysis.records_frame(chosen, "train"),
+                              analysis.records_frame(chosen, "eval"))
+    train_lines = [line for line in fig.axes[0].get_lines() if len(line.get_xdata())]
+    assert train_lines and fig.axes[1].get_lines()
+    # A finished run without evaluations is an error that names it.
+    (tmp_path / "a" / "records" / "eval.jsonl").unlink()
+    with pytest.raises(ValueError, match=r"1 run\(s\) have no eval records: \['.*/a'\]"):
+        analysis.notebook_runs(tmp_path, "VGG runs", family="vgg", required=("eval",))
 
 
 def test_a_workdir_that_is_a_file_is_named(tmp_path):
     path = tmp_path / "results.txt"
     path.write_text("mine")
-    result = run_cli("train", SMOKE, "--workdir", path, check=False)
+    result = call_cli("train", SMOKE, "--workdir", path, check=False)
     _fails_cleanly(result, 1, str(path), "must be a folder")
     assert path.read_text() == "mine"
 

@@ -130,6 +130,11 @@ def test_probe_frames_have_one_row_per_layer_or_step_size(runs):
 def test_other_figures_have_a_panel_per_layer_or_variant(runs, tmp_path):
     distributions = analysis.probe_frame(runs, "distributions")
     assert len(plots.plot_activation_violins(distributions, 3, max_steps=3).axes) == 2
+    # Per channel: (mean, variance) x variants; one line per channel of the first seed.
+    fig = plots.plot_channel_statistics(distributions, 3)
+    assert len(fig.axes) == 4 and len(fig.axes[0].lines) == 4
+    np.testing.assert_allclose(fig.axes[0].lines[0].get_ydata(), [1.2 * s / 10 for s in (0, 10, 20, 30)])
+    np.testing.assert_allclose(fig.axes[2].lines[0].get_ydata(), [1 + 0.5 * s / 10 for s in (0, 10, 20, 30)])
     fig = plots.plot_ics(analysis.probe_frame(runs, "ics"))
     assert len(fig.axes) == 4  # (l2, cosine) x layers 5 and 10, one learning rate
     assert fig.axes[0].get_yscale() == "log" and "layer #10" in fig.axes[2].get_title()

@@ -128,7 +128,8 @@ def _numbers(value):
 
 
 def test_schedules_are_dense_early_and_regular_later():
-    from pipeline.probes.schedule import Schedule, ScheduleConfig, schedule_steps
+    from pipeline.probe_settings import ScheduleConfig
+    from pipeline.probes.schedule import Schedule, schedule_steps
     log = ScheduleConfig(every=50, schedule="log", per_decade=4)
     # 10^(k/4) rounded: 1, 2, 3, 6, 10, 18, 32, 56, 100, 178 ...; with every 50: 0, 50, ...
     assert schedule_steps(log, 200) == [0, 1, 2, 3, 6, 10, 18, 32, 50, 56, 100, 150, 178]

@@ -125,7 +125,10 @@ sweeps:
 
 
 def test_the_demo_plan_is_valid_and_puts_its_longest_runs_first():
-    runs = sweep.plan_file(REPO / "configs" / "demo_plan.yaml", "runs/demo")
+    path = REPO / "configs" / "demo_plan.yaml"
+    header = path.read_text().split("\nsweeps:")[0]
+    assert "python -m pipeline sweep --plan" in header and "Runtime" in header and "Expected" in header
+    runs = sweep.plan_file(path, "runs/demo")
     assert len(runs) == 45
     names = [str(r.workdir) for r in runs]
     assert names[0] == "runs/demo/lr-0.1__norm-batch__seed-0" and names[-1].startswith("runs/demo/dln/")
