@@ -204,6 +204,33 @@ def plot_distribution_shift(distributions, layer):
     return fig
 
 
+def plot_channel_statistics(distributions, layer, seed=None, channels=8):
+    """Per-channel view of layer #`layer`: the mean and variance of each of its first
+    `channels` channels over training, one line per channel, one column per variant,
+    for one seed (default: the smallest each variant has). Where noisy BN's shift is the
+    point, the channels' own paths show it. `distributions`: `analysis.probe_frame(runs,
+    "distributions")`."""
+    from pipeline.analysis import NothingToPlot
+    frame = distributions[distributions["distributions/layer"] == layer]
+    variants = sorted(frame["variant"].unique())
+    if frame.empty:
+        raise NothingToPlot(f"no distribution records of layer #{layer}")
+    fig, axes = plt.subplots(2, len(variants), figsize=(4.5 * len(variants), 6.5),
+                             sharex=True, squeeze=False, constrained_layout=True)
+    for column, variant in enumerate(variants):
+        rows = frame[frame["variant"] == variant]
+        chosen = seed if seed is not None else rows["seed"].min()
+        rows = rows[rows["seed"] == chosen].sort_values("step")
+        for row, (statistic, label) in enumerate((("mean", "mean"), ("var", "variance"))):
+            values = np.stack(rows[f"distributions/channel_{statistic}"].to_numpy())
+            ax = axes[row, column]
+            for channel in range(min(channels, values.shape[1])):
+                ax.plot(rows["step"], values[:, channel], lw=1, color=f"C{channel}")
+            ax.set(title=f"{variant} (seed {chosen}): channel {label}s" if row == 0 else None,
+                   ylabel=f"per-channel {label}", xlabel="training step" if row == 1 else None)
+    return fig
+
+
 def plot_gradient_change_vs_step_size(landscape, columns=3):
     """||grad L(theta - eta g) - g|| against eta, one line per probe step coloured by
     training step, one panel per variant, `columns` panels a row (Fig 11). First seed of
