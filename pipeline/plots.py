@@ -215,8 +215,9 @@ def plot_channel_statistics(distributions, layer, seed=None, channels=8):
     variants = sorted(frame["variant"].unique())
     if frame.empty:
         raise NothingToPlot(f"no distribution records of layer #{layer}")
+    # One y scale per row, so that the size of each variant's shift compares at a glance.
     fig, axes = plt.subplots(2, len(variants), figsize=(4.5 * len(variants), 6.5),
-                             sharex=True, squeeze=False, constrained_layout=True)
+                             sharex=True, sharey="row", squeeze=False, constrained_layout=True)
     for column, variant in enumerate(variants):
         rows = frame[frame["variant"] == variant]
         chosen = seed if seed is not None else rows["seed"].min()

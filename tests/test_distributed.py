@@ -9,7 +9,7 @@ import sys
 
 import numpy as np
 
-from conftest import REPO, SMOKE, flatten, run_cli
+from conftest import REPO, SMOKE, call_cli, flatten
 from pipeline.runs import RunDirectory
 
 # Synchronized BN makes the replicas' batch statistics those of the global batch.
@@ -47,7 +47,7 @@ def _free_ports(count):
 
 
 def test_two_worker_processes_match_one_worker(tmp_path):
-    run_cli("train", SMOKE, *COMMON, "--workdir", tmp_path / "single")
+    call_cli("train", SMOKE, *COMMON, "--workdir", tmp_path / "single")  # one worker, in-process
     workers = [f"127.0.0.1:{port}" for port in _free_ports(2)]
     processes = []
     for index in range(2):
@@ -78,7 +78,7 @@ def test_mirrored_strategy_on_two_replicas_matches_one_device_with_every_probe(t
                  "probes.curvature.iterations=5", "probes.landscape.every=3", "probes.ics.every=3",
                  "probes.distributions.every=3", "probes.curvature.every=3"]:
         probes += ["--set", item]
-    run_cli("train", SMOKE, *COMMON, *probes, "--workdir", tmp_path / "one")
+    call_cli("train", SMOKE, *COMMON, *probes, "--workdir", tmp_path / "one")  # in-process
     subprocess.run([sys.executable, "-c", TWO_LOGICAL_CPUS, "train", str(SMOKE), *COMMON, *probes,
                     "--set", "train.strategy=mirrored", "--workdir", str(tmp_path / "two")],
                    cwd=REPO, check=True, capture_output=True, timeout=300)

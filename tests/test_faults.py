@@ -66,17 +66,17 @@ def test_a_broken_meta_json_is_named_and_does_not_stop_a_sweep(tmp_path):
     result = call_cli("train", SMOKE, "--set", "optim.lr=0.05", "--set", "train.steps=2",
                       "--set", "seed=0", "--workdir", runs[0].workdir, check=False)
     _fails_cleanly(result, 2, "meta.json is not valid JSON", "delete")
-    result = run_cli("sweep", SMOKE, "--grid", "optim.lr=0.05,0.1", "--set", "train.steps=2",
-                     "--sweep-dir", tmp_path, check=False)
+    result = call_cli("sweep", SMOKE, "--grid", "optim.lr=0.05,0.1", "--set", "train.steps=2",
+                      "--sweep-dir", tmp_path, check=False)
     assert "lr-0.1__seed-0" in result.stdout and "finished" in result.stdout
     assert "broken" in result.stdout
     _fails_cleanly(result, 1, "some runs did not finish")
 
 
 def test_a_sweep_whose_runs_fail_exits_non_zero_and_says_why(tmp_path):
-    result = run_cli("sweep", SMOKE, "--grid", "optim.lr=0.05", "--set", "data.name=cifar10",
-                     "--set", f"data.data_dir={tmp_path / 'none'}", "--set", "data.download=false",
-                     "--sweep-dir", tmp_path / "sweep", check=False)
+    result = call_cli("sweep", SMOKE, "--grid", "optim.lr=0.05", "--set", "data.name=cifar10",
+                      "--set", f"data.data_dir={tmp_path / 'none'}", "--set", "data.download=false",
+                      "--sweep-dir", tmp_path / "sweep", check=False)
     _fails_cleanly(result, 1, "some runs did not finish")
     assert "not started" in result.stdout or "failed" in result.stdout
 
@@ -114,33 +114,33 @@ def test_a_second_training_on_a_busy_run_directory_is_refused_at_once(tmp_path):
     steps = [r["step"] for r in RunDirectory(tmp_path).records("train")]
     assert steps == list(range(0, 10 * len(steps), 10))  # one writer: every record once
     # The lock went with its holder: the next command gets past it, to the config check.
-    other = run_cli("train", SMOKE, *settings, "--set", "train.steps=3000", "--workdir", tmp_path,
-                    check=False)
+    other = call_cli("train", SMOKE, *settings, "--set", "train.steps=3000", "--workdir", tmp_path,
+                     check=False)
     _fails_cleanly(other, 2, "another config")
 
 
 def test_a_run_that_failed_before_its_first_step_takes_the_corrected_config(tmp_path):
     missing = ["--set", "data.name=cifar10", "--set", f"data.data_dir={tmp_path / 'nowhere'}",
                "--set", "data.download=false"]
-    failed = run_cli("train", SMOKE, *missing, "--workdir", tmp_path / "run", check=False)
+    failed = call_cli("train", SMOKE, *missing, "--workdir", tmp_path / "run", check=False)
     _fails_cleanly(failed, 1, "cifar10")
-    fixed = run_cli("train", SMOKE, "--set", "train.steps=4", "--workdir", tmp_path / "run")
+    fixed = call_cli("train", SMOKE, "--set", "train.steps=4", "--workdir", tmp_path / "run")
     assert fixed.stdout.splitlines()[-1].startswith("finished")
     # Now that it has trained, another config is refused, naming the keys, and the
     # command it suggests works as printed.
-    other = run_cli("train", SMOKE, "--set", "train.steps=6", "--workdir", tmp_path / "run",
-                    check=False)
+    other = call_cli("train", SMOKE, "--set", "train.steps=6", "--workdir", tmp_path / "run",
+                     check=False)
     _fails_cleanly(other, 2, "differing: train.steps")
     suggested = other.stderr.split("(python -m pipeline ")[1].split(")")[0].split()
-    assert run_cli(*suggested).stdout.startswith("finished")
+    assert call_cli(*suggested).stdout.startswith("finished")
 
 
 def test_a_damaged_newest_checkpoint_falls_back_to_the_previous_one(tmp_path):
     from pipeline.runs import RunDirectory
     settings = ["--set", "train.steps=12", "--set", "train.log_every=1",
                 "--set", "train.checkpoint_every=4"]
-    run_cli("train", SMOKE, *settings, "--workdir", tmp_path / "clean")
-    run_cli("train", SMOKE, *settings, "--set", "train.steps=8", "--workdir", tmp_path / "cut")
+    call_cli("train", SMOKE, *settings, "--workdir", tmp_path / "clean")
+    call_cli("train", SMOKE, *settings, "--set", "train.steps=8", "--workdir", tmp_path / "cut")
     # Pretend the run was killed after step 8 with its newest checkpoint half written.
     cut = RunDirectory(tmp_path / "cut")
     (cut.path / "config.yaml").write_text((tmp_path / "clean" / "config.yaml").read_text())
@@ -148,7 +148,7 @@ def test_a_damaged_newest_checkpoint_falls_back_to_the_previous_one(tmp_path):
     (cut.path / "meta.json").write_text(json.dumps({**meta, "status": "running", "steps": 12}))
     newest = cut.checkpoint_dir / "ckpt-00000008.npz"
     newest.write_bytes(newest.read_bytes()[:1000])
-    resumed = run_cli("train", SMOKE, *settings, "--workdir", cut.path)
+    resumed = call_cli("train", SMOKE, *settings, "--workdir", cut.path)
     assert "ckpt-00000008.npz is damaged" in resumed.stderr and "Traceback" not in resumed.stderr
     assert json.loads((cut.path / "meta.json").read_text())["start_step"] == 4
     for stream in ("train", "eval"):
@@ -273,8 +273,9 @@ def test_killed_at_random_moments_and_resumed_each_time_gives_the_uninterrupted_
     killed_meta = killed.read_meta()
     assert killed_meta.get("status") == "running", "a run ended before it was killed"
     assert killed_meta["wall_time_s"] > 0  # written at checkpoints, so a killed run has it
-    run_cli("train", SMOKE, *settings, "--workdir", killed.path)
-    run_cli("train", SMOKE, *settings, "--workdir", tmp_path / "clean")
+    # The resume and the clean run need no process of their own.
+    call_cli("train", SMOKE, *settings, "--workdir", killed.path)
+    call_cli("train", SMOKE, *settings, "--workdir", tmp_path / "clean")
     for stream in ("train", "eval"):
         assert (killed.records_path(stream).read_bytes()
                 == (tmp_path / "clean" / "records" / f"{stream}.jsonl").read_bytes()), stream

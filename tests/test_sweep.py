@@ -129,7 +129,7 @@ def test_the_demo_plan_is_valid_and_puts_its_longest_runs_first():
     header = path.read_text().split("\nsweeps:")[0]
     assert "python -m pipeline sweep --plan" in header and "Runtime" in header and "Expected" in header
     runs = sweep.plan_file(path, "runs/demo")
-    assert len(runs) == 51
+    assert len(runs) == 45
     names = [str(r.workdir) for r in runs]
     assert names[0] == "runs/demo/lr-0.1__norm-batch__seed-0" and names[-1].startswith("runs/demo/dln/")
     assert {r.backend for r in runs if "/dln/" in str(r.workdir)} == {"jax"}

@@ -12,7 +12,7 @@ import keras
 import numpy as np
 import pytest
 
-from conftest import REPO, SMOKE, run_cli, training_state
+from conftest import REPO, SMOKE, call_cli, run_cli, training_state
 from pipeline.probes.schedule import Schedule
 from pipeline.config import load_config
 from pipeline.probes import make_probes
@@ -117,9 +117,9 @@ def test_non_finite_loss_ends_the_run_as_diverged(tmp_path):
     last = RunDirectory(tmp_path).records("train")[-1]
     assert last["step"] == meta["diverged_step"] and not np.isfinite(last["train/loss"])
     assert RunDirectory(tmp_path).read_meta()["status"] == "diverged"
-    assert run_cli("train", SMOKE, "--set", "model.norm=none", "--set", "optim.lr=1000",
-                   "--set", "train.steps=30", "--set", "train.log_every=10",
-                   "--workdir", tmp_path).stdout.startswith("diverged")
+    assert call_cli("train", SMOKE, "--set", "model.norm=none", "--set", "optim.lr=1000",
+                    "--set", "train.steps=30", "--set", "train.log_every=10",
+                    "--workdir", tmp_path).stdout.startswith("diverged")
 
 
 class _FailingProbe:
