@@ -16,11 +16,12 @@ $(STAMP): requirements.lock pyproject.toml
 
 setup: $(STAMP)
 
-# Two workers: one per core; each test file's TensorFlow start-up runs in parallel.
+# Two workers, one per core; worksteal hands a worker that runs dry the queued tests of
+# the other, so the few long tests do not leave one core idle at the end.
 # Then the tests marked both_backends again on JAX (Keras picks its backend per process).
 test: $(STAMP)
-	$(PY) -m pytest -n 2 tests
-	KERAS_BACKEND=jax $(PY) -m pytest -n 2 -m both_backends tests
+	$(PY) -m pytest -n 2 --dist worksteal tests
+	KERAS_BACKEND=jax $(PY) -m pytest -n 2 --dist worksteal -m both_backends tests
 
 # make train CONFIG=configs/cpu.yaml [SET="optim.lr=0.5 seed=1"] [WORKDIR=runs/x]
 CONFIG ?= configs/cpu.yaml
