@@ -5,7 +5,7 @@ backends, and JAX's data parallelism over two (forced host) devices."""
 import numpy as np
 import pytest
 
-from conftest import SMOKE, flatten, run_cli, training_state
+from conftest import REPO, SMOKE, clean_environment, flatten, run_cli, training_state
 from pipeline.backend import BackendError, choose_backend, select_backend
 from pipeline.checkpoint import restore_latest, save_checkpoint
 from pipeline.config import load_config
@@ -122,13 +122,22 @@ TWO_HOST_DEVICES = ("--xla_force_host_platform_device_count=2 --xla_cpu_multi_th
 
 
 def test_jax_data_parallel_on_two_devices_matches_one_device(tmp_path):
-    env = {"KERAS_BACKEND": "jax", "XLA_FLAGS": TWO_HOST_DEVICES}
+    import json
+    import subprocess
+    import sys
+    env = {**clean_environment(), "KERAS_BACKEND": "jax", "XLA_FLAGS": TWO_HOST_DEVICES}
     common = ["model.norm=batch", "train.steps=6", "train.log_every=1"]
+    # Both runs in one JAX process (the default strategy uses its first device only).
     # sync_batch_norm asks for what JAX does anyway; it is accepted, not refused.
-    for name, strategy in (("one", "default"), ("two", "mirrored")):
-        run_cli("train", SMOKE, *_overrides([*common, f"train.strategy={strategy}",
-                                             f"model.sync_batch_norm={name == 'two'}"]),
-                "--workdir", tmp_path / name, env=env, timeout=600)
+    commands = [["train", str(SMOKE), *_overrides([*common, f"train.strategy={strategy}",
+                                                   f"model.sync_batch_norm={name == 'two'}"]),
+                 "--workdir", str(tmp_path / name)]
+                for name, strategy in (("one", "default"), ("two", "mirrored"))]
+    script = ("import json, sys\nfrom pipeline.__main__ import main\n"
+              "sys.exit(max(main(argv) for argv in json.loads(sys.argv[1])))")
+    result = subprocess.run([sys.executable, "-c", script, json.dumps(commands)], cwd=REPO,
+                            env=env, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
     one, two = RunDirectory(tmp_path / "one"), RunDirectory(tmp_path / "two")
     assert two.read_meta()["replicas"] == 2 and two.read_meta()["strategy"] == "DataParallel"
     assert one.read_meta()["replicas"] == 1
