@@ -167,15 +167,14 @@ def _sweep(args, verbose):
         raise ConfigError(f"--seeds={args.seeds} must be >= 1")
     if bool(args.plan) == bool(args.config):
         raise ConfigError("give either a config file (with --grid, --seeds, --set) or --plan FILE")
+    if args.plan and (args.grid or args.set or args.seeds != 1):
+        raise ConfigError(f"--plan {args.plan}: write the grid, seeds and overrides in the "
+                          "plan's sweeps, not on the command line")
+    sweep_dir = sweep.sweep_folder(args.plan or args.config, args.sweep_dir)
     if args.plan:
-        if args.grid or args.set or args.seeds != 1:
-            raise ConfigError(f"--plan {args.plan}: write the grid, seeds and overrides in the "
-                              "plan's sweeps, not on the command line")
-        runs = sweep.plan_file(args.plan, args.sweep_dir)
-        sweep_dir = args.sweep_dir or Path("runs") / Path(args.plan).stem
+        runs = sweep.plan_file(args.plan, sweep_dir)
     else:
-        runs = sweep.plan_sweep(args.config, args.grid, args.seeds, args.sweep_dir, args.set)
-        sweep_dir = args.sweep_dir or Path("runs") / Path(args.config).stem
+        runs = sweep.plan_sweep(args.config, args.grid, args.seeds, sweep_dir, args.set)
     if args.list:
         print(sweep.list_commands(runs))
         return 0

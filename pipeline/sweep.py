@@ -114,13 +114,19 @@ def _seeds(grid, seeds, overrides):
     return list(range(seeds))
 
 
+def sweep_folder(path, given=None):
+    """The folder of a sweep of the config or plan at `path`: `given` (--sweep-dir),
+    else runs/<its name>."""
+    return Path(given or Path("runs") / Path(path).stem)
+
+
 def plan_sweep(config_path, grid_items=(), seeds=1, sweep_dir=None, overrides=(), backend=None):
     """Every combination of the grid and the seeds, validated before anything runs."""
     grid = parse_grid(grid_items)
     seed_values = _seeds(grid, seeds, overrides)
     grid = [(key, values) for key, values in grid if key != "seed"]
     overrides = tuple(item for item in overrides if item.partition("=")[0].strip() != "seed")
-    sweep_dir = Path(sweep_dir or Path("runs") / Path(config_path).stem)
+    sweep_dir = sweep_folder(config_path, sweep_dir)
     keys = [key for key, _ in grid]
     runs = []
     for values in itertools.product(*[v for _, v in grid]):
@@ -158,7 +164,7 @@ def plan_file(path, sweep_dir=None):
     if not isinstance(entries, list) or not entries:
         raise ConfigError(f"{path} must hold 'sweeps:', a list of sweeps (see "
                           "configs/demo_plan.yaml)")
-    sweep_dir = Path(sweep_dir or Path("runs") / path.stem)
+    sweep_dir = sweep_folder(path, sweep_dir)
     runs = []
     for number, entry in enumerate(entries, 1):
         where = f"{path}, sweep {number}"

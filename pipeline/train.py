@@ -10,7 +10,6 @@ that step uses.
 
 import dataclasses
 import getpass
-import math
 import platform
 import socket
 import subprocess
@@ -233,12 +232,12 @@ def _train_loop(state, start, probes):
             recorder.record(probe.name, step, probe(step))
         losses, corrects = events.run_call(train_steps, step)
         interrupts.raise_pending()
+        bad = first_nonfinite(losses.tolist())  # the call's last step, if any
         for offset, (loss, correct) in enumerate(zip(losses.tolist(), corrects.tolist())):
             values = task.train_metrics(loss, correct, config.data.batch_size)
-            if not math.isfinite(loss) or (step + offset) % t.log_every == 0:
+            if offset == bad or (step + offset) % t.log_every == 0:
                 recorder.record("train", step + offset, values)
                 recorder.show(values)
-        bad = first_nonfinite(losses.tolist())
         if bad is not None:
             meta.update(status="diverged", diverged_step=step + bad, step=step + bad)
             recorder.say(f"diverged: training loss {losses[bad]} at step {step + bad}")
