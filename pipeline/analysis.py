@@ -81,6 +81,19 @@ def probe_frame(runs, stream, expand=True):
     return frame.drop(columns=nested).join(entries.add_prefix(f"{stream}/"))
 
 
+def chosen_layers(frame, stream, requested=None):
+    """The weight layers (1-based) a notebook shows from a per-layer probe frame
+    (`probe_frame`): `requested`, or every recorded layer when None. A requested layer
+    the runs did not record stops with the layers they have."""
+    recorded = sorted(int(layer) for layer in frame[f"{stream}/layer"].unique())
+    wanted = list(requested) if requested else recorded
+    missing = sorted(set(wanted) - set(recorded))
+    if missing:
+        raise ValueError(f"layer(s) {missing} were not recorded by the {stream} probe; the "
+                         f"runs have layers {recorded} (choose among them, or retrain with "
+                         f"probes.{stream}.layers)")
+    return wanted
+
 def runs_summary(runs):
     """One row per loaded run (`runs.summary_row`): variant, norm, lr, seed, status, the
     step it diverged at, final test accuracy and loss."""

@@ -3,16 +3,21 @@
 import pytest
 
 from conftest import REPO, SMOKE
+from pipeline import analysis
 from pipeline.config import load_config
 from pipeline.probes import make_probes
 from pipeline.report import NOTEBOOKS, check_parameters, execute, make_figures
 from pipeline.train import train_and_evaluate
 
-PROBES = ["probes.landscape.enabled=true", "probes.ics.enabled=true", "probes.ics.layers=[2,5]",
-          "probes.distributions.enabled=true", "probes.distributions.layers=[3,9]",
-          "probes.curvature.enabled=true", "probes.curvature.iterations=3",
-          "probes.landscape.every=4", "probes.ics.every=4", "probes.distributions.every=4",
-          "probes.curvature.every=4"]
+LANDSCAPE = ["probes.landscape.enabled=true", "probes.landscape.every=4"]
+DISTRIBUTIONS = ["probes.distributions.enabled=true", "probes.distributions.every=4"]
+EVERY_PROBE = [*LANDSCAPE, *DISTRIBUTIONS, "probes.ics.enabled=true", "probes.ics.every=4",
+               "probes.curvature.enabled=true", "probes.curvature.iterations=3",
+               "probes.curvature.every=4"]
+# Each variant with the probes the demo gives it (configs/demo_plan.yaml): every probe
+# for the standard and BN networks, activations for noisy BN, the landscape for l1.
+VGG_PROBES = {"none": EVERY_PROBE, "batch": EVERY_PROBE, "noisy_batch": DISTRIBUTIONS,
+              "l1": LANDSCAPE}
 DLN = ["data.regression_train_size=64", "data.regression_test_size=64", "data.batch_size=64",
        "train.steps=8", "train.log_every=2", "train.eval_every=4", "train.progress=false",
        "probes.landscape.enabled=true", "probes.landscape.every=2"]
@@ -21,8 +26,8 @@ DLN = ["data.regression_train_size=64", "data.regression_test_size=64", "data.ba
 @pytest.fixture(scope="module")
 def sweep(tmp_path_factory):
     root = tmp_path_factory.mktemp("runs")
-    for norm in ("none", "batch", "noisy_batch", "l1"):
-        train_and_evaluate(load_config(SMOKE, [f"model.norm={norm}", *PROBES]), root / "vgg" / norm,
+    for norm, probes in VGG_PROBES.items():
+        train_and_evaluate(load_config(SMOKE, [f"model.norm={norm}", *probes]), root / "vgg" / norm,
                            probes_factory=make_probes)
     for norm in ("none", "batch"):
         train_and_evaluate(load_config(REPO / "configs" / "dln.yaml", [f"model.norm={norm}", *DLN]),
@@ -68,25 +73,33 @@ def test_notebooks_are_stored_without_outputs():
             assert any("parameters" in cell.metadata.get("tags", []) for cell in book.cells), name
 
 
-def test_parameter_errors_stop_with_a_clear_message(sweep, tmp_path):
+def test_parameter_errors_stop_with_a_clear_message(tmp_path):
+    # Its own small run, not the module's runs: test workers would each build those.
+    run = tmp_path / "dln"
+    train_and_evaluate(load_config(REPO / "configs" / "dln.yaml", [
+        *DLN, "probes.distributions.enabled=true", "probes.distributions.layers=[1,5]"]), run,
+        probes_factory=make_probes)
     with pytest.raises(ValueError, match=r"no parameter\(s\) \['layer'\]; valid: .*'layers'"):
         check_parameters("ics", {"runs": [], "layer": [5]})
     message = execute("training", tmp_path, {"runs": [str(tmp_path / "missing")]})
     assert message.startswith("MissingRunsError") and "does not exist" in message
-    plain = tmp_path / "plain"
-    train_and_evaluate(load_config(SMOKE, ["train.steps=2"]), plain)
-    message = execute("ics", tmp_path, {"runs": [str(plain)]})
-    assert "have no ics records" in message and "probes.ics.enabled=true" in message
-    message = execute("distributions", tmp_path, {"runs": [str(sweep / "vgg")], "layers": [4]})
-    assert "layer #4 was not recorded" in message
+    message = execute("distributions", tmp_path,
+                      {"runs": [str(run)], "family": "dln", "layers": [4]})
+    assert "layer(s) [4] were not recorded" in message and "have layers [1, 5]" in message
+    # What the notebooks' first step says of a run trained without the probe, without a
+    # kernel of its own.
+    with pytest.raises(ValueError, match=r"1 run\(s\) have no ics records.*probes.ics.enabled=true"):
+        analysis.notebook_runs([run], "DLN runs", family="dln", probe="ics",
+                               echo=lambda message: None)
 
 
 def test_colab_quickstart_runs_offline_end_to_end(tmp_path):
     import papermill
     output = tmp_path / "quickstart.ipynb"
     papermill.execute_notebook(str(REPO / "notebooks" / "colab_quickstart.ipynb"), str(output),
-                               parameters={"steps": 3, "norms": ["none", "batch"],
-                                           "dataset": "digits", "workdir": str(tmp_path / "runs")},
+                               parameters={"steps": 3, "norms": ["none", "batch"], "depth": 13,
+                                           "width": 0.0625, "dataset": "digits",
+                                           "workdir": str(tmp_path / "runs")},
                                kernel_name="python3", progress_bar=False, cwd=str(REPO))
     text = output.read_text()
     assert "image/png" in text  # the figures were drawn inline
