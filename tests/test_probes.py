@@ -104,7 +104,14 @@ def _state(model, optimizer):
 
 @pytest.mark.both_backends
 def test_probes_leave_no_trace_and_repeat_exactly_on_noisy_bn():
-    config = load_config(SMOKE, ["model.norm=noisy_batch", "optim.momentum=0.9", *ALL_PROBES])
+    # A deep linear network with noisy BN holds every kind of state a probe could touch
+    # (moving statistics, noise seed states, momentum slots, iterations) and compiles in
+    # seconds on JAX, where the smoke VGG's four probes take ~45 s. The VGG's probes on
+    # TensorFlow: test_training_with_every_probe_gives_the_same_training_records (end to
+    # end); on JAX: the backend parity test (training continues after probing exactly as
+    # on TensorFlow).
+    config = _linear_config(5, "model.norm=noisy_batch", "optim.momentum=0.9", *ALL_PROBES,
+                            "probes.ics.layers=[2,4]", "probes.distributions.layers=[1,5]")
     model, optimizer, arrays, make = _setup(config)
     optimizer.apply_gradients([(np.ones(v.shape, "float32"), v) for v in model.trainable_variables])
     before = _state(model, optimizer)
