@@ -13,6 +13,13 @@ from pipeline.config import load_config
 __import__("tensorflow").config.threading.set_intra_op_parallelism_threads(1)
 
 
+def pytest_collection_modifyitems(items):
+    """Tests marked `slow` first, otherwise in collection order: xdist's worksteal then
+    hands the short tests around at the end, rather than one long test keeping a core
+    busy after the other worker has run out of tests."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+
+
 def make_config(*overrides):
     """A `Config` from the defaults on synthetic data plus `section.key=value` overrides."""
     return load_config(None, ("data.name=synthetic",) + overrides)

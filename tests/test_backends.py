@@ -77,6 +77,7 @@ def _values(records, prefix):
      "probes.ics.layers=[2,4]", "probes.distributions.layers=[1,5]",
      "train.steps=20", "train.log_every=1", "train.eval_every=10", "train.checkpoint_every=10"],
 ], ids=["vgg_bn", "dln_bn"])
+@pytest.mark.slow
 def test_same_weights_and_batches_give_the_same_losses_and_probes_on_both_backends(variant,
                                                                                      tmp_path):
     import keras
@@ -130,6 +131,7 @@ TWO_HOST_DEVICES = ("--xla_force_host_platform_device_count=2 --xla_cpu_multi_th
                     "--xla_cpu_collective_timeout_seconds=600")
 
 
+@pytest.mark.slow
 def test_jax_data_parallel_on_two_devices_matches_one_device(tmp_path):
     import json
     import subprocess

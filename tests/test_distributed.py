@@ -8,6 +8,7 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 
 from conftest import REPO, SMOKE, call_cli, flatten
 from pipeline.runs import RunDirectory
@@ -46,6 +47,7 @@ def _free_ports(count):
     return ports
 
 
+@pytest.mark.slow
 def test_two_worker_processes_match_one_worker(tmp_path):
     call_cli("train", SMOKE, *COMMON, "--workdir", tmp_path / "single")  # one worker, in-process
     workers = [f"127.0.0.1:{port}" for port in _free_ports(2)]
@@ -68,6 +70,7 @@ def test_two_worker_processes_match_one_worker(tmp_path):
     _assert_same_training(tmp_path / "single", tmp_path / "multi")
 
 
+@pytest.mark.slow
 def test_mirrored_strategy_on_two_replicas_matches_one_device_with_every_probe(tmp_path):
     # One pair of runs for training and probes: probing changes no training record
     # (tests/test_probes.py), so the probes cost the comparison nothing.

@@ -81,6 +81,7 @@ def test_a_sweep_whose_runs_fail_exits_non_zero_and_says_why(tmp_path):
     assert "not started" in result.stdout or "failed" in result.stdout
 
 
+@pytest.mark.slow
 def test_a_second_training_on_a_busy_run_directory_is_refused_at_once(tmp_path):
     import signal
     import subprocess
@@ -243,6 +244,7 @@ def test_a_resumed_run_forgets_the_error_of_the_failed_attempt(tmp_path):
     assert "error" not in RunDirectory(tmp_path).read_meta()
 
 
+@pytest.mark.slow
 def test_killed_at_random_moments_and_resumed_each_time_gives_the_uninterrupted_records(tmp_path):
     import os
     import random

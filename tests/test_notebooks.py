@@ -35,6 +35,7 @@ def sweep(tmp_path_factory):
     return root
 
 
+@pytest.mark.slow
 def test_every_notebook_makes_its_figures_and_the_report(sweep, tmp_path):
     report = make_figures([sweep], tmp_path, echo=lambda message: None)
     figures = tmp_path / "figures"
@@ -93,6 +94,7 @@ def test_parameter_errors_stop_with_a_clear_message(tmp_path):
                                echo=lambda message: None)
 
 
+@pytest.mark.slow
 def test_colab_quickstart_runs_offline_end_to_end(tmp_path):
     import papermill
     output = tmp_path / "quickstart.ipynb"

@@ -103,6 +103,7 @@ def _state(model, optimizer):
 
 
 @pytest.mark.both_backends
+@pytest.mark.slow
 def test_probes_leave_no_trace_and_repeat_exactly_on_noisy_bn():
     # A deep linear network with noisy BN holds every kind of state a probe could touch
     # (moving statistics, noise seed states, momentum slots, iterations) and compiles in
@@ -146,6 +147,7 @@ def test_schedules_are_dense_early_and_regular_later():
     assert schedule.next_after(3) == 10 and schedule.next_after(10) is None
 
 
+@pytest.mark.slow
 def test_training_with_every_probe_gives_the_same_training_records(tmp_path):
     with_probes = load_config(SMOKE, ["model.norm=noisy_batch", *ALL_PROBES,
                                       "probes.landscape.schedule=log"])

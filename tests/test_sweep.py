@@ -140,6 +140,7 @@ def _records(workdir):
             for stream in ("train", "eval")}
 
 
+@pytest.mark.slow
 def test_a_parallel_sweep_continues_past_divergence_and_its_runs_equal_runs_launched_alone(
         tmp_path, monkeypatch):
     # The runs start as from a user's shell (see conftest.clean_environment).
@@ -176,6 +177,7 @@ def test_a_parallel_sweep_continues_past_divergence_and_its_runs_equal_runs_laun
     assert rows[1]["diverged_at"] != "" and rows[0]["step"] == 8
 
 
+@pytest.mark.slow
 def test_a_sweep_through_submitit_runs_each_run_once_and_skips_them_when_resubmitted(tmp_path):
     from pipeline import slurm
     runs = sweep.plan_sweep(SMOKE, ["model.norm=none,batch"], sweep_dir=tmp_path,
@@ -192,6 +194,7 @@ def test_a_sweep_through_submitit_runs_each_run_once_and_skips_them_when_resubmi
                         for k, run in enumerate(runs, 1)]
 
 
+@pytest.mark.slow
 def test_sigterm_stops_a_sweep_and_marks_its_runs_interrupted(tmp_path):
     args = [sys.executable, "-m", "pipeline", "sweep", str(SMOKE), "--grid",
             "model.norm=none,batch", "--set", "train.steps=3000", "--set",

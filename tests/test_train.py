@@ -49,6 +49,7 @@ def test_smoke_run_writes_every_run_directory_file(tmp_path):
 
 
 @pytest.mark.both_backends
+@pytest.mark.slow
 def test_same_seed_same_records_other_seed_other_records(tmp_path):
     config = load_config(SMOKE, ["model.norm=noisy_batch", "train.steps=6"])
     train_and_evaluate(config, tmp_path / "a")
@@ -61,6 +62,7 @@ def test_same_seed_same_records_other_seed_other_records(tmp_path):
 
 @pytest.mark.parametrize("switches", [["train.precision=mixed_float16"],
                                       ["train.xla=true", "train.deterministic=false"]])
+@pytest.mark.slow
 def test_mixed_precision_and_xla_switches_train(switches, tmp_path):
     config = load_config(SMOKE, ["train.steps=4", "model.norm=noisy_batch", *switches])
     meta = train_and_evaluate(config, tmp_path)
@@ -79,6 +81,7 @@ def test_other_config_in_same_workdir_is_refused(tmp_path):
 @pytest.mark.skipif(keras.backend.backend() == "tensorflow",
                     reason="on TensorFlow the stronger test_faults.py test kills such a run at "
                            "3 random moments")
+@pytest.mark.slow
 def test_sigkill_then_rerun_gives_the_uninterrupted_records(tmp_path):
     overrides = ["--set", "train.steps=30", "--set", "train.log_every=1",
                  "--set", "train.checkpoint_every=7", "--set", "train.eval_every=10",
@@ -151,6 +154,7 @@ def _records(workdir):
     return {stream: _strip(run.records(stream)) for stream in run.streams()}
 
 
+@pytest.mark.slow
 def test_records_are_identical_for_one_and_several_steps_per_call(tmp_path):
     common = ["model.norm=noisy_batch", "train.steps=23", "train.log_every=1",
               "train.eval_every=7", "train.checkpoint_every=10", "probes.landscape.enabled=true",
