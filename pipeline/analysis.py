@@ -94,6 +94,7 @@ def chosen_layers(frame, stream, requested=None):
                          f"probes.{stream}.layers)")
     return wanted
 
+
 def runs_summary(runs):
     """One row per loaded run (`runs.summary_row`): variant, norm, lr, seed, status, the
     step it diverged at, final test accuracy and loss."""

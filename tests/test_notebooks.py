@@ -106,3 +106,6 @@ def test_colab_quickstart_runs_offline_end_to_end(tmp_path):
     text = output.read_text()
     assert "image/png" in text  # the figures were drawn inline
     assert sorted(p.name for p in (tmp_path / "runs").iterdir()) == ["digits-batch", "digits-none"]
+    import yaml
+    model = yaml.safe_load((tmp_path / "runs" / "digits-none" / "config.yaml").read_text())["model"]
+    assert (model["depth"], model["width_multiplier"]) == (13, 0.0625)  # the parameters were used
