@@ -7,8 +7,8 @@ STAMP := $(VENV)/.installed
 .PHONY: test setup clean train sweep demo figures reproduce bench
 
 # The environment is rebuilt when the pinned set or the package metadata change. uv
-# installs the pinned set: from its cache (~/.cache/uv) it links the 3 GB of wheels and
-# byte-compiles them on both cores (~25 s), where pip unpacks every wheel again (1-2 min).
+# installs the pinned set: it links the 3 GB of wheels from its cache (~/.cache/uv) and
+# byte-compiles them in parallel, where pip would unpack every wheel again, serially.
 # Byte-compiling here, not on first import, because processes may not write bytecode
 # (PYTHONDONTWRITEBYTECODE) and the tests start many.
 UV_VERSION := 0.13.9

@@ -65,7 +65,7 @@ def _values(records, prefix):
     # rounding differences of the two backends' kernels grow ~5x per step and pass 1e-4
     # (at LR 0.05, 0.01 and 0.002, with 4x the data and 2x the width alike), as small
     # differences do in a network of ReLUs and max-pools with 4 channels.
-    # Without the curvature probe, whose XLA compile is the costliest of a VGG (~15 s):
+    # Without the curvature probe, the costliest of the four for XLA to compile:
     # its Hessian-vector products through BN are checked against finite differences on
     # both backends (tests/test_probes.py), and the DLN below compares it across them.
     ["model.norm=batch", "optim.lr=0.01", "train.steps=10", "train.log_every=1",

@@ -106,8 +106,8 @@ def _state(model, optimizer):
 @pytest.mark.slow
 def test_probes_leave_no_trace_and_repeat_exactly_on_noisy_bn():
     # A deep linear network with noisy BN holds every kind of state a probe could touch
-    # (moving statistics, noise seed states, momentum slots, iterations) and compiles in
-    # seconds on JAX, where the smoke VGG's four probes take ~45 s. The VGG's probes on
+    # (moving statistics, noise seed states, momentum slots, iterations), and XLA
+    # compiles its probes in a fraction of the smoke VGG's time. The VGG's probes on
     # TensorFlow: test_training_with_every_probe_gives_the_same_training_records (end to
     # end); on JAX: the backend parity test (training continues after probing exactly as
     # on TensorFlow).
