@@ -20,6 +20,7 @@ from pipeline.data import TrainStream
 from pipeline.layers import StatefulNorm
 from pipeline.tasks import task_of
 
+
 def _stateful_norms(model):
     return [layer for layer in model.layers if isinstance(layer, StatefulNorm)]
 

@@ -230,10 +230,10 @@ def _train_loop(state, start, probes):
     while step < t.steps:
         for probe in events.probes_due(step):
             recorder.record(probe.name, step, probe(step))
-        losses, corrects = events.run_call(train_steps, step)
+        losses, corrects = (values.tolist() for values in events.run_call(train_steps, step))
         interrupts.raise_pending()
-        bad = first_nonfinite(losses.tolist())  # the call's last step, if any
-        for offset, (loss, correct) in enumerate(zip(losses.tolist(), corrects.tolist())):
+        bad = first_nonfinite(losses)  # the call's last step, if any
+        for offset, (loss, correct) in enumerate(zip(losses, corrects)):
             values = task.train_metrics(loss, correct, config.data.batch_size)
             if offset == bad or (step + offset) % t.log_every == 0:
                 recorder.record("train", step + offset, values)
