@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: test setup clean train sweep demo figures reproduce bench
+.PHONY: test setup clean train sweep demo demo-confirm figures reproduce bench
 
 # The environment is rebuilt when the pinned set or the package metadata change. uv
 # installs the pinned set: it links the 3 GB of wheels from its cache (~/.cache/uv) and
@@ -50,6 +50,12 @@ demo: $(STAMP)
 	$(PY) -m pipeline sweep --plan configs/demo_plan.yaml --sweep-dir runs/demo
 	$(PY) -m pipeline claims runs/demo
 	$(PY) -m pipeline figures runs/demo --output reports/demo
+
+# The same runs on a disjoint seed set (seeds + 100): the headline verdicts must repeat
+# there (PROTOCOL.md section 8).
+demo-confirm: $(STAMP)
+	$(PY) -m pipeline sweep --plan configs/demo_plan.yaml --sweep-dir runs/demo_confirm --seed-offset 100
+	$(PY) -m pipeline claims runs/demo_confirm
 
 # make figures RUNS="runs/demo runs/other" [OUTPUT=reports/x]
 RUNS ?= runs/demo

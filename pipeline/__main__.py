@@ -45,6 +45,9 @@ def _parser():
     sweep.add_argument("--grid", action="append", default=[], metavar="KEY=V1,V2",
                        help="values of one key to sweep, e.g. --grid model.norm=none,batch")
     sweep.add_argument("--seeds", type=int, default=1, help="seeds 0..N-1 per combination")
+    sweep.add_argument("--seed-offset", type=int, default=0, metavar="N",
+                       help="add N to every seed (of --seeds, --grid seed=, or a plan): the "
+                            "same sweep on a disjoint seed set, e.g. to confirm the claims")
     sweep.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                        help="override for every run")
     sweep.add_argument("--sweep-dir", help="parent folder of the runs (default: runs/<config name>)")
@@ -165,6 +168,8 @@ def _sweep(args, verbose):
     from pipeline.config import ConfigError
     if args.seeds < 1:
         raise ConfigError(f"--seeds={args.seeds} must be >= 1")
+    if args.seed_offset < 0:
+        raise ConfigError(f"--seed-offset={args.seed_offset} must be >= 0")
     if bool(args.plan) == bool(args.config):
         raise ConfigError("give either a config file (with --grid, --seeds, --set) or --plan FILE")
     if args.plan and (args.grid or args.set or args.seeds != 1):
@@ -172,9 +177,10 @@ def _sweep(args, verbose):
                           "plan's sweeps, not on the command line")
     sweep_dir = sweep.sweep_folder(args.plan or args.config, args.sweep_dir)
     if args.plan:
-        runs = sweep.plan_file(args.plan, sweep_dir)
+        runs = sweep.plan_file(args.plan, sweep_dir, args.seed_offset)
     else:
-        runs = sweep.plan_sweep(args.config, args.grid, args.seeds, sweep_dir, args.set)
+        runs = sweep.plan_sweep(args.config, args.grid, args.seeds, sweep_dir, args.set,
+                                seed_offset=args.seed_offset)
     if args.list:
         print(sweep.list_commands(runs))
         return 0

@@ -70,6 +70,9 @@ class DataConfig:
     regression_dim: int = 10        # DLN: x in R^dim, A is dim x dim
     regression_train_size: int = 1000
     regression_test_size: int = 1000
+    # DLN: targets A x with A_ij ~ N(0, scale^2); configs/dln.yaml sets the scale that
+    # gives the paper's initial loss (PROTOCOL.md section 1)
+    regression_target_scale: float = 1.0
 
     def __post_init__(self):
         _choice("data.name", self.name, DATASETS)
@@ -78,6 +81,9 @@ class DataConfig:
                     "synthetic_train_size", "synthetic_test_size", "regression_dim",
                     "regression_train_size", "regression_test_size"):
             _at_least(f"data.{key}", getattr(self, key), 1)
+        if not self.regression_target_scale > 0 or self.regression_target_scale == float("inf"):
+            raise ConfigError(f"data.regression_target_scale={self.regression_target_scale!r} "
+                              "must be a positive finite number")
 
 
 @dataclass(frozen=True)

@@ -201,10 +201,11 @@ def _load_synthetic(config):
 
 
 def _load_linear_regression(config):
-    """The DLN task: x ~ N(0, I), targets A x with A_ij ~ N(0, 1) (fixed by data.seed)."""
+    """The DLN task: x ~ N(0, I), targets A x with A_ij ~ N(0, s^2), s =
+    `regression_target_scale` (fixed by data.seed)."""
     rng = np.random.default_rng(config.seed)
     dim = config.regression_dim
-    matrix = rng.normal(size=(dim, dim))
+    matrix = rng.normal(size=(dim, dim)) * config.regression_target_scale
     x_train = rng.normal(size=(config.regression_train_size, dim))
     x_test = rng.normal(size=(config.regression_test_size, dim))
     f32 = np.float32

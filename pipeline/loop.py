@@ -98,17 +98,30 @@ class Events:
 
 
 class Recorder:
-    """A run's records: JSONL per stream, TensorBoard scalars, the progress bar. Only
-    the chief writes (a run directory that is not writable records nothing)."""
+    """A run's records: JSONL per stream, TensorBoard scalars, and progress. Only the
+    chief writes (a run directory that is not writable records nothing). Progress is a
+    bar on a terminal; elsewhere (a sweep's `train.log`) plain lines, one per
+    `PLAIN_LINES`-th of the run, since a bar's redraws would be carriage-return
+    fragments on one line of the log."""
+    PLAIN_LINES = 10
 
     def __init__(self, state, start):
+        import sys
         from tqdm.auto import tqdm
         run, train = state.run, state.config.train
-        self.run = run
+        self.run, self.name, self.total = run, run.path.name, train.steps
         self.tensorboard = (engines.host(state.engine.backend).TensorBoardWriter(
             run.tensorboard_dir) if run.writable else None)
-        self.bar = tqdm(total=train.steps, initial=start, disable=not (train.progress and run.writable),
-                        desc=run.path.name, unit="step", dynamic_ncols=True)
+        shown = train.progress and run.writable
+        self.plain = shown and not sys.stderr.isatty()
+        self.bar = tqdm(total=train.steps, initial=start, disable=not shown or self.plain,
+                        desc=self.name, unit="step", dynamic_ncols=True)
+        self.step, self.latest, self.began = start, {}, (time.perf_counter(), start)
+        self.next_line = self._line_after(start)
+
+    def _line_after(self, step):
+        every = max(1, self.total // self.PLAIN_LINES)
+        return min((step // every + 1) * every, self.total)
 
     def record(self, stream, step, values):
         self.run.writer(stream).write({"step": step, **values})
@@ -116,14 +129,23 @@ class Recorder:
             self.tensorboard.scalars(step, values)
 
     def show(self, values):
-        """The latest train metrics beside the progress bar."""
-        self.bar.set_postfix({k.split("/")[1]: f"{v:.4g}" for k, v in values.items()})
+        """The latest train metrics beside the progress bar (or in the next line)."""
+        self.latest = {k.split("/")[1]: f"{v:.4g}" for k, v in values.items()}
+        self.bar.set_postfix(self.latest)
 
     def say(self, line):
         self.bar.write(line)
 
     def advance(self, steps):
         self.bar.update(steps)
+        self.step += steps
+        if self.plain and self.step >= self.next_line:
+            seconds = time.perf_counter() - self.began[0]
+            rate = (self.step - self.began[1]) / seconds if seconds > 0 else 0.0
+            metrics = "".join(f", {k} {v}" for k, v in self.latest.items())
+            print(f"{self.name}: step {self.step}/{self.total}{metrics}, {rate:.1f} steps/s",
+                  flush=True)
+            self.next_line = self._line_after(self.step)
 
     def close(self):
         self.bar.close()

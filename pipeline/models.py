@@ -8,6 +8,7 @@ layers in forward order: "layer #i" of PROTOCOL.md is `weight_layers(model)[i - 
 """
 
 import keras
+import numpy as np
 
 from pipeline.config import HEADS, VGG_DEPTHS
 from pipeline.layers import make_norm_layer
@@ -25,6 +26,13 @@ if tuple(VGG_SPECS) != VGG_DEPTHS:
     raise ImportError("pipeline.config.VGG_DEPTHS must list the depths of VGG_SPECS")
 
 
+def layer_seed(run_seed, layer_index):
+    """The seed of noise layer `layer_index` in the run seeded `run_seed`: a hash of the
+    pair (NumPy's SeedSequence), so that no two (run, layer) pairs share a stream. With
+    `run_seed + layer_index`, run s+1's layer k drew run s's layer k+1 noise."""
+    return int(np.random.SeedSequence([run_seed, layer_index]).generate_state(1)[0] >> 1)
+
+
 def build_vgg(depth=16, norm="batch", width_multiplier=1.0, num_classes=10,
               input_shape=(32, 32, 3), head="linear", hidden_units=512, seed=0,
               sync_batch_norm=False, noise=None):
@@ -36,7 +44,7 @@ def build_vgg(depth=16, norm="batch", width_multiplier=1.0, num_classes=10,
         width_multiplier: scales every conv's channel count (at least 1 channel).
         head: "linear" (flatten -> Dense(num_classes), PROTOCOL.md [D]) or "mlp"
             (two hidden Dense(hidden_units) layers with norm and ReLU, as in VGG).
-        seed: base seed of the noise layers (layer k gets seed + k).
+        seed: the run's seed; noise layer k draws from `layer_seed(seed, k)`.
         sync_batch_norm, noise: passed to `make_norm_layer`.
     """
     if depth not in VGG_SPECS:
@@ -50,7 +58,7 @@ def build_vgg(depth=16, norm="batch", width_multiplier=1.0, num_classes=10,
     def norm_relu(x, channels, prefix, index):
         nonlocal norm_count
         layer = make_norm_layer(norm, channels, f"{prefix}_norm{index}",
-                                seed=seed + norm_count, synchronized=sync_batch_norm,
+                                seed=layer_seed(seed, norm_count), synchronized=sync_batch_norm,
                                 noise=noise)
         norm_count += 1
         if layer is not None:
@@ -96,7 +104,7 @@ def build_dln(depth=25, width=10, norm="none", seed=0, sync_batch_norm=False, no
         x = keras.layers.Dense(width, use_bias=False, kernel_initializer="glorot_uniform",
                                name=f"dense{i}")(x)
         if i < depth:
-            layer = make_norm_layer(norm, width, f"norm{i}", seed=seed + i,
+            layer = make_norm_layer(norm, width, f"norm{i}", seed=layer_seed(seed, i),
                                     synchronized=sync_batch_norm, noise=noise)
             if layer is not None:
                 x = layer(x)

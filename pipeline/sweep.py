@@ -120,10 +120,22 @@ def sweep_folder(path, given=None):
     return Path(given or Path("runs") / Path(path).stem)
 
 
-def plan_sweep(config_path, grid_items=(), seeds=1, sweep_dir=None, overrides=(), backend=None):
-    """Every combination of the grid and the seeds, validated before anything runs."""
+def _offset(seeds, offset):
+    """The seeds shifted by `offset` (a second, disjoint seed set: --seed-offset)."""
+    if not offset:
+        return seeds
+    try:
+        return [int(seed) + offset for seed in seeds]
+    except (TypeError, ValueError):
+        raise ConfigError(f"--seed-offset needs whole-number seeds; got {seeds!r}") from None
+
+
+def plan_sweep(config_path, grid_items=(), seeds=1, sweep_dir=None, overrides=(), backend=None,
+               seed_offset=0):
+    """Every combination of the grid and the seeds (each plus `seed_offset`), validated
+    before anything runs."""
     grid = parse_grid(grid_items)
-    seed_values = _seeds(grid, seeds, overrides)
+    seed_values = _offset(_seeds(grid, seeds, overrides), seed_offset)
     grid = [(key, values) for key, values in grid if key != "seed"]
     overrides = tuple(item for item in overrides if item.partition("=")[0].strip() != "seed")
     sweep_dir = sweep_folder(config_path, sweep_dir)
@@ -152,12 +164,13 @@ def _refuse_shared_folders(runs):
 PLAN_KEYS = {"config", "grid", "seeds", "set", "folder", "backend"}
 
 
-def plan_file(path, sweep_dir=None):
+def plan_file(path, sweep_dir=None, seed_offset=0):
     """The runs of a sweep plan: a YAML file whose `sweeps:` list holds several sweeps,
     each as the command line would give it (`config` relative to the plan file; `grid`
     and `set` as lists of `key=values` strings; `seeds`; an optional `folder` inside the
     sweep folder and `backend`). They run as one queue, in the plan's order, so the
-    machine stays busy from the first run to the last: put the longest runs first."""
+    machine stays busy from the first run to the last: put the longest runs first.
+    `seed_offset` shifts every seed (the same plan on a disjoint seed set)."""
     path = Path(path)
     data = read_yaml_file(path, "sweep plan")
     entries = data.get("sweeps") if isinstance(data, dict) else None
@@ -189,7 +202,7 @@ def plan_file(path, sweep_dir=None):
         try:
             runs += plan_sweep(path.parent / str(entry["config"]), lists["grid"], seeds,
                                sweep_dir / folder if folder else sweep_dir, lists["set"],
-                               entry.get("backend"))
+                               entry.get("backend"), seed_offset)
         except (ConfigError, ValueError) as error:
             raise ConfigError(f"{where}: {error}") from None
     _refuse_shared_folders(runs)
