@@ -125,7 +125,8 @@ def _run(args):
         from pipeline.runs import refuse_if_busy
         # Before the frameworks' imports, which take seconds.
         refuse_if_busy(args.workdir or Path("runs") / Path(args.config).stem)
-    start_frameworks(verbose)  # every command imports TensorFlow (tf.data)
+    if args.command in FRAMEWORK_COMMANDS:
+        start_frameworks(verbose)
     return COMMANDS[args.command](args, verbose)
 
 
@@ -144,11 +145,11 @@ def _figures(args, verbose):
 
 
 def _claims(args, verbose):
-    import json
     from pipeline.analysis import load_runs
-    from pipeline.claims import claims_table, format_claims
+    from pipeline.claims import claims_table
+    from pipeline.claims_format import format_answer, format_claims, to_json
     rows = claims_table(load_runs(args.runs))
-    print(json.dumps(rows, indent=2) if args.json else format_claims(rows))
+    print(to_json(rows) if args.json else f"{format_answer(rows)}\n\n{format_claims(rows)}")
     return 0
 
 
@@ -206,6 +207,10 @@ def _sweep(args, verbose):
 # Subcommand -> function(args, verbose) -> exit code.
 COMMANDS = {"train": _train, "sweep": _sweep, "claims": _claims, "figures": _figures,
             "bench": _bench}
+# The commands that compute, and so start TensorFlow (tf.data) and the chosen backend.
+# The others read records, plan runs or start processes: importing a framework would
+# cost them seconds for nothing (tests/test_imports.py).
+FRAMEWORK_COMMANDS = ("train", "bench")
 
 
 def _advice(error):

@@ -1,17 +1,20 @@
 """The paper's claims as verdicts over runs (`python -m pipeline claims RUNS... [--json]`).
 
 One row per claim (per probed layer, for ICS; per learning rate where a claim says so),
-measured as PROTOCOL.md section 8 says:
+measured as PROTOCOL.md section 8 says, and decided by the claim's rule
+(pipeline.rules):
 - a run-level statistic (steps to an accuracy, a final value, a shift): its median over
   seeds per variant, the ratio of the medians `variant / reference`, a 95 % bootstrap
   interval of that ratio over seeds and a two-sided rank test (Mann-Whitney U, exact);
 - a probe statistic (ICS, landscape, curvature): compared at matched training loss
-  (pipeline.matched), with the coverage of each loss bin, and the paper's own reading
-  (the maximum over the curve, without step 0) beside it;
+  (pipeline.matched) in the training regime, with the coverage of each loss bin, and
+  the paper's own reading (the maximum over the curve, without step 0) beside it; the
+  initial transient has rows of its own;
+- "trains like BN": the share of BN's speed-up kept and the test accuracy against BN's;
+- the DLN: a statistic of the whole loss curve, paired by seed (signed-rank test);
 - a statistic of one variant against a fixed value (beyond the paper: the edge of
   stability), with a bootstrap interval of its median over seeds.
-A verdict follows from the interval by the claim's written rule; a row whose runs or
-records are missing says which command makes them.
+A row whose runs or records are missing says which command makes them.
 """
 
 import dataclasses
@@ -20,26 +23,28 @@ from typing import Optional
 import numpy as np
 import pandas as pd
 
-from pipeline import matched
-from pipeline.measures import (ICS_COSINE, ICS_L2, LANDSCAPE_LOSS, ProbeMeasure,
-                               activation_shift, beta_over_curvature, edge_of_stability,
-                               final_value, levels_passed, loss_band, paper_reading,
-                               steps_to_accuracy)
+from pipeline import matched, rules
+from pipeline.measures import (BETA, CURVATURE, GRAD_CHANGE, ICS_COSINE, ICS_L2, ICS_RELATIVE,
+                               LOSS_BAND, RELATIVE_GRAD_CHANGE, ProbeMeasure, activation_shift,
+                               beta_over_curvature, edge_of_stability, final_value,
+                               levels_passed, mean_log_loss, paper_reading, steps_to_accuracy,
+                               test_accuracies, training_regime, transient_median)
+from pipeline.rules import RULES, verdict
 
-BOOTSTRAP_RESAMPLES = 2000
-LEVEL = 0.95
-ABOUT_EQUAL = 1.5          # "about equal": within [1/1.5, 1.5]
 
-RULES = {
-    "smaller": "reproduced if the whole interval of the ratio lies below 1, not reproduced "
-               "if it lies at or above 1, else inconclusive",
-    "larger": "reproduced if the whole interval lies above 1, not reproduced if it lies at "
-              "or below 1, else inconclusive",
-    "not smaller": "reproduced if the whole interval lies at or above 1/1.5 (not clearly "
-                   "smaller), not reproduced if it lies below 1/1.5, else inconclusive",
-    "about equal": "reproduced if the whole interval lies within [1/1.5, 1.5], not "
-                   "reproduced if it lies outside, else inconclusive",
-}
+@dataclasses.dataclass(frozen=True)
+class TrainsLikeBN:
+    """The measure of a "trains like BN" claim: the share of BN's speed-up over the
+    standard network kept (steps to `level` accuracy) and the test accuracy against BN's."""
+    level: float = 0.9
+
+
+@dataclasses.dataclass(frozen=True)
+class Paired:
+    """A run-level statistic compared between runs of the same seed (the DLN: same data,
+    same initial kernels); `shown` adds medians of other statistics beside it."""
+    measure: object
+    shown: tuple = ()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -52,107 +57,91 @@ class Claim:
     lr: object                   # "low" / "high" (smallest / largest LR of the runs), "each",
                                  # or one LR (a float)
     statistic: str               # what is measured per run
-    measure: object              # run -> float, or a ProbeMeasure
+    measure: object              # run -> float, a ProbeMeasure, TrainsLikeBN or Paired
     expect: str                  # a key of RULES
     paper: str                   # the paper's values, PROTOCOL.md section 6
+    headline: bool = False       # one of the paper's headline claims (the report's summary)
 
 
 MILESTONE = "steps to 90 % mini-batch training accuracy (centred 9-step average)"
+LIKE_BN = ("share of BN's speed-up kept (steps to 90 %) and test accuracy minus BN's")
+DLN_CURVE = "geometric-mean training loss over the run, paired by seed (variant / standard)"
+DLN_SHOWN = (("final loss", final_value("train", "train/loss")),
+             ("rank-k levels passed", levels_passed))
+
+
+def _landscape(key, text, statistic, measure, paper, headline=False):
+    """A landscape claim (BN smoother than standard) and its initial-transient row."""
+    return [Claim(key, text, "vgg", "batch", "none", "low", statistic, measure, "smaller",
+                  paper, headline),
+            Claim(f"{key}_transient", f"beyond the paper: BN is rougher during its first 5 % "
+                  f"of steps ({statistic})", "vgg", "batch", "none", "low",
+                  f"median of {statistic} over the initial transient (steps 1 to 5 % of the "
+                  "run)", transient_median(measure), "larger", "not measured by the paper")]
+
+
 CLAIMS = [
     Claim("bn_trains_faster", "BN trains faster", "vgg", "batch", "none", "low", MILESTONE,
-          steps_to_accuracy(0.9), "smaller", "BN 1.6k vs standard 3.3k steps"),
+          steps_to_accuracy(0.9), "smaller", "BN 1.6k vs standard 3.3k steps", True),
     Claim("large_lr", "at the large LR the standard network fails while BN trains", "vgg",
           "batch", "none", "high", "final mini-batch training accuracy (median, last 10 %)",
           final_value("train", "train/accuracy"), "larger",
-          "test accuracy BN 80.1 % vs standard 10 % (LR 0.5)"),
-    Claim("noisy_bn_trains_like_bn", "noisy BN trains about as fast as BN", "vgg",
-          "noisy_batch", "batch", "low", MILESTONE, steps_to_accuracy(0.9), "about equal",
-          "noisy BN 2.4k vs BN 1.6k steps"),
+          "test accuracy BN 80.1 % vs standard 10 % (LR 0.5)", True),
+    Claim("noisy_bn_trains_like_bn", "noisy BN trains like BN", "vgg", "noisy_batch", "batch",
+          "low", LIKE_BN, TrainsLikeBN(), "keeps speed-up",
+          "noisy BN 2.4k, BN 1.6k, standard 3.3k steps to 90 % (keeps 44 %); test accuracy "
+          "about BN's", True),
     Claim("noisy_bn_shifts_more", "... although its activations shift more", "vgg",
           "noisy_batch", "batch", "low",
           "mean change of per-channel activation means between probe steps (Fig 8)",
-          activation_shift, "larger", "larger shift for noisy BN (Fig 2, 7)"),
+          activation_shift, "larger", "larger shift for noisy BN (Fig 2, 7)", True),
     Claim("ics_l2_not_smaller", "ICS (l2) is not smaller with BN", "vgg", "batch", "none",
-          "low", "||G - G'||", ICS_L2, "not smaller", "as large or larger with BN (Fig 3)"),
+          "low", "||G - G'||", ICS_L2, "not smaller", "as large or larger with BN (Fig 3)", True),
     Claim("ics_cosine_not_larger", "ICS (cosine) is not smaller with BN: cos(G, G') not "
           "closer to 1", "vgg", "batch", "none", "low", "1 - cos(G, G')", ICS_COSINE,
-          "not smaller", "cosine as low or lower with BN (Fig 3)"),
-    Claim("loss_band_narrower", "the loss band is narrower with BN", "vgg", "batch", "none",
-          "low", "loss_max - loss_min along the gradient",
-          ProbeMeasure("landscape", loss_band, LANDSCAPE_LOSS), "smaller", "max ~9.7 vs <= 2.7"),
-    Claim("gradient_change_smaller", "gradient change is smaller with BN", "vgg", "batch",
-          "none", "low", "max over step sizes of ||grad(theta - eta g) - g||",
-          ProbeMeasure("landscape", lambda f: f["landscape/grad_change_max"], LANDSCAPE_LOSS),
-          "smaller", "max ~255 vs ~38"),
-    Claim("beta_smaller", "the effective beta is smaller with BN", "vgg", "batch", "none", "low",
-          "effective beta-smoothness",
-          ProbeMeasure("landscape", lambda f: f["landscape/beta_max"], LANDSCAPE_LOSS),
-          "smaller", "max ~46 vs ~20"),
+          "not smaller", "cosine as low or lower with BN (Fig 3)", True),
+    Claim("ics_relative_not_smaller", "ICS relative to the gradient is not smaller with BN",
+          "vgg", "batch", "none", "low", "||G - G'|| / ||G||", ICS_RELATIVE, "not smaller",
+          "not measured by the paper (scale-free)"),
+    *_landscape("loss_band_narrower", "the loss band is narrower with BN",
+                "loss_max - loss_min along the gradient", LOSS_BAND, "max ~9.7 vs <= 2.7", True),
+    *_landscape("gradient_change_smaller", "gradient change is smaller with BN",
+                "max over step sizes of ||grad(theta - eta g) - g||", GRAD_CHANGE,
+                "max ~255 vs ~38", True),
+    Claim("gradient_change_relative_smaller", "gradient change relative to the gradient is "
+          "smaller with BN", "vgg", "batch", "none", "low",
+          "max over step sizes of ||grad(theta - eta g) - g|| / ||g||", RELATIVE_GRAD_CHANGE,
+          "smaller", "not measured by the paper (scale-free)"),
+    *_landscape("beta_smaller", "the effective beta is smaller with BN",
+                "effective beta-smoothness (grid down to LR/16)", BETA, "max ~46 vs ~20", True),
     *[Claim(f"{p}_trains_like_bn", f"{p} normalization trains like BN", "vgg", p, "batch",
-            "low", MILESTONE, steps_to_accuracy(0.9), "about equal", "l1, l2, linf ~ BN")
+            "low", LIKE_BN, TrainsLikeBN(), "keeps speed-up", "l1, l2, linf ~ BN")
       for p in ("l1", "l2", "linf")],
-    *[Claim(f"dln_{p}_more_levels", f"on the DLN, {name} gets further down the loss plateaus "
-            "than standard", "dln", p, "none", 1e-6,
-            "rank-k fit levels passed by the end (plateau-aware)", levels_passed, "larger", paper)
-      for p, name, paper in (("batch", "BN", "final loss 4.75e2 vs 1.65e3 (LR 1e-6)"),
-                             ("l1", "l1", "final loss 96 vs 1.65e3 (LR 1e-6)"))],
-    Claim("dln_ics_cosine", "on the DLN, BN makes G and G' far less aligned (cosine not "
-          "closer to 1)", "dln", "batch", "none", "each", "1 - cos(G, G')", ICS_COSINE,
-          "not smaller", "standard cos ~ 1, BN far from 1 (Fig 3, layers #9, #17)"),
-    Claim("curvature_smaller", "ours: the top Hessian eigenvalue is smaller with BN", "vgg",
-          "batch", "none", "low", "|top Hessian eigenvalue|",
-          ProbeMeasure("curvature", lambda f: np.abs(f["curvature/top_eigenvalue"]),
-                       "curvature/loss"), "smaller", "not measured by the paper"),
-    *[Claim(f"edge_of_stability_{p}", f"ours: {name} trains at the edge of stability (top "
-            "eigenvalue reaches 2/LR)", "vgg", p, None, "low",
+    *[Claim(f"dln_{p}_lower_loss", f"on the DLN, {name} trains to lower loss than standard",
+            "dln", p, "none", lr, DLN_CURVE, Paired(mean_log_loss, DLN_SHOWN), "smaller", paper,
+            True)
+      for p, name, lr, paper in (
+          ("batch", "BN", "each", "final loss 4.75e2 vs 1.65e3 (LR 1e-6)"),
+          ("l1", "l1", 1e-6, "final loss 96 vs 1.65e3 (LR 1e-6)"))],
+    Claim("dln_batch_ics_cosine", "on the DLN, BN makes G and G' far less aligned (1 - cos "
+          "larger)", "dln", "batch", "none", "each", "1 - cos(G, G')", ICS_COSINE,
+          "larger", "standard cos ~ 1, BN far from 1 (Fig 3, layers #9, #17)", True),
+    Claim("dln_batch_curvature_smaller", "beyond the paper: on the DLN, the top Hessian "
+          "eigenvalue is smaller with BN", "dln", "batch", "none", 1e-6,
+          "|top Hessian eigenvalue|", CURVATURE, "smaller", "not measured by the paper"),
+    *[Claim(f"dln_edge_of_stability_{p}", f"beyond the paper: on the DLN, {name} trains at "
+            "the edge of stability (top eigenvalue ~ 2/LR)", "dln", p, None, 1e-6,
             "|top Hessian eigenvalue| in units of 2/LR, median over the second half of the run",
-            edge_of_stability,
-            "about equal", "not measured by the paper (Cohen et al. 2021: ~1 for full-batch GD)")
+            edge_of_stability, "about equal",
+            "not measured by the paper (Cohen et al. 2021: ~1 for full-batch GD)")
       for p, name in (("none", "the standard network"), ("batch", "BN"))],
-    *[Claim(f"beta_is_curvature_{p}", f"ours: {name}'s effective beta measures the curvature "
-            "(beta ~ |top eigenvalue|)", "vgg", p, None, "low",
+    *[Claim(f"dln_beta_is_curvature_{p}", f"beyond the paper: on the DLN, {name}'s effective "
+            "beta measures the curvature (beta ~ |top eigenvalue|)", "dln", p, None, 1e-6,
             "effective beta / |top Hessian eigenvalue| at the same steps", beta_over_curvature,
-            "about equal", "BN's beta sits at 1/(smallest step) = 20 (PROTOCOL.md section 4)")
+            "about equal", "the paper's VGG beta sits at 1/(smallest step) (PROTOCOL.md section 4)")
       for p, name in (("none", "the standard network"), ("batch", "BN"))],
 ]
-
-
-def bootstrap_ratio(variant, reference, rng, resamples=BOOTSTRAP_RESAMPLES, level=LEVEL):
-    """Percentile interval of median(variant) / median(reference), seeds resampled with
-    replacement within each group (`reference` None: of median(variant) alone)."""
-    variant = np.asarray(variant, float)
-    a = np.median(rng.choice(variant, (resamples, len(variant))), axis=1)
-    if reference is None:
-        ratios = a
-    else:
-        reference = np.asarray(reference, float)
-        b = np.median(rng.choice(reference, (resamples, len(reference))), axis=1)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            ratios = a / b
-    tail = (1 - level) / 2 * 100
-    return tuple(float(v) for v in np.nanpercentile(ratios, [tail, 100 - tail]))
-
-
-def rank_test(a, b):
-    """Two-sided Mann-Whitney U p-value (exact for small samples), or None."""
-    from scipy.stats import mannwhitneyu
-    if len(a) < 2 or len(b) < 2:
-        return None
-    return float(mannwhitneyu(a, b, alternative="two-sided", method="exact").pvalue)
-
-
-def verdict(expect, interval):
-    low, high = interval
-    if expect == "smaller":
-        return "reproduced" if high < 1 else "not reproduced" if low >= 1 else "inconclusive"
-    if expect == "larger":
-        return "reproduced" if low > 1 else "not reproduced" if high <= 1 else "inconclusive"
-    if expect == "not smaller":
-        bound = 1 / ABOUT_EQUAL
-        return "reproduced" if low >= bound else "not reproduced" if high < bound else "inconclusive"
-    inside = 1 / ABOUT_EQUAL <= low and high <= ABOUT_EQUAL
-    outside = high < 1 / ABOUT_EQUAL or low > ABOUT_EQUAL
-    return "reproduced" if inside else "not reproduced" if outside else "inconclusive"
+HEADLINE = [claim.key for claim in CLAIMS if claim.headline]
 
 
 def _groups(runs):
@@ -176,9 +165,13 @@ def _claim_lrs(claim, lrs):
     return {"low": family_lrs[:1], "high": family_lrs[-1:], "each": family_lrs}[claim.lr]
 
 
+def _finite(values):
+    values = np.asarray(values, float)
+    return values[np.isfinite(values)]
+
+
 def _run_level_row(claim, chosen, rng):
-    values = {norm: np.array([claim.measure(r) for r in runs]) for norm, runs in chosen.items()}
-    values = {norm: v[np.isfinite(v)] for norm, v in values.items()}
+    values = {norm: _finite([claim.measure(r) for r in runs]) for norm, runs in chosen.items()}
     if not all(len(v) for v in values.values()):
         return {"verdict": "missing records", "command": "make demo (the runs with the probes "
                 "this statistic needs)"}
@@ -187,15 +180,88 @@ def _run_level_row(claim, chosen, rng):
     if claim.reference is not None:
         b = values[claim.reference]
         row.update(seeds=min(len(a), len(b)), reference_median=float(np.median(b)),
-                   p_value=rank_test(a, b))
+                   p_value=rules.rank_test(a, b))
         row["ratio"] = row["variant_median"] / row["reference_median"] if row[
             "reference_median"] else float("inf")
     else:
         row["ratio"] = row["variant_median"]
     if row["seeds"] < 2:
         return {**row, "interval": None, "verdict": "inconclusive", "note": "one seed: no interval"}
-    interval = bootstrap_ratio(a, None if claim.reference is None else values[claim.reference], rng)
+    interval = rules.bootstrap_ratio(a, None if claim.reference is None else values[claim.reference],
+                                     rng)
     return {**row, "interval": list(interval), "verdict": verdict(claim.expect, interval)}
+
+
+def speedup_kept(t_standard, t_variant, t_bn):
+    """K = log(T_standard / T_variant) / log(T_standard / T_BN) (NaN where BN has no
+    speed-up to keep); broadcasts over bootstrap draws."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        gain = np.log(np.divide(t_standard, t_bn))
+        return np.where(gain > 0, np.log(np.divide(t_standard, t_variant)) / gain, np.nan)
+
+
+def _accuracy_at_common_step(runs_by_norm):
+    """{norm: [test accuracy of each run]} at the last step every run evaluated, and it."""
+    accuracies = {norm: [test_accuracies(r) for r in runs] for norm, runs in runs_by_norm.items()}
+    steps = set.intersection(*[set(a) for runs in accuracies.values() for a in runs])
+    if not steps:
+        return None, None
+    step = max(steps)
+    return {norm: np.array([a[step] for a in runs]) for norm, runs in accuracies.items()}, step
+
+
+def _trains_like_bn_row(claim, chosen, standard, rng):
+    if not standard:
+        return {"verdict": "missing runs", "command": "make demo (the standard network's runs "
+                "at this LR)"}
+    measure = steps_to_accuracy(claim.measure.level)
+    steps = {"variant": _finite([measure(r) for r in chosen[claim.variant]]),
+             "batch": _finite([measure(r) for r in chosen["batch"]]),
+             "none": _finite([measure(r) for r in standard])}
+    medians = {k: float(np.median(v)) for k, v in steps.items()}
+    kept = float(speedup_kept(medians["none"], medians["variant"], medians["batch"]))
+    draws = {k: rules.resample_medians(v, rng) for k, v in steps.items()}
+    kept_interval = rules.percentile_interval(speedup_kept(draws["none"], draws["variant"],
+                                                           draws["batch"]))
+    row = {"seeds": min(len(v) for v in steps.values()), "steps_medians": medians,
+           "ratio": kept, "interval": list(kept_interval),
+           "parts": {"keeps speed-up": verdict("keeps speed-up", kept_interval)}}
+    accuracy, step = _accuracy_at_common_step({"variant": chosen[claim.variant],
+                                               "batch": chosen["batch"]})
+    if accuracy is None:
+        row["parts"]["accuracy near BN"] = "inconclusive"
+        row["note"] = "no evaluation step common to the runs: test accuracy not compared"
+    else:
+        difference = float(np.median(accuracy["variant"]) - np.median(accuracy["batch"]))
+        draws = (rules.resample_medians(accuracy["variant"], rng)
+                 - rules.resample_medians(accuracy["batch"], rng))
+        interval = rules.percentile_interval(draws)
+        row.update(accuracy_step=step, accuracy_difference=difference,
+                   accuracy_interval=list(interval),
+                   accuracy_medians={claim.variant: float(np.median(accuracy["variant"])),
+                                     "batch": float(np.median(accuracy["batch"]))})
+        row["parts"]["accuracy near BN"] = verdict("accuracy near BN", interval)
+    return {**row, "verdict": rules.both(*row["parts"].values())}
+
+
+def _paired_row(claim, chosen, rng):
+    by_seed = {norm: {r["config"]["seed"]: r for r in runs} for norm, runs in chosen.items()}
+    seeds = sorted(set(by_seed[claim.variant]) & set(by_seed[claim.reference]))
+    log10 = {norm: np.array([claim.measure.measure(by_seed[norm][s]) for s in seeds])
+             for norm in (claim.variant, claim.reference)}
+    differences = log10[claim.variant] - log10[claim.reference]
+    differences = differences[np.isfinite(differences)]
+    shown = {name: {norm: float(np.median([measure(r) for r in runs]))
+                    for norm, runs in chosen.items()} for name, measure in claim.measure.shown}
+    row = {"seeds": len(differences), "pairs": len(differences), "shown": shown}
+    if len(differences) < 2:
+        return {**row, "verdict": "inconclusive", "note": f"{len(differences)} seed pair(s) "
+                "with both variants: run the same seeds of both (make demo)"}
+    draws = rng.choice(differences, (rules.BOOTSTRAP_RESAMPLES, len(differences))).mean(axis=1)
+    interval = [float(10 ** v) for v in rules.percentile_interval(draws)]
+    return {**row, "ratio": float(10 ** differences.mean()), "interval": interval,
+            "p_value": rules.signed_rank_test(differences),
+            "verdict": verdict(claim.expect, interval)}
 
 
 def _probe_rows(claim, chosen, rng):
@@ -206,54 +272,48 @@ def _probe_rows(claim, chosen, rng):
     if any(frame.empty for frame in frames.values()):
         return [{"verdict": "missing records", "command": "make demo (the runs with the "
                  f"{claim.measure.stream} probe on)"}]
+    paper = {norm: pd.concat([claim.measure.records(r, paper=True) for r in runs],
+                             ignore_index=True) for norm, runs in chosen.items()}
     if not claim.measure.per_layer:
-        return [_probe_row(claim, frames, rng)]
+        return [_probe_row(claim, frames, paper, rng)]
     layers = sorted(frames[claim.variant]["layer"].dropna().astype(int).unique())
-    return [{"layer": layer, "claim": f"{claim.text}, layer #{layer}",
-             **_probe_row(claim, {norm: f[f["layer"] == layer] for norm, f in frames.items()},
-                          rng)} for layer in layers]
+
+    def of_layer(frames, layer):
+        return {norm: f[f["layer"] == layer] for norm, f in frames.items()}
+    return [{"layer": int(layer), "claim": f"{claim.text}, layer #{layer}",
+             **_probe_row(claim, of_layer(frames, layer), of_layer(paper, layer), rng)}
+            for layer in layers]
 
 
-def _probe_row(claim, frames, rng):
+def _probe_row(claim, frames, paper, rng):
+    frames = {norm: training_regime(frame) for norm, frame in frames.items()}
     compared = matched.compare(frames[claim.variant], frames[claim.reference], rng,
-                               BOOTSTRAP_RESAMPLES, LEVEL)
+                               rules.BOOTSTRAP_RESAMPLES, rules.LEVEL)
+    names = {"variant": claim.variant, "reference": claim.reference}
     row = {"seeds": min(frame["seed"].nunique() for frame in frames.values()),
            "coverage": {f"{matched.bin_range(b)[0]:.3g}-{matched.bin_range(b)[1]:.3g}": dict(counts)
-                        for b, counts in compared["coverage"].rename(
-                            columns={"variant": claim.variant, "reference": claim.reference}
-                        ).iterrows()},
+                        for b, counts in compared["coverage"].rename(columns=names).iterrows()},
            "matched_bins": [{"loss_range": list(b["loss_range"]), "ratio": b["ratio"],
                              "interval": list(b["interval"]),
                              "verdict": verdict(claim.expect, b["interval"])}
                             for b in compared["bins"]],
-           "paper_reading": {norm: paper_reading(frame) for norm, frame in frames.items()}}
+           "paper_reading": {norm: paper_reading(frame) for norm, frame in paper.items()}}
     if "reason" in compared:
         return {**row, "verdict": "inconclusive", "note": compared["reason"]}
-    row.update(ratio=compared["ratio"], interval=list(compared["interval"]))
-    return {**row, **combined_verdict(claim.expect, compared["interval"], row["matched_bins"])}
-
-
-def combined_verdict(expect, interval, bins):
-    """The verdict of a matched comparison: the whole's verdict by the rule, unless the
-    bins' own ratios point opposite ways (the claim holding in one loss range and failing
-    in another): then inconclusive, saying where each holds. A mean over bins that go
-    opposite ways would be decided by the most extreme bin."""
-    sides = {}
-    for b in bins:
-        where = f"{b['loss_range'][0]:.2g}-{b['loss_range'][1]:.2g} ({b['verdict']})"
-        sides.setdefault(verdict(expect, (b["ratio"], b["ratio"])), []).append(where)
-    if len(sides) > 1:
-        return {"verdict": "inconclusive", "note": (
-            f"the loss bins disagree: the claim holds at training loss "
-            f"{', '.join(sides['reproduced'])} and fails at {', '.join(sides['not reproduced'])}")}
-    return {"verdict": verdict(expect, interval)}
+    row.update(ratio=compared["ratio"], interval=list(compared["interval"]),
+               verdict=verdict(claim.expect, compared["interval"]))
+    against = [b for b in row["matched_bins"] if b["verdict"] not in (row["verdict"], "inconclusive")]
+    if against and row["verdict"] != "inconclusive":
+        row["note"] = "loss bin(s) where the interval says otherwise: " + ", ".join(
+            f"{b['loss_range'][0]:.2g}-{b['loss_range'][1]:.2g} ({b['verdict']})" for b in against)
+    return row
 
 
 def evaluate_claim(claim, groups, lrs, rng):
     """The table rows of `claim` (one per LR it is read at, and per probed layer)."""
     base = {"claim": claim.text, "key": claim.key, "statistic": claim.statistic,
             "variant": claim.variant, "reference": claim.reference, "paper": claim.paper,
-            "rule": RULES[claim.expect]}
+            "rule": RULES[claim.expect].text, "headline": claim.headline}
     norms = [n for n in (claim.variant, claim.reference) if n is not None]
     rows = []
     for lr in _claim_lrs(claim, lrs) or [None]:
@@ -261,57 +321,22 @@ def evaluate_claim(claim, groups, lrs, rng):
         if lr is None or not all(chosen.values()):
             rows.append({**base, "verdict": "missing runs", "command": "make demo"})
             continue
-        if not isinstance(claim.measure, ProbeMeasure):
-            rows.append({**base, "lr": lr, **_run_level_row(claim, chosen, rng)})
-            continue
-        rows += [{**base, "lr": lr, **row} for row in _probe_rows(claim, chosen, rng)]
+        where = {**base, "lr": lr}
+        if isinstance(claim.measure, ProbeMeasure):
+            rows += [{**where, **row} for row in _probe_rows(claim, chosen, rng)]
+        elif isinstance(claim.measure, TrainsLikeBN):
+            standard = groups.get((claim.family, "none", lr), [])
+            rows.append({**where, **_trains_like_bn_row(claim, chosen, standard, rng)})
+        elif isinstance(claim.measure, Paired):
+            rows.append({**where, **_paired_row(claim, chosen, rng)})
+        else:
+            rows.append({**where, **_run_level_row(claim, chosen, rng)})
     return rows
 
 
 def claims_table(runs, claims=CLAIMS, seed=0):
-    """The table rows (dicts), from runs as `pipeline.analysis.load_runs` gives them."""
+    """The table rows (dicts of plain Python values), from runs as
+    `pipeline.analysis.load_runs` gives them."""
     groups, lrs = _groups(runs)
     rng = np.random.default_rng(seed)
     return [row for claim in claims for row in evaluate_claim(claim, groups, lrs, rng)]
-
-
-def _format_interval(row):
-    if row.get("interval"):
-        return f"[{row['interval'][0]:.3g}, {row['interval'][1]:.3g}]"
-    return row.get("note", "")
-
-
-def format_claims(rows):
-    """The table as text, one block per row."""
-    lines = []
-    for row in rows:
-        verdict_text = row["verdict"].upper() + (": " + row["note"] if "note" in row and
-                                                 row["verdict"] == "inconclusive" else "")
-        lines.append(f"{row['claim']}\n  -> {verdict_text}")
-        where = f"LR {row['lr']:g}, {row.get('seeds', 0)} seed(s) per variant" if "lr" in row else ""
-        if "coverage" in row:
-            ratio = (f": ratio {row['ratio']:.3g} {_format_interval(row)}" if "ratio" in row else "")
-            lines.append(f"    {row['statistic']} at matched training loss, {where}{ratio}")
-            bins = ", ".join(f"{b['loss_range'][0]:.2g}-{b['loss_range'][1]:.2g}: {b['ratio']:.3g} "
-                             f"[{b['interval'][0]:.3g}, {b['interval'][1]:.3g}]"
-                             for b in row["matched_bins"])
-            lines.append(f"    per loss bin (variant / reference): {bins or 'no bin matched'}")
-            cover = "; ".join(f"{k} {' | '.join(f'{n} {c}' for n, c in v.items())}"
-                              for k, v in row["coverage"].items())
-            lines.append(f"    coverage (seeds/records per loss bin): {cover}")
-            reading = ", ".join(f"{k} {v:.4g}" for k, v in row["paper_reading"].items())
-            lines.append(f"    paper's reading (max over the curve, after step 0): {reading}")
-        elif "ratio" in row:
-            if row["reference"] is None:
-                lines.append(f"    {row['statistic']}, {where}: {row['variant']} median "
-                             f"{row['variant_median']:.4g} {_format_interval(row)}")
-            else:
-                p = f", rank test p = {row['p_value']:.3g}" if row.get("p_value") is not None else ""
-                lines.append(f"    {row['statistic']}, {where}: {row['variant']} "
-                             f"{row['variant_median']:.4g} vs {row['reference']} "
-                             f"{row['reference_median']:.4g}, ratio {row['ratio']:.3g} "
-                             f"{_format_interval(row)}{p}")
-        lines.append(f"    paper: {row['paper']}")
-        if "command" in row:
-            lines.append(f"    to measure: {row['command']}")
-    return "\n".join(lines)

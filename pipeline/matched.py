@@ -8,10 +8,13 @@ by that loss (`BINS_PER_DECADE` log bins a decade), and a bin counts when each v
 has records from at least `MIN_SEEDS` seeds in it. Within such a bin each seed gives
 the median of its records, each variant the median over its seeds, and the bin the
 ratio variant / reference; the comparison is the geometric mean of the bins' ratios,
-with a bootstrap interval over seeds (each variant's seeds resampled with
-replacement). Fewer than `MIN_BINS` matched bins is "too few matched records", never
-a verdict. Step 0 is left out: at initialization no network has trained, and BN's
-loss band there (~5 against ~0.02) would decide a bin on its own.
+with a bootstrap interval over seeds (each variant's seeds resampled with replacement,
+once per draw for every bin). Every draw keeps the same bins: a bin that a draw leaves
+without a seed of one variant draws that bin's own seeds again, so the interval is not
+a mixture of comparisons over different bins. Fewer than `MIN_BINS` matched bins is
+"too few matched records", never a verdict. Step 0 is left out: at initialization no
+network has trained, and BN's loss band there (~5 against ~0.02) would decide a bin on
+its own. Which records enter (the training regime) is the caller's choice.
 """
 
 import warnings
@@ -20,7 +23,7 @@ import numpy as np
 import pandas as pd
 
 BINS_PER_DECADE = 2
-MIN_SEEDS = 2       # seeds of each variant with records in a bin, for it to count
+MIN_SEEDS = 3       # seeds of each variant with records in a bin, for it to count
 MIN_BINS = 2        # matched bins, for a comparison to be made
 
 
@@ -60,18 +63,22 @@ def _per_seed_medians(frame):
     return result
 
 
-def _log_ratios(per_seed, bins, seeds):
+def _log_ratios(per_seed, bins, seeds, rng=None):
     """Per bin of `bins`: log(median over the variant's `seeds[0]`) - log(median over the
-    reference's `seeds[1]`) of the per-seed medians; NaN where a draw left a bin without
-    a seed of one variant."""
-    variant, reference = per_seed
-    logs = np.full(len(bins), np.nan)
+    reference's `seeds[1]`) of the per-seed medians. Where the given seeds leave a bin
+    without a seed of one variant, that bin's own seeds are drawn again (with `rng`,
+    a bootstrap draw), so every draw has a value for every bin."""
+    logs = np.empty(len(bins))
     for k, index in enumerate(bins):
-        a = [variant[index][s] for s in seeds[0] if s in variant[index]]
-        b = [reference[index][s] for s in seeds[1] if s in reference[index]]
-        if a and b:
-            with np.errstate(divide="ignore", invalid="ignore"):
-                logs[k] = np.log(np.median(a)) - np.log(np.median(b))
+        medians = []
+        for values, drawn in zip(per_seed, seeds):
+            chosen = [values[index][s] for s in drawn if s in values[index]]
+            if not chosen:  # only in a bootstrap draw: every matched bin has seeds
+                own = list(values[index].values())
+                chosen = list(rng.choice(own, len(own)))
+            medians.append(np.median(chosen))
+        with np.errstate(divide="ignore", invalid="ignore"):
+            logs[k] = np.log(medians[0]) - np.log(medians[1])
     return logs
 
 
@@ -97,11 +104,12 @@ def compare(variant_frame, reference_frame, rng, resamples=2000, level=0.95):
     if len(matched) < MIN_BINS:
         return {"coverage": table, "bins": [],
                 "reason": f"too few matched records ({len(matched)} loss bin(s) with >= "
-                          f"{MIN_SEEDS} seeds of each variant; {MIN_BINS} needed)"}
+                          f"{MIN_SEEDS} seeds of each variant; {MIN_BINS} needed): more "
+                          "seeds, or probes where both variants pass the same losses"}
     seeds = [np.array(sorted(f["seed"].unique())) for f in frames.values()]
     point = _log_ratios(per_seed, matched, seeds)
     # (resamples, bins): each draw resamples each variant's seeds once, for every bin.
-    draws = np.array([_log_ratios(per_seed, matched, [rng.choice(s, len(s)) for s in seeds])
+    draws = np.array([_log_ratios(per_seed, matched, [rng.choice(s, len(s)) for s in seeds], rng)
                       for _ in range(resamples)])
     tail = (1 - level) / 2 * 100
 

@@ -10,7 +10,13 @@ from typing import Callable
 import numpy as np
 import pandas as pd
 
-from pipeline.analysis import MILESTONE_WINDOW, first_crossing, probe_frame
+from pipeline.analysis import MILESTONE_WINDOW, first_crossing, probe_frame, records_frame
+
+# PROTOCOL.md section 8: a record at step t of a run of T steps is in the initial
+# transient if 0 < t < TRANSIENT * T, in the training regime if t >= TRANSIENT * T.
+TRANSIENT = 0.05
+# The paper's VGG landscape grid starts at LR/2 (PROTOCOL.md section 4); ours goes lower.
+PAPER_GRID_FROM = 0.5
 
 
 def _frame(run, stream):
@@ -65,8 +71,7 @@ def activation_shift(run):
 def levels_passed(run, margin=0.98):
     """DLN: how many of the best rank-k fit errors of the training data (meta.json
     `loss_levels`, rank 0 first) the final training loss lies below: the number of A's
-    singular directions learned. Its loss falls in plateaus at these levels, so a median
-    of final losses compares plateaus, not speed."""
+    singular directions learned (shown beside the DLN rows; PROTOCOL.md section 8)."""
     levels = run["meta"].get("loss_levels")
     loss = final_value("train", "train/loss")(run)
     if not levels or not np.isfinite(loss):
@@ -74,29 +79,79 @@ def levels_passed(run, margin=0.98):
     return float(sum(loss < margin * level for level in levels))
 
 
+def mean_log_loss(run):
+    """DLN: the mean of log10(training loss) over every train record of the run (the
+    log of its geometric-mean loss): lower the sooner the run leaves each plateau and
+    the lower it goes (PROTOCOL.md section 8). NaN for a run with a non-finite loss."""
+    train = _frame(run, "train")
+    if "train/loss" not in train or train.empty:
+        return float("nan")
+    loss = train["train/loss"].to_numpy(float)
+    if not np.all(np.isfinite(loss) & (loss > 0)):
+        return float("nan")
+    return float(np.mean(np.log10(loss)))
+
+
+def test_accuracies(run):
+    """{step: test accuracy} of the run's evaluations."""
+    evals = _frame(run, "eval")
+    if "test/accuracy" not in evals:
+        return {}
+    return {int(step): float(accuracy)
+            for step, accuracy in zip(evals["step"], evals["test/accuracy"])}
+
+
 # --- probe statistics (compared at matched training loss) ----------------------------
 
 @dataclasses.dataclass(frozen=True)
 class ProbeMeasure:
-    """A probe quantity per record: `value(tidy frame) -> values`, with the record's own
-    training loss `loss`; `per_layer` makes one row per probed layer."""
+    """A probe quantity per record: `value(frame) -> values`, with the record's own
+    training loss `loss`; `per_layer` makes one row per probed layer. `paper` is the
+    quantity as the paper reads it where ours differs (the landscape on its grid)."""
     stream: str
     value: Callable
     loss: str
     per_layer: bool = False
+    paper: Callable = None
 
-    def records(self, run):
-        """Frame (seed, step, loss, value, layer) of one run; `layer` is NaN for a stream
-        without layers. One row per record and layer, never one per step size."""
-        frame = probe_frame([run], self.stream, expand=self.per_layer)
+    def _frame(self, run):
+        if self.per_layer:
+            return probe_frame([run], self.stream)
+        return records_frame([run], self.stream)  # entries (per_eta) kept as lists
+
+    def records(self, run, paper=False):
+        """Frame (seed, step, fraction, loss, value, layer) of one run: `fraction` is the
+        step / the run's steps; `layer` is NaN for a stream without layers. One row per
+        record and layer, never one per step size. `paper`: the paper's reading."""
+        frame = self._frame(run)
+        value = self.paper if paper and self.paper is not None else self.value
         try:
             return pd.DataFrame({
-                "seed": frame["seed"], "step": frame["step"], "loss": frame[self.loss],
-                "value": np.asarray(self.value(frame), float),
+                "seed": frame["seed"], "step": frame["step"],
+                "fraction": frame["step"] / _steps(run), "loss": frame[self.loss],
+                "value": np.asarray(value(frame), float),
                 "layer": frame[f"{self.stream}/layer"] if self.per_layer else np.nan})
         except KeyError:  # no such records in this run
-            return pd.DataFrame({c: pd.Series(dtype=float)
-                                 for c in ("seed", "step", "loss", "value", "layer")})
+            return pd.DataFrame({c: pd.Series(dtype=float) for c in
+                                 ("seed", "step", "fraction", "loss", "value", "layer")})
+
+
+def training_regime(records):
+    """The records at or after the first TRANSIENT of their run's steps."""
+    return records[records["fraction"] >= TRANSIENT]
+
+
+def transient(records):
+    """The records of the initial transient (after step 0)."""
+    return records[(records["step"] > 0) & (records["fraction"] < TRANSIENT)]
+
+
+def transient_median(measure):
+    """Run -> the median of a ProbeMeasure's values over the run's transient records."""
+    def median(run):
+        values = transient(measure.records(run))["value"]
+        return float(np.median(values)) if len(values) else float("nan")
+    return median
 
 
 def paper_reading(records):
@@ -106,13 +161,66 @@ def paper_reading(records):
     return float(late.groupby("seed")["value"].max().median()) if len(late) else float("nan")
 
 
+def _over_grid(frame, field, reduce, from_multiplier):
+    """Per landscape record: `reduce` of an entry field over the step sizes eta >=
+    from_multiplier x LR (records without entries: NaN)."""
+    if "landscape/per_eta" not in frame:
+        return np.full(len(frame), np.nan)
+    return [reduce([e[field] for e in entries if e["eta"] >= from_multiplier * lr * (1 - 1e-6)])
+            for entries, lr in zip(frame["landscape/per_eta"], frame["lr"])]
+
+
+def _with_fallback(on_grid, whole):
+    """The statistic on the grid from the record's entries, else the record's own."""
+    def value(frame):
+        if "landscape/per_eta" in frame:
+            return on_grid(frame)
+        return whole(frame)
+    return value
+
+
+def _band(frame, from_multiplier):
+    return np.subtract(_over_grid(frame, "loss_at_eta", max, from_multiplier),
+                       _over_grid(frame, "loss_at_eta", min, from_multiplier))
+
+
 def loss_band(frame):
-    return frame["landscape/loss_max"] - frame["landscape/loss_min"]
+    """loss_max - loss_min along the gradient, on the paper's grid (eta >= LR/2)."""
+    return _with_fallback(lambda f: _band(f, PAPER_GRID_FROM),
+                          lambda f: f["landscape/loss_max"] - f["landscape/loss_min"])(frame)
+
+
+def grad_change(frame):
+    """max over the paper's grid of ||grad L(theta - eta g) - g||."""
+    return _with_fallback(lambda f: _over_grid(f, "grad_change", max, PAPER_GRID_FROM),
+                          lambda f: f["landscape/grad_change_max"])(frame)
+
+
+def relative_grad_change(frame):
+    """max over the paper's grid of ||grad L(theta - eta g) - g|| / ||g||."""
+    return np.asarray(grad_change(frame), float) / frame["landscape/grad_norm"]
+
+
+def beta(frame):
+    """The effective beta-smoothness over the whole grid (ours extends below LR/2)."""
+    return frame["landscape/beta_max"]
+
+
+def paper_beta(frame):
+    """The effective beta on the paper's grid (eta >= LR/2)."""
+    return _with_fallback(lambda f: _over_grid(f, "beta", max, PAPER_GRID_FROM), beta)(frame)
 
 
 ICS_L2 = ProbeMeasure("ics", lambda f: f["ics/l2"], "ics/loss", per_layer=True)
+ICS_RELATIVE = ProbeMeasure("ics", lambda f: f["ics/relative_l2"], "ics/loss", per_layer=True)
 ICS_COSINE = ProbeMeasure("ics", lambda f: 1.0 - f["ics/cosine"], "ics/loss", per_layer=True)
 LANDSCAPE_LOSS = "landscape/loss"
+LOSS_BAND = ProbeMeasure("landscape", loss_band, LANDSCAPE_LOSS)
+GRAD_CHANGE = ProbeMeasure("landscape", grad_change, LANDSCAPE_LOSS)
+RELATIVE_GRAD_CHANGE = ProbeMeasure("landscape", relative_grad_change, LANDSCAPE_LOSS)
+BETA = ProbeMeasure("landscape", beta, LANDSCAPE_LOSS, paper=paper_beta)
+CURVATURE = ProbeMeasure("curvature", lambda f: np.abs(f["curvature/top_eigenvalue"]),
+                         "curvature/loss")
 
 
 def edge_of_stability(run):

@@ -152,7 +152,9 @@ def build_report(output_dir, runs=()):
     import jinja2
 
     from pipeline.analysis import load_runs
-    from pipeline.claims import RULES, claims_table
+    from pipeline.claims import claims_table
+    from pipeline.claims_format import answer
+    from pipeline.rules import RULES
     output_dir = Path(output_dir)
     figures = output_dir / "figures"
     captions_path = figures / CAPTIONS
@@ -160,8 +162,10 @@ def build_report(output_dir, runs=()):
     loaded = load_runs(runs) if runs else []
     environment = jinja2.Environment(
         loader=jinja2.FileSystemLoader(Path(__file__).parent / "templates"), autoescape=True)
+    claims = claims_table(loaded) if loaded else []
     page = environment.get_template("report.html.j2").render(
-        claims=claims_table(loaded) if loaded else [], rules=RULES,
+        claims=claims, answer=answer(claims),
+        rules={name: rule.text for name, rule in RULES.items()},
         figures=[{"name": name, "caption": caption} for name, caption in captions.items()
                  if (figures / f"{name}.png").exists()],
         notebooks=[n.name for n in sorted((output_dir / "notebooks").glob("*.ipynb"))],
