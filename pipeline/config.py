@@ -210,6 +210,10 @@ def _probes_config():
             _at_least(f"probes.{name}.every", probe.every, 1)
             _choice(f"probes.{name}.schedule", probe.schedule, SCHEDULES)
             _at_least(f"probes.{name}.per_decade", probe.per_decade, 1)
+        _at_least("probes.curvature.iterations", self.curvature.iterations, 1)
+        if not 0 <= self.curvature.tolerance < 1:
+            raise ConfigError(f"probes.curvature.tolerance={self.curvature.tolerance!r} is out "
+                              "of range; it must be in [0, 1) (0: always run every iteration)")
     fields = [(name, settings, field(default_factory=settings))
               for name, settings in SETTINGS.items()]
     return dataclasses.make_dataclass("ProbesConfig", fields, frozen=True,

@@ -23,7 +23,9 @@ class ScheduleConfig:
 @dataclass(frozen=True)
 class CurvatureConfig(ScheduleConfig):
     every: int = 500
-    iterations: int = 20            # power-iteration steps on Hessian-vector products
+    iterations: int = 20            # at most this many power-iteration steps (HVPs)
+    # ... stopping once the eigenvalue changes by less than this fraction in one step
+    tolerance: float = 1e-3
 
 
 @dataclass(frozen=True)

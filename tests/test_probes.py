@@ -8,6 +8,7 @@ import pytest
 from conftest import SMOKE, make_config, training_state
 from pipeline.config import load_config
 from pipeline.data import batch_at
+from pipeline.models import weight_layers
 from pipeline.probes import make_probes
 from pipeline.runs import RunDirectory
 from pipeline.train import train_and_evaluate
@@ -31,7 +32,7 @@ def _linear_config(depth, *extra):
                        "model.norm=none", "data.regression_dim=4", "data.regression_train_size=32",
                        "data.batch_size=32", "optim.lr=0.01", "probes.landscape.enabled=true",
                        "probes.landscape.multipliers=[0.5,1,3]", "probes.curvature.enabled=true",
-                       "probes.curvature.iterations=200", *extra)
+                       "probes.curvature.iterations=200", "probes.curvature.tolerance=0", *extra)
 
 
 @pytest.mark.both_backends
@@ -202,3 +203,29 @@ def test_hessian_vector_products_through_batchnorm_match_finite_differences():
     flat = lambda tensors: np.concatenate([np.asarray(t).astype(np.float64).ravel() for t in tensors])
     difference = (flat(gradients(1)) - flat(gradients(-1))) / (2 * step)
     assert np.linalg.norm(flat(product) - difference) / np.linalg.norm(difference) < 1e-3
+
+
+def test_curvature_matches_a_dense_eigendecomposition_of_a_two_layer_hessian():
+    # L(W1, W2) = ||X W1 W2 - Y||^2 is not quadratic: its Hessian, built here in float64
+    # by central differences of the closed-form gradient, has its eigenvalue of largest
+    # magnitude where the probe's power iteration, stopped by its tolerance, finds it.
+    config = _linear_config(2, "probes.curvature.tolerance=1e-6")
+    model, optimizer, arrays, probes = _setup(config)
+    x, y = (np.asarray(t).astype(np.float64) for t in batch_at(config, arrays, 0))
+    w1, w2 = (layer.kernel.numpy().astype(np.float64) for layer in weight_layers(model))
+
+    def gradient(theta):
+        a, b = theta[:16].reshape(4, 4), theta[16:].reshape(4, 4)
+        residual = x @ a @ b - y
+        return np.concatenate([(2 * x.T @ residual @ b.T).ravel(), (2 * (x @ a).T @ residual).ravel()])
+    theta, step = np.concatenate([w1.ravel(), w2.ravel()]), 1e-5
+    hessian = np.stack([(gradient(theta + step * e) - gradient(theta - step * e)) / (2 * step)
+                        for e in np.eye(len(theta))])
+    eigenvalues = np.linalg.eigvalsh((hessian + hessian.T) / 2)
+    top = eigenvalues[np.argmax(np.abs(eigenvalues))]
+    record = probes()["curvature"](0)
+    np.testing.assert_allclose(record["curvature/top_eigenvalue"], top, rtol=1e-3)
+    assert 2 <= record["curvature/iterations"] < 200  # stopped by the tolerance
+    # A loose tolerance stops sooner, with a looser estimate.
+    loose = _setup(_linear_config(2, "probes.curvature.tolerance=0.05"))[3]()["curvature"](0)
+    assert loose["curvature/iterations"] < record["curvature/iterations"]
