@@ -74,11 +74,14 @@ reproduce: $(STAMP)
 	    --set probes.landscape.every=50 --grid model.norm=none,batch,l1,l2,linf --grid optim.lr=1e-6,1e-7
 	$(PY) -m pipeline figures runs/paper --output reports/paper
 
-# Speed of the whole training loop against a bare loop on the same model, of the input
-# pipeline, and probe costs, as ratios measured in one process (~6 min on 2 cores).
+# Speed of the whole training loop against its floor (the same step in a compiled loop)
+# on each backend, the input pipeline, time to first step, probe costs in training
+# steps, and sweeps' wall time, as ratios measured in one process (~12 min on 2 cores).
 bench: $(STAMP)
-	$(PY) -m pipeline bench configs/cpu.yaml --norms none,batch,noisy_batch
-	$(PY) -m pipeline bench configs/cpu_dln.yaml --norms none,batch
+	$(PY) -m pipeline bench configs/demo.yaml --norms none,batch,noisy_batch
+	$(PY) -m pipeline --backend jax bench configs/demo_dln.yaml --norms none,batch,l1
+	$(PY) -m pipeline bench configs/demo_dln.yaml --norms none,batch,l1
+	$(PY) -m pipeline --backend jax bench configs/demo_dln.yaml --sweep-jobs 2
 	$(PY) -m pipeline bench configs/cpu.yaml --sweep-jobs 1,2 --set train.steps=200
 
 clean:

@@ -1,16 +1,21 @@
-"""Benchmark (`make bench`): speed of the training loop against a bare loop, of the input
-pipeline, and the cost of the probes, each measured in one process as ratios, so the
-numbers compare even on a shared, noisy machine.
+"""Benchmark (`make bench`): speed of the training loop against its floor (the same
+step in a compiled loop), of the input pipeline, and the cost of the probes, each
+measured in one process as ratios, so the numbers compare on a shared, noisy machine.
 
 - whole loop: `train_and_evaluate` with probes off (records, evaluations, checkpoints at
   the config's cadence), timed from the end of its first, tracing call.
-- bare loop: a Python loop over the engine's compiled SGD step on the same model and
-  one fixed batch: the speed of the model itself.
+- floor: the engine's SGD step on the same model and one fixed batch, many steps in one
+  compiled program (`lax.fori_loop` on JAX, a `tf.while_loop` on TensorFlow): the speed
+  of the model itself, with no input pipeline, records or dispatch.
 - input pipeline: the training `tf.data` stream alone, drained inside tf.data.
+- time to first step: `python -m pipeline train` of one step on each backend, from the
+  process's start to its exit (imports, data, model, tracing).
 - probes: each probe's cost in training steps, and the slowdown of a run at the
   config's probe schedule.
 """
 
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -28,7 +33,8 @@ from pipeline.tasks import task_of
 from pipeline.train import build_training_state, train_and_evaluate
 
 # Targets of the speed issue, as (ratio name, bound, "min" or "max").
-TARGETS = {"whole/bare": {"vgg": 0.9, "dln": 0.8}, "batch/none": 1.25, "noisy_batch/batch": 1.3}
+TARGETS = {"whole/floor": {"vgg": 0.9, "dln": 0.9}, "batch/none": {"vgg": 1.25},
+           "noisy_batch/batch": {"vgg": 1.3}, "l1/batch": {"dln": 1.5}}
 
 
 def _quiet(config_path, overrides):
@@ -52,18 +58,22 @@ def _fresh_state(config):
     return runtime, engine, arrays, model, optimizer
 
 
-def _bare_step(config):
-    """A function running one compiled SGD step (the engine's own, as the training loop
-    runs it) of a fresh model on a fixed batch."""
+# Steps per call of the floor: enough that one call's dispatch is negligible.
+FLOOR_STEPS = {"vgg": 10, "dln": 500}
+
+
+def _floor(config):
+    """(`() -> loss` running FLOOR_STEPS steps of a fresh model of `config` on a fixed
+    batch in one compiled program, that step count)."""
     _, engine, arrays, model, optimizer = _fresh_state(config)
-    x, y = TrainStream(config, arrays).batch(0)
-    step = engine.step_function(model, optimizer, task_of(config))
-    return lambda: float(step(x, y)[0])
+    count = FLOOR_STEPS[config.model.family]
+    batch = TrainStream(config, arrays).batch(0)
+    return engine.bare_loop(model, optimizer, task_of(config), batch, count), count
 
 
-def bare_step_functions(config_path, norms, overrides):
-    """{norm: one compiled bare step}, each on its own fresh model."""
-    return {norm: _bare_step(_quiet(config_path, [*overrides, f"model.norm={norm}"]))
+def floors(config_path, norms, overrides):
+    """{norm: (floor call, its step count)}, each on its own fresh model."""
+    return {norm: _floor(_quiet(config_path, [*overrides, f"model.norm={norm}"]))
             for norm in norms}
 
 
@@ -118,27 +128,28 @@ def input_batches_per_second(config_path, overrides, batches):
 WHOLE_STEPS = {"vgg": 300, "dln": 3000}
 
 
-def loop_speeds(config_path, norms, overrides=(), whole_steps=None, bare_steps=30,
+def loop_speeds(config_path, norms, overrides=(), whole_steps=None, floor_calls=6,
                 input_batches=500):
-    """Rows {norm, whole, bare, bare_around, input} in steps (batches) per second, one per
-    norm. `bare` is timed with the norms taking turns (for the step-cost ratios);
-    `bare_around` half just before and half just after that norm's whole loop, so the
-    whole/bare ratio does not move with the machine's load between the two."""
+    """Rows {norm, whole, floor, floor_in_turns, input} in steps (batches) per second,
+    one per norm. `floor` is timed half just before and half just after that norm's
+    whole loop, so whole/floor does not move with the machine's load between the two;
+    `floor_in_turns` with the norms' floors taking turns call by call (for the step-cost
+    ratios between norms)."""
     whole_steps = whole_steps or WHOLE_STEPS[_quiet(config_path, overrides).model.family]
-    steps = bare_step_functions(config_path, norms, overrides)
-    bare = time_in_turns(steps, bare_steps)
+    by_norm = floors(config_path, norms, overrides)
+    turns = time_in_turns({norm: call for norm, (call, _) in by_norm.items()}, floor_calls)
     rows = []
     for norm in norms:
+        call, count = by_norm[norm]
         variant = [*overrides, f"model.norm={norm}"]
-        alone = {norm: steps[norm]}
-        before = time_in_turns(alone, bare_steps // 2, warmup=1)[norm]
+        before = time_in_turns({norm: call}, floor_calls // 2, warmup=1)[norm]
         whole = whole_loop_steps_per_second(config_path, variant, whole_steps)
-        after = time_in_turns(alone, bare_steps // 2, warmup=1)[norm]
+        after = time_in_turns({norm: call}, floor_calls // 2, warmup=1)[norm]
         rows.append({
             "norm": norm,
             "whole": whole,
-            "bare": 1.0 / float(np.median(bare[norm])),
-            "bare_around": 1.0 / float(np.median(before + after)),
+            "floor": count / float(np.median(before + after)),
+            "floor_in_turns": count / float(np.median(turns[norm])),
             "input": input_batches_per_second(config_path, variant, input_batches),
         })
     return rows
@@ -147,26 +158,48 @@ def loop_speeds(config_path, norms, overrides=(), whole_steps=None, bare_steps=3
 def format_loop_speeds(config_path, rows, overrides=()):
     config = _quiet(config_path, overrides)
     batch, family = config.data.batch_size, config.model.family
-    lines = [f"{config_path}: {config.description} (batch {batch}, {family})",
-             f"{'norm':12s} {'whole loop':>17s} {'bare loop':>17s} {'whole/bare':>10s} "
+    from pipeline.engines import backend_in_use
+    lines = [f"{config_path}: {config.description} (batch {batch}, {family}, {backend_in_use()})",
+             f"{'norm':12s} {'whole loop':>17s} {'floor':>17s} {'whole/floor':>11s} "
              f"{'input pipeline':>19s} {'input/whole':>11s}",
-             f"{'':12s} {'steps/s':>8s} {'ex/s':>8s} {'steps/s':>8s} {'ex/s':>8s} {'':>10s} "
+             f"{'':12s} {'steps/s':>8s} {'ex/s':>8s} {'steps/s':>8s} {'ex/s':>8s} {'':>11s} "
              f"{'batches/s':>9s} {'ex/s':>9s}"]
     for r in rows:
-        # whole/bare against the bare steps timed around this whole run (`loop_speeds`).
         lines.append(f"{r['norm']:12s} {r['whole']:8.1f} {r['whole'] * batch:8.0f} "
-                     f"{r['bare']:8.1f} {r['bare'] * batch:8.0f} "
-                     f"{r['whole'] / r['bare_around']:10.2f} "
+                     f"{r['floor']:8.1f} {r['floor'] * batch:8.0f} "
+                     f"{r['whole'] / r['floor']:11.2f} "
                      f"{r['input']:9.0f} {r['input'] * batch:9.0f} {r['input'] / r['whole']:11.1f}")
-    lines.append(f"target: whole/bare >= {TARGETS['whole/bare'][family]} with BN")
+    lines.append(f"floor: {FLOOR_STEPS[family]} steps per compiled call on one batch; "
+                 f"target: whole/floor >= {TARGETS['whole/floor'][family]} with BN")
     by_norm = {r["norm"]: r for r in rows}
-    for slower, faster in (("batch", "none"), ("noisy_batch", "batch")):
+    for slower, faster in (("batch", "none"), ("noisy_batch", "batch"), ("l1", "batch")):
         if slower in by_norm and faster in by_norm:
-            ratio = by_norm[faster]["bare"] / by_norm[slower]["bare"]
-            # The step-cost targets are for the VGG profile; the DLN's BN is op-count bound.
-            target = f" (target <= {TARGETS[f'{slower}/{faster}']})" if family == "vgg" else ""
-            lines.append(f"step time {slower} / {faster} (bare loop): {ratio:.2f}{target}")
+            ratio = by_norm[faster]["floor_in_turns"] / by_norm[slower]["floor_in_turns"]
+            target = TARGETS.get(f"{slower}/{faster}", {}).get(family)
+            lines.append(f"step time {slower} / {faster} (floors, in turns): {ratio:.2f}"
+                         + (f" (target <= {target})" if target else ""))
     return "\n".join(lines)
+
+
+def first_step_seconds(config_path, backend, overrides=()):
+    """Wall seconds of `python -m pipeline train` of one step on `backend` without
+    probes, from the process's start to its exit."""
+    off = [f"probes.{name}.enabled=false" for name in REGISTRY]
+    with tempfile.TemporaryDirectory() as folder:
+        args = [sys.executable, "-m", "pipeline", "--backend", backend, "train", str(config_path),
+                "--workdir", str(Path(folder) / "run")]
+        for item in (*overrides, *off, "train.steps=1", "train.progress=false"):
+            args += ["--set", item]
+        began = time.perf_counter()
+        subprocess.run(args, check=True, capture_output=True)
+        return time.perf_counter() - began
+
+
+def format_first_steps(config_path, overrides=()):
+    from pipeline.backend import BACKENDS
+    seconds = {backend: first_step_seconds(config_path, backend, overrides) for backend in BACKENDS}
+    return ("time to first step (python -m pipeline train of 1 step, process start to exit): "
+            + ", ".join(f"{backend} {value:.1f} s" for backend, value in seconds.items()))
 
 
 def probe_costs(config_path, overrides=(), steps=30, repeats=5):
@@ -202,10 +235,11 @@ def format_probe_costs(rows, slowdown):
 def run_benchmarks(config_path, norms, overrides=(), whole_steps=None):
     """Everything `make bench` prints for one config, as text."""
     rows = loop_speeds(config_path, norms, overrides, whole_steps)
-    parts = [format_loop_speeds(config_path, rows, overrides)]
+    parts = [format_loop_speeds(config_path, rows, overrides) + "\n"
+             + format_first_steps(config_path, overrides)]
     if "noisy_batch" in norms and "batch" in norms and engines.has_module("noise_floor"):
         seconds, elements = noise_draw_seconds(config_path, overrides)
-        bn_step = 1.0 / next(r["bare"] for r in rows if r["norm"] == "batch")
+        bn_step = 1.0 / next(r["floor_in_turns"] for r in rows if r["norm"] == "batch")
         words = random_word_seconds(2 * elements)
         parts[0] += (f"\nnoise draws alone (uniform + normal for {elements:,} activations): "
                      f"{1e3 * seconds:.1f} ms = {seconds / bn_step:.2f} BN steps"

@@ -12,7 +12,7 @@ import keras
 import numpy as np
 import pytest
 
-from conftest import REPO, SMOKE, call_cli, training_state
+from conftest import REPO, SMOKE, call_cli, make_config, training_state
 from pipeline.probes.schedule import Schedule
 from pipeline.config import load_config
 from pipeline.probes import make_probes
@@ -238,3 +238,23 @@ def test_calls_end_where_an_event_is_due():
     assert length() == CallLength.MAX_STEPS
     assert CallLength(7)() == 7
     assert CallLength("auto", multi_worker=True)() == CallLength.MULTI_WORKER_STEPS
+
+
+@pytest.mark.both_backends
+def test_the_bench_floor_runs_the_training_step_in_one_compiled_loop():
+    # The floor of `make bench` must be the same computation as the step it bounds:
+    # 5 steps in one compiled loop end where 5 calls of the step end, from the same start.
+    from pipeline.data import batch_at
+    config = make_config("data.name=linear_regression", "model.family=dln", "model.depth=3",
+                         "model.norm=batch", "data.regression_dim=4",
+                         "data.regression_train_size=32", "data.batch_size=32", "optim.lr=1e-3")
+    losses = []
+    for use_floor in (False, True):
+        engine, model, optimizer, arrays = training_state(config)
+        batch = batch_at(config, arrays, 0)
+        if use_floor:
+            losses.append(engine.bare_loop(model, optimizer, task_of(config), batch, 5)())
+        else:
+            step = engine.step_function(model, optimizer, task_of(config))
+            losses.append([float(step(*batch)[0]) for _ in range(5)][-1])
+    np.testing.assert_allclose(losses[1], losses[0], rtol=1e-5)

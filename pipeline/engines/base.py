@@ -40,6 +40,10 @@ class Engine(Protocol):
         (forward, loss, gradients, the optimizer's update), the one `train_steps` runs;
         the variables carry the state between calls."""
 
+    def bare_loop(self, model, optimizer, task, batch: tuple, steps: int) -> Callable[[], float]:
+        """`() -> loss`: `steps` SGD steps on one fixed global batch in one compiled
+        program, the state carried between calls (the floor of `make bench`)."""
+
     def train_steps(self, model, optimizer, task, arrays, start_step
                     ) -> Callable[[int], Tuple[np.ndarray, np.ndarray]]:
         """`(count) -> (losses, corrects)`: up to `count` updates on the next global batches

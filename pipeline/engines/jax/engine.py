@@ -184,6 +184,26 @@ class Engine:
             return loss[0], correct[0]
         return one
 
+    def bare_loop(self, model, optimizer, task, batch, steps):
+        """`() -> loss`: `steps` SGD steps on one fixed batch in one compiled
+        `lax.fori_loop`, carrying the state between calls: the floor `make bench` holds
+        the whole training loop against (no input pipeline, records or dispatch)."""
+        step = self._pure_step(model, optimizer, task)
+        x, y = (self._place(part, self._split) for part in batch)
+
+        @jax.jit
+        def loop(state):
+            def body(_, carry):
+                state, loss, _ = step(carry[0], x, y)
+                return state, loss
+            return jax.lax.fori_loop(0, steps, body, (state, jnp.float32(0)))
+        state = [tuple(self.values(group) for group in self._state(model, optimizer))]
+
+        def run():
+            state[0], loss = loop(state[0])
+            return float(loss)
+        return run
+
     def train_steps(self, model, optimizer, task, arrays, start_step):
         """`(count) -> (losses, corrects)` as NumPy arrays of the steps taken (up to and
         including the first non-finite loss): step k's values are those of its batch

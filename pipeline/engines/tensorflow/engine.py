@@ -61,6 +61,22 @@ class Engine:
             return loss, task.correct_predictions(y, outputs)
         return replica_step
 
+    def bare_loop(self, model, optimizer, task, batch, steps):
+        """`() -> loss`: `steps` SGD steps on one fixed batch in one `tf.function` (a
+        `tf.while_loop`): the floor `make bench` holds the whole training loop against
+        (no input pipeline, records or per-call overhead)."""
+        replica_step = self.step_function(model, optimizer, task)
+        x, y = batch
+
+        @tf.function
+        def loop():
+            loss = tf.constant(0.0)
+            for _ in tf.range(steps):
+                loss = self.strategy.reduce(tf.distribute.ReduceOp.SUM, self.strategy.run(
+                    replica_step, args=(x, y))[0], axis=None)
+            return loss
+        return lambda: float(loop())
+
     def train_steps(self, model, optimizer, task, arrays, start_step):
         """`(count) -> (losses, corrects)` as NumPy arrays of the steps taken: step k's
         values are those of its batch before its update. Several steps run inside one
