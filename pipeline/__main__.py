@@ -139,7 +139,10 @@ def _train(args, verbose):
 
 def _figures(args, verbose):
     from pipeline.report import NOTEBOOKS, make_figures
-    path = make_figures(args.runs, args.output, args.notebooks or NOTEBOOKS)
+    # Resolved once, here: the notebooks run with the repository as their working
+    # folder, so a relative path would mean another place there than here.
+    runs = [Path(path).resolve() for path in args.runs]
+    path = make_figures(runs, Path(args.output).resolve(), args.notebooks or NOTEBOOKS)
     print(f"report: {path.resolve()}")
     return 0
 
@@ -148,7 +151,7 @@ def _claims(args, verbose):
     from pipeline.analysis import load_runs
     from pipeline.claims import claims_table
     from pipeline.claims_format import format_answer, format_claims, to_json
-    rows = claims_table(load_runs(args.runs))
+    rows = claims_table(load_runs([Path(path).resolve() for path in args.runs]))
     print(to_json(rows) if args.json else f"{format_answer(rows)}\n\n{format_claims(rows)}")
     return 0
 
@@ -225,8 +228,24 @@ def _advice(error):
     return "fix the file or folder named, then rerun the same command"
 
 
+def own_temporary_folder():
+    """Make a temporary folder this process's own, for it, its children (a sweep's runs,
+    the notebook kernels) and the frameworks (TensorFlow's autograph files, Matplotlib's
+    cache when HOME is not writable); returns it. The process removes it before it ends:
+    its final `os._exit` skips the frameworks' own clean-up."""
+    import tempfile
+    folder = tempfile.mkdtemp(prefix="bnlab-")
+    os.environ["TMPDIR"] = tempfile.tempdir = folder
+    return folder
+
+
 if __name__ == "__main__":
-    code = main()
+    import shutil
+    temporary = own_temporary_folder()
+    try:
+        code = main()
+    finally:
+        shutil.rmtree(temporary, ignore_errors=True)
     # Everything a command writes is closed (and synced) by now. Skip the interpreter's
     # teardown of the frameworks: in a 45-run demo sweep, 6 train processes lingered
     # 11-42 s in it after their last line, holding a core slot of the sweep.

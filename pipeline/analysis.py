@@ -6,7 +6,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from pipeline.errors import UserError
+from pipeline.errors import InputError, UserError
 from pipeline.runs import find_runs, load_run, pick, summary_row
 
 # The paper's names for the norms.
@@ -16,6 +16,33 @@ NORM_NAMES = {"none": "standard", "batch": "BN", "noisy_batch": "noisy BN", "noi
 
 class MissingRunsError(UserError, FileNotFoundError):
     """A path given as runs holds no run directory."""
+
+
+class DuplicateRunsError(InputError):
+    """Two run directories hold the same run (the same resolved config): counted twice,
+    one seed would pass for two."""
+
+
+def _refuse_copies(runs):
+    seen = {}
+    for run in runs:
+        key = repr(sorted(_flatten(run["config"]).items()))
+        if key in seen:
+            raise DuplicateRunsError(
+                f"{seen[key]} and {run['path']} hold the same run (the same resolved config, "
+                f"seed {run['config'].get('seed')}): a copy would count as another seed; give "
+                "each run once (leave one of them out, or move it elsewhere)")
+        seen[key] = run["path"]
+
+
+def _flatten(config, prefix=""):
+    flat = {}
+    for key, value in config.items():
+        if isinstance(value, dict):
+            flat.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            flat[prefix + key] = repr(value)
+    return flat
 
 
 def load_runs(paths):
@@ -31,7 +58,9 @@ def load_runs(paths):
         found = find_runs(path)
         if not found:
             raise MissingRunsError(f"{path} holds no run directory (no config.yaml below it)")
-        runs += [load_run(p) for p in found]
+        runs += [load_run(p) for p in found if str(p.resolve()) not in
+                 {str(Path(r["path"]).resolve()) for r in runs}]  # a folder given twice
+    _refuse_copies(runs)
     _label(runs)
     return runs
 

@@ -9,6 +9,7 @@ is a `ConfigError` that names the key, the value and, for a typo, the closest va
 
 import dataclasses
 import difflib
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
@@ -236,6 +237,11 @@ class Config:
     probes: ProbesConfig = field(default_factory=ProbesConfig)
 
     def __post_init__(self):
+        for key, value in _floats(self):
+            if not math.isfinite(value):
+                raise ConfigError(f"{key}={value!r} is not a finite number; give a finite value "
+                                  "(the default is in the config's section of configs/base.yaml "
+                                  "or PROTOCOL.md)")
         for key, value in (("seed", self.seed), ("data.seed", self.data.seed)):
             if not 0 <= value < 2 ** 32:
                 raise ConfigError(f"{key}={value!r} is out of range; it must be between 0 and "
@@ -244,6 +250,20 @@ class Config:
             raise ConfigError(
                 f"model.family={self.model.family!r} does not fit data.name={self.data.name!r}: "
                 "the DLN trains on linear_regression and VGG on image data sets")
+
+
+def _floats(node, prefix=""):
+    """(dotted key, value) of every float in a config dataclass, nested sections and
+    lists included: a NaN or infinite value passes every range check (comparisons with
+    NaN are false), so each is checked once here, before anything runs."""
+    for item in dataclasses.fields(node):
+        key, value = prefix + item.name, getattr(node, item.name)
+        if dataclasses.is_dataclass(value):
+            yield from _floats(value, key + ".")
+        elif isinstance(value, float):
+            yield key, value
+        elif isinstance(value, (list, tuple)):
+            yield from ((key, v) for v in value if isinstance(v, float))
 
 
 def _valid_keys(node, prefix=""):

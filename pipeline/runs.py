@@ -12,6 +12,7 @@ Records hold `step` = number of optimizer updates applied to the weights they de
 A killed run leaves at worst a torn last line, which readers skip and a resume rewrites.
 """
 
+import errno
 import fcntl
 import json
 import os
@@ -113,6 +114,26 @@ def keep_records(path, keep):
         atomic_write_text(path, "".join(json.dumps(r) + "\n" for r in kept))
 
 
+class SymlinkRefused(InputError):
+    """A run file to be written is a symbolic link: writing would change its target."""
+
+
+def open_no_follow(path, mode="a"):
+    """`open(path, mode)` for appending ("a", or "a+" to read too) that never writes
+    through a symbolic link: the target of a link where a run file belongs may be anyone's
+    file, so such a link is refused, named (O_NOFOLLOW: no check-then-open race)."""
+    flags = os.O_CREAT | os.O_APPEND | (os.O_RDWR if "+" in mode else os.O_WRONLY)
+    try:
+        fd = os.open(path, flags | os.O_NOFOLLOW, 0o666)
+    except OSError as error:
+        if error.errno == errno.ELOOP:
+            raise SymlinkRefused(f"{path} is a symbolic link; a run's own files are plain files "
+                                 "and nothing is written through a link: remove the link (its "
+                                 "target stays as it is), or choose another --workdir") from None
+        raise
+    return os.fdopen(fd, mode)
+
+
 class RecordWriter:
     """Appends records to `records/<stream>.jsonl`, flushed per line (survives SIGKILL)."""
 
@@ -127,7 +148,7 @@ class RecordWriter:
         try:
             if self._handle is None:
                 self.path.parent.mkdir(parents=True, exist_ok=True)
-                self._handle = open(self.path, "a")
+                self._handle = open_no_follow(self.path, "a")
             self._handle.write(json.dumps(record, allow_nan=True) + "\n")
             self._handle.flush()
         except OSError as error:
@@ -174,7 +195,7 @@ class RunDirectory:
         however it exits, so a killed run never blocks its own resume.
         """
         self.path.mkdir(parents=True, exist_ok=True)
-        handle = open(self.path / ".lock", "a+")
+        handle = open_no_follow(self.path / ".lock", "a+")
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

@@ -19,8 +19,8 @@ from pathlib import Path
 from typing import Optional
 
 from pipeline.backend import BACKENDS
-from pipeline.config import AUTO, ConfigError, load_config, read_yaml_file
-from pipeline.runs import BrokenRunError, RunDirectory, pick, summary_row
+from pipeline.config import AUTO, ConfigError, load_config, read_yaml_file, to_yaml
+from pipeline.runs import BrokenRunError, RunDirectory, open_no_follow, pick, summary_row
 
 LOG_FILE = "train.log"   # a sweep's copy of each run's console output, in its run directory
 NAME_LENGTH = 48         # longest value in a run name; longer ones are cut and hashed
@@ -73,7 +73,7 @@ def start_logged(run, command, devices=None, own_session=False):
         env["CUDA_VISIBLE_DEVICES"] = devices
     if run.cpu_threads == 1 and (run.backend or os.environ.get("KERAS_BACKEND")) == "jax":
         env["XLA_FLAGS"] = f"{env.get('XLA_FLAGS', '')} {ONE_CPU_THREAD}".strip()
-    with open(run.log_path, "a") as log:  # the child keeps its own copy of the file
+    with open_no_follow(run.log_path, "a") as log:  # the child keeps its own copy of the file
         return subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT,
                                 stdin=subprocess.DEVNULL, env=env,
                                 start_new_session=own_session)
@@ -150,13 +150,17 @@ def plan_sweep(config_path, grid_items=(), seeds=1, sweep_dir=None, overrides=()
     overrides = tuple(item for item in overrides if item.partition("=")[0].strip() != "seed")
     sweep_dir = sweep_folder(config_path, sweep_dir)
     keys = [key for key, _ in grid]
-    runs = []
+    runs, resolved = [], {}
     for values in itertools.product(*[v for _, v in grid]):
         for seed in seed_values:
             items = overrides + tuple(f"{k}={v}" for k, v in zip(keys, values)) + (f"seed={seed}",)
             config = load_config(config_path, items)  # fail now, not in the middle of the sweep
             name = "__".join([_short(k, v) for k, v in zip(keys, values)] +
                              [_short("seed", seed)])
+            same = resolved.setdefault(to_yaml(config), name)
+            if same != name:
+                raise ConfigError(f"the runs {same} and {name} are the same run (their values "
+                                  "are equal once read, e.g. 0.1 and 1e-1); give each value once")
             runs.append(PlannedRun(name, Path(config_path), items, sweep_dir / name,
                                    config.train.steps, config.train.threads, backend))
     _refuse_shared_folders(runs)

@@ -112,3 +112,19 @@ def training_state(config):
     arrays = load_arrays(config.data)
     model, optimizer = build_training_state(config, arrays.num_classes, engine)
     return engine, model, optimizer, arrays
+
+
+def fake_run(path, *overrides):
+    """A finished 8-step run directory as training writes it (resolved config of SMOKE
+    with `overrides`, meta.json, train and eval records), without training."""
+    import json
+    from pipeline.config import load_config, to_yaml
+    (path / "records").mkdir(parents=True)
+    (path / "config.yaml").write_text(to_yaml(load_config(SMOKE, list(overrides))))
+    (path / "meta.json").write_text(json.dumps({"status": "finished", "step": 8, "steps": 8}))
+    lines = [json.dumps({"step": step, "train/loss": 2.0 / (step + 1), "train/accuracy": 0.1 * step})
+             for step in range(9)]
+    (path / "records" / "train.jsonl").write_text("\n".join(lines) + "\n")
+    (path / "records" / "eval.jsonl").write_text(
+        json.dumps({"step": 8, "test/loss": 0.5, "test/accuracy": 0.8}) + "\n")
+    return path

@@ -315,3 +315,15 @@ def test_missing_runs_say_how_to_make_them_and_the_table_is_strict_json(tmp_path
     assert answer.splitlines()[1].startswith("  BN trains faster (LR 0.1) -> INCONCLUSIVE")
     assert main(["claims", str(tmp_path / "nowhere")]) == 1
     assert "does not exist" in capsys.readouterr().err
+
+
+def test_copies_of_one_run_are_refused_not_counted_as_seeds(tmp_path):
+    import shutil
+    from conftest import call_cli, fake_run
+    fake_run(tmp_path / "runs" / "a", "seed=0")
+    fake_run(tmp_path / "runs" / "b", "seed=1")
+    assert call_cli("claims", tmp_path / "runs", tmp_path / "runs" / "a").returncode == 0  # twice: once
+    shutil.copytree(tmp_path / "runs" / "a", tmp_path / "runs" / "copy")
+    result = call_cli("claims", tmp_path / "runs", check=False)
+    assert result.returncode == 2 and "hold the same run" in result.stderr
+    assert "runs/a and" in result.stderr and "runs/copy" in result.stderr

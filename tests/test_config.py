@@ -70,6 +70,15 @@ def test_resolved_yaml_loads_back_to_the_same_config(tmp_path):
     ("train.xla=maybe", "train.xla='maybe' is not valid; choose one of: auto, true, false"),
     ("train.steps_per_call=0", "train.steps_per_call=0 is not valid; use auto or a whole number"),
     ("train.steps_per_call=fast", "train.steps_per_call='fast' is not valid"),
+    # Non-finite values pass every range comparison; each is refused by name.
+    ("optim.lr=inf", "optim.lr=inf is not a finite number"),
+    ("optim.weight_decay=nan", "optim.weight_decay=nan is not a finite number"),
+    ("model.noise.n_mu=nan", "model.noise.n_mu=nan is not a finite number"),
+    ("model.width_multiplier=inf", "model.width_multiplier=inf is not a finite number"),
+    ("model.width_multiplier=nan", "model.width_multiplier=nan is not a finite number"),
+    ("probes.landscape.multipliers=[1,.inf]", "probes.landscape.multipliers=inf is not a finite"),
+    ("probes.curvature.tolerance=2", "probes.curvature.tolerance=2.0 is out of range"),
+    ("data.regression_target_scale=0", "data.regression_target_scale=0.0 must be a positive"),
 ])
 def test_bad_values_fail_naming_key_value_and_fix(override, message):
     with pytest.raises(ConfigError, match=message.replace("(", "\\(").replace("[", "\\[")):

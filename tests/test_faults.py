@@ -447,3 +447,23 @@ def test_ctrl_c_during_start_up_and_as_training_starts_ends_with_one_line(tmp_pa
     interrupted(started, training)
     meta = RunDirectory(started).read_meta()
     assert meta["status"] == "interrupted" and meta["error"] == "interrupted (Ctrl-C)"
+
+
+def test_run_files_that_are_symlinks_are_refused_and_their_targets_untouched(tmp_path):
+    import sys
+    from pipeline.runs import SymlinkRefused
+    from pipeline.sweep import plan_sweep, start_logged
+    from pipeline.train import train_and_evaluate
+    outside = tmp_path / "someone_elses.txt"
+    outside.write_text("precious")
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / ".lock").symlink_to(outside)
+    with pytest.raises(SymlinkRefused, match=r"\.lock is a symbolic link"):
+        train_and_evaluate(load_config(SMOKE, ["train.steps=2"]), run)
+    [planned] = plan_sweep(SMOKE, sweep_dir=tmp_path / "sweep")
+    planned.workdir.mkdir(parents=True)
+    planned.log_path.symlink_to(outside)
+    with pytest.raises(SymlinkRefused, match="train.log is a symbolic link"):
+        start_logged(planned, [sys.executable, "-c", "print('written')"])
+    assert outside.read_text() == "precious"

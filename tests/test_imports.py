@@ -4,7 +4,7 @@ import json
 import subprocess
 import sys
 
-from conftest import REPO, SMOKE, clean_environment
+from conftest import REPO, clean_environment, fake_run
 
 CHECK = """
 import json, sys
@@ -20,34 +20,28 @@ print(json.dumps({"codes": codes, "frameworks": frameworks}))
 """
 
 
-def _fake_run(path, norm, seed):
-    """A run directory as training writes it: resolved config, meta.json, records."""
-    from pipeline.config import load_config, to_yaml
-    (path / "records").mkdir(parents=True)
-    (path / "config.yaml").write_text(to_yaml(load_config(SMOKE, [f"model.norm={norm}",
-                                                                  f"seed={seed}"])))
-    (path / "meta.json").write_text(json.dumps({"status": "finished", "step": 8, "steps": 8}))
-    lines = [json.dumps({"step": step, "train/loss": 2.0 / (step + 1), "train/accuracy": 0.1 * step})
-             for step in range(9)]
-    (path / "records" / "train.jsonl").write_text("\n".join(lines) + "\n")
-
-
 def test_claims_figures_sweep_and_help_import_no_framework(tmp_path):
     for norm in ("none", "batch"):
         for seed in range(2):
-            _fake_run(tmp_path / "runs" / f"{norm}-{seed}", norm, seed)
-    commands = [["claims", str(tmp_path / "runs"), "--json"],
+            fake_run(tmp_path / "runs" / f"{norm}-{seed}", f"model.norm={norm}", f"seed={seed}")
+    # Relative paths, from a folder that is not the repository: the notebooks run with
+    # the repository as their working folder, so every path must be resolved once, in
+    # the command (the report and its figures both land here, from the same runs).
+    commands = [["claims", "runs", "--json"],
                 ["sweep", "--plan", str(REPO / "configs" / "demo_plan.yaml"), "--list",
-                 "--sweep-dir", str(tmp_path / "sweep")],
-                # The report part of `figures` (the notebooks run in kernels of their own).
-                ["figures", str(tmp_path / "runs"), "--output", str(tmp_path / "report"),
-                 "--notebooks", "dln"],
+                 "--sweep-dir", "sweep"],
+                # The parent of `figures` (the notebooks run in kernels of their own).
+                ["figures", "runs", "--output", "report", "--notebooks", "training"],
                 ["--help"]]
     # Its own process: this one has imported the frameworks long ago.
-    result = subprocess.run([sys.executable, "-c", CHECK, json.dumps(commands)], cwd=REPO,
-                            env=clean_environment(), capture_output=True, text=True, timeout=300)
+    env = {**clean_environment(), "PYTHONPATH": str(REPO)}
+    result = subprocess.run([sys.executable, "-c", CHECK, json.dumps(commands)], cwd=tmp_path,
+                            env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     last = json.loads(result.stdout.strip().splitlines()[-1])
     assert last["codes"] == [0, 0, 0, 0] and last["frameworks"] == []
     assert "bn_trains_faster" in result.stdout and "python -m pipeline [-h]" in result.stdout
-    assert (tmp_path / "report" / "report.html").exists()
+    page = (tmp_path / "report" / "report.html").read_text()
+    assert (tmp_path / "report" / "figures" / "training_accuracy.png").exists()
+    assert 'src="figures/training_accuracy.png"' in page and str(tmp_path / "runs") in page
+    assert not (REPO / "report").exists() and not (REPO / "runs" / "none-0").exists()

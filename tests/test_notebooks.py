@@ -1,8 +1,10 @@
 """Every notebook executed by papermill on tiny smoke runs; parameter-error paths."""
 
+import json
+
 import pytest
 
-from conftest import REPO, SMOKE
+from conftest import REPO, SMOKE, call_cli
 from pipeline import analysis
 from pipeline.config import load_config
 from pipeline.probes import make_probes
@@ -49,10 +51,15 @@ def test_every_notebook_makes_its_figures_and_the_report(sweep, tmp_path):
     page = report.read_text()
     assert all(f"figures/{name}.png" in page for name in expected)
     assert "seeds per variant" in page and "data set synthetic" in page
-    # The claims table comes first, the run inventory last.
-    assert page.index("<h2>Claims</h2>") < page.index("<h2>Figures</h2>") < page.index("<h2>Runs</h2>")
+    # The answer comes first, then the claims table; the run inventory last.
+    assert (page.index("What the paper claims, and what we find") < page.index("<h2>Claims</h2>")
+            < page.index("<h2>Figures</h2>") < page.index("<h2>Runs</h2>"))
     assert "BN trains faster" in page and page.count("<tr>") >= 6
     assert {p.stem for p in (tmp_path / "notebooks").glob("*.ipynb")} == set(NOTEBOOKS)
+    # `claims --json` on the same demo-like runs (VGG and DLN, every probe): strict JSON.
+    rows = json.loads(call_cli("claims", sweep, "--json").stdout)
+    assert {row["key"] for row in rows} >= {"bn_trains_faster", "dln_batch_lower_loss",
+                                            "loss_band_narrower_transient", "dln_batch_ics_cosine"}
     # A rebuild removes what the earlier build wrote, and nothing else.
     (tmp_path / "mine.txt").write_text("a user's file")
     make_figures([sweep], tmp_path, notebooks=("dln",), echo=lambda message: None)

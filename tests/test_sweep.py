@@ -156,8 +156,16 @@ def test_a_parallel_sweep_continues_past_divergence_and_its_runs_equal_runs_laun
     assert not [line for line in runs[0].log_path.read_text().splitlines()
                 if line.startswith(STARTUP_NOISE)]
     # The same run launched alone: the same records to the byte (one thread either way).
+    temporary = tmp_path / "temporary"
+    temporary.mkdir()
     alone = run_cli("train", SMOKE, "--set", "model.norm=none", "--set", "train.steps=8",
-                    "--set", "optim.lr=0.05", "--set", "seed=0", "--workdir", tmp_path / "alone")
+                    "--set", "optim.lr=0.05", "--set", "seed=0", "--workdir", tmp_path / "alone",
+                    env={"TMPDIR": str(temporary)})
+    # TensorFlow wrote its autograph files into the process's own temporary folder,
+    # which the process removed before it ended.
+    assert list(temporary.iterdir()) == []
+    # A sweep's log holds plain lines, not a progress bar's carriage-return redraws.
+    assert "\r" not in runs[0].log_path.read_text()
     assert _records(tmp_path / "alone") == _records(sweep_dir / "lr-0.05__seed-0")
     meta = RunDirectory(tmp_path / "alone").read_meta()
     assert meta["runtime"]["threads"] == 1
@@ -217,3 +225,11 @@ def test_sigterm_stops_a_sweep_and_marks_its_runs_interrupted(tmp_path):
         meta = RunDirectory(run).read_meta()
         assert meta["status"] == "interrupted" and meta["error"] == "interrupted (SIGTERM)"
         assert "Traceback" not in (run / "train.log").read_text()
+
+
+def test_grid_values_equal_once_read_are_one_run_not_two(tmp_path):
+    from pipeline.config import ConfigError
+    from pipeline.sweep import plan_sweep
+    with pytest.raises(ConfigError, match="are the same run .*0.1 and 1e-1"):
+        plan_sweep(SMOKE, ["optim.lr=0.1,1e-1"], sweep_dir=tmp_path)
+    assert len(plan_sweep(SMOKE, ["optim.lr=0.1,0.2"], sweep_dir=tmp_path)) == 2

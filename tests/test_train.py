@@ -175,6 +175,26 @@ def test_records_are_identical_for_one_and_several_steps_per_call(tmp_path):
                                "threads": int(backend == "tensorflow")}
 
 
+@pytest.mark.slow
+@pytest.mark.both_backends
+def test_dln_records_do_not_depend_on_the_steps_per_call(tmp_path):
+    # 75 steps cross the JAX engine's stacks of 32 steps per compiled program; calls of
+    # 1, 7, 1000 or auto steps end at other places, and the records must not change.
+    common = ["data.name=linear_regression", "model.family=dln", "model.depth=5",
+              "model.norm=batch", "data.regression_dim=4", "data.regression_train_size=64",
+              "data.batch_size=64", "data.eval_batch_size=64", "data.regression_test_size=64",
+              "optim.lr=1e-3", "train.steps=75", "train.log_every=1", "train.eval_every=20",
+              "train.checkpoint_every=30", "train.progress=false"]
+    for name, steps_per_call in (("one", 1), ("seven", 7), ("many", 1000), ("auto", "auto")):
+        train_and_evaluate(load_config(SMOKE, [*common, f"train.steps_per_call={steps_per_call}"]),
+                           tmp_path / name)
+    one = _records(tmp_path / "one")
+    evals = RunDirectory(tmp_path / "one").records("eval")
+    assert len(one["train"]) == 75 and [r["step"] for r in evals] == [20, 40, 60, 75]
+    for name in ("seven", "many", "auto"):
+        assert _records(tmp_path / name) == one, name
+
+
 @pytest.mark.both_backends
 def test_divergence_inside_a_multi_step_call_is_reported_at_its_own_step(tmp_path):
     common = ["model.norm=none", "optim.lr=1000", "train.steps=30", "train.log_every=10",
