@@ -291,12 +291,25 @@ def _explain(error, key=None):
 
 class _UniqueKeyLoader(yaml.SafeLoader):
     """YAML's safe loader, refusing a key given twice in one mapping (PyYAML keeps the
-    last one silently: a second `train:` section would replace the first whole)."""
+    last one silently: a second `train:` section would replace the first whole), a key
+    that is not a plain value, and aliases (`*name`): a recursive alias never ends and an
+    alias of aliases grows without limit; configs inherit with `base:` instead."""
+
+    def compose_node(self, parent, index):
+        if self.check_event(yaml.events.AliasEvent):
+            raise yaml.composer.ComposerError(
+                None, None, "aliases (*name) are not read in these files: write the values "
+                "out (a config can inherit another with 'base:')", self.peek_event().start_mark)
+        return super().compose_node(parent, index)
 
     def construct_mapping(self, node, deep=False):
         lines = {}
         for key_node, _ in node.value:
             key = self.construct_object(key_node, deep=deep)
+            if not isinstance(key, (str, int, float, bool)) and key is not None:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"a key must be a plain name, not {type(key).__name__} "
+                    f"(line {key_node.start_mark.line + 1})", key_node.start_mark)
             line = key_node.start_mark.line + 1
             if key in lines:
                 raise yaml.constructor.ConstructorError(
@@ -310,8 +323,11 @@ def read_yaml_file(path, what="config file"):
     """The YAML document in `path`; a `ConfigError` naming the file if it is missing, not
     UTF-8, not YAML, or gives a key twice."""
     path = Path(path)
-    if not path.is_file():
+    if not path.exists():
         raise ConfigError(f"{what} not found: {path}")
+    if not path.is_file():
+        raise ConfigError(f"{what} {path} is not a file (a folder or a device); give the "
+                          "YAML file itself")
     try:
         return yaml.load(path.read_text(encoding="utf-8"), Loader=_UniqueKeyLoader)
     except UnicodeDecodeError as error:
@@ -334,7 +350,7 @@ def _read_yaml(path, seen=()):
     if not isinstance(data, dict):
         raise ConfigError(f"{path} must hold a mapping of sections, not {type(data).__name__}")
     base = data.pop("base", None)
-    if base is not None and not isinstance(base, str):
+    if base is not None and (not isinstance(base, str) or not base.strip()):
         raise ConfigError(f"{path}: base={base!r} must be one file name, e.g. base: base.yaml")
     layers = _read_yaml(path.parent / base, seen + (path,)) if base else []
     return layers + [(path, data)]
@@ -351,10 +367,18 @@ def build_config(layers=(), overrides=()):
             except OmegaConfBaseException as error:
                 raise ConfigError(f"{source}: {_explain(error)}") from None
         for item in overrides:
-            if "=" not in item:
+            key, equals, value = item.partition("=")
+            if not equals or not key.strip():
                 raise ConfigError(f"override {item!r} must look like section.key=value")
+            if not value.strip():
+                raise ConfigError(f"override {item!r} gives no value; write one after '=' "
+                                  "(quote it if it is empty text: key='')")
             try:
                 merged = OmegaConf.merge(merged, OmegaConf.from_dotlist([item]))
+            except yaml.YAMLError as error:
+                problem = getattr(error, "problem", None) or str(error).splitlines()[0]
+                raise ConfigError(f"override {item!r}: the value is not valid YAML ({problem}); "
+                                  "quote it if it is text, e.g. key='...'") from None
             except OmegaConfBaseException as error:
                 # Name the whole dotted key: OmegaConf reports only its first unknown part.
                 explained = _explain(error, item.partition("=")[0].strip())

@@ -123,3 +123,36 @@ def test_xla_and_determinism_resolve_per_device_and_conflict_only_when_both_forc
     assert resolved("train.xla=true", accelerator="cpu") == (True, False)
     assert resolved("train.xla=false", accelerator="gpu") == (False, False)
     assert load_config(SMOKE, ["train.steps_per_call=5"]).train.steps_per_call == 5
+
+
+@pytest.mark.parametrize("override, message", [
+    ("optim.lr=[1", "override 'optim.lr=\\[1': the value is not valid YAML"),
+    ("description=...", "the value is not valid YAML"),
+    ("optim.lr=*x", "the value is not valid YAML \\(found undefined alias\\)"),
+    ("optim.lr=%TAG", "the value is not valid YAML"),
+    ("=5", "override '=5' must look like section.key=value"),
+    ("optim.lr=", "override 'optim.lr=' gives no value"),
+])
+def test_override_values_that_do_not_parse_are_named(override, message):
+    with pytest.raises(ConfigError, match=message):
+        load_config(SMOKE, [override])
+
+
+@pytest.mark.parametrize("text, message", [
+    ("[1, 2]: x\n", "a key must be a plain name, not list"),
+    ("? {a: 1}\n: x\n", "a key must be a plain name, not dict"),
+    ("a: &x [*x]\n", "aliases \\(\\*name\\) are not read"),            # recursive: no end
+    ("a: &a [1, 1, 1]\nb: [*a, *a, *a]\n", "aliases \\(\\*name\\) are not read"),  # a bomb's seed
+    ("base: ''\n", "base='' must be one file name"),
+])
+def test_config_files_that_cannot_be_read_as_settings_are_named(text, message, tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError, match=message):
+        load_config(path)
+
+
+def test_a_folder_or_a_device_as_the_config_is_named_as_not_a_file(tmp_path):
+    for path in (tmp_path, "/dev/null"):
+        with pytest.raises(ConfigError, match="is not a file \\(a folder or a device\\)"):
+            load_config(path)
