@@ -129,10 +129,22 @@ def test_the_demo_plan_is_valid_and_puts_its_longest_runs_first():
     header = path.read_text().split("\nsweeps:")[0]
     assert "python -m pipeline sweep --plan" in header and "Runtime" in header and "Expected" in header
     runs = sweep.plan_file(path, "runs/demo")
-    assert len(runs) == 45
+    assert len(runs) == 64
     names = [str(r.workdir) for r in runs]
-    assert names[0] == "runs/demo/lr-0.1__norm-batch__seed-0" and names[-1].startswith("runs/demo/dln/")
+    # The DLN's l1 runs (the longest) first, the 200-step VGG runs without probes last.
+    assert names[0] == "runs/demo/dln/lr-1e-6__norm-l1__seed-0"
+    assert names[-1] == "runs/demo/lr-0.1__norm-linf__seed-2"
     assert {r.backend for r in runs if "/dln/" in str(r.workdir)} == {"jax"}
+    # 6 seeds for every DLN variant, paired: the same seeds for each.
+    seeds = {}
+    for run in runs:
+        if "/dln/" in str(run.workdir):
+            variant = str(run.workdir.name).rsplit("__seed-", 1)[0]
+            seeds.setdefault(variant, set()).add(int(run.workdir.name.rsplit("-", 1)[1]))
+    assert len(seeds) == 5 and all(s == set(range(6)) for s in seeds.values())
+    # The confirmation set (make demo-confirm): the same runs on seeds + 100, disjoint.
+    confirm = sweep.plan_file(path, "runs/demo_confirm", seed_offset=100)
+    assert [r.name.replace("seed-10", "seed-") for r in confirm] == [r.name for r in runs]
 
 
 def _records(workdir):
