@@ -111,9 +111,10 @@ def test_a_second_training_on_a_busy_run_directory_is_refused_at_once(tmp_path, 
 
         def frameworks_started(*args):
             raise AssertionError("the frameworks started before the lock was checked")
-        monkeypatch.setattr(backend, "start_frameworks", frameworks_started)
-        _fails_cleanly(call_cli("train", SMOKE, *settings, "--workdir", tmp_path, check=False),
-                       1, "is in use", "is training into it")
+        with monkeypatch.context() as patched:
+            patched.setattr(backend, "start_frameworks", frameworks_started)
+            _fails_cleanly(call_cli("train", SMOKE, *settings, "--workdir", tmp_path,
+                                    check=False), 1, "is in use", "is training into it")
     finally:
         first.send_signal(signal.SIGINT)
         _, first_stderr = first.communicate(timeout=120)

@@ -91,19 +91,25 @@ sweeps:
     grid:
       - model.norm=batch,none
       - seed=3,4
-    set: &short
+    set:
       - train.steps=5
   - config: {SMOKE}
     folder: other
     backend: jax
     seeds: 2
-    set: *short
+    set:
+      - train.steps=5
 """)
     runs = sweep.plan_file(plan, tmp_path / "runs")
     assert [str(r.workdir.relative_to(tmp_path / "runs")) for r in runs] == [
         "norm-batch__seed-3", "norm-batch__seed-4", "norm-none__seed-3", "norm-none__seed-4",
         "other/seed-0", "other/seed-1"]
     assert {r.steps for r in runs} == {5}
+    # YAML aliases are refused in plans as in configs (a recursive one never ends).
+    aliased = tmp_path / "aliased.yaml"
+    aliased.write_text(plan.read_text().replace("    set:\n      - train.steps=5\n", "    set: &short\n      - train.steps=5\n", 1).replace("    set:\n      - train.steps=5\n", "    set: *short\n"))
+    with pytest.raises(ConfigError, match="aliases"):
+        sweep.plan_file(aliased, tmp_path / "runs")
     commands = sweep.list_commands(runs).splitlines()
     assert "--backend tensorflow train" in commands[0] and "--backend jax train" in commands[4]
     # Two entries making the same folder, an unknown key, a flow-style grid: refused,
