@@ -268,10 +268,14 @@ def test_killed_at_random_moments_and_resumed_each_time_gives_the_uninterrupted_
                 "--set", "train.eval_every=10", "--set", "train.steps_per_call=1"]
     killed = RunDirectory(tmp_path / "killed")
     moments = random.Random(0)
+    # A killed process cannot remove its temporary folder: keep it in the test's own.
+    temporary = tmp_path / "temporary"
+    temporary.mkdir()
     for attempt in range(3):
         process = subprocess.Popen([sys.executable, "-m", "pipeline", "train", str(SMOKE),
                                     *settings, "--workdir", str(killed.path)], cwd=REPO,
-                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                   env={**os.environ, "TMPDIR": str(temporary)})
         before = len(killed.records("train"))
         deadline = time.time() + 120
         while len(killed.records("train")) <= before and time.time() < deadline:

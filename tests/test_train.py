@@ -87,9 +87,12 @@ def test_sigkill_then_rerun_gives_the_uninterrupted_records(tmp_path):
                  "--set", "train.checkpoint_every=7", "--set", "train.eval_every=10",
                  "--set", "model.norm=noisy_batch"]
     killed = tmp_path / "killed"
+    # A killed process cannot remove its temporary folder: keep it in the test's own.
+    temporary = tmp_path / "temporary"
+    temporary.mkdir()
     process = subprocess.Popen([sys.executable, "-m", "pipeline", "train", str(SMOKE), *overrides,
                                 "--workdir", str(killed)], cwd=REPO, stdout=subprocess.DEVNULL,
-                               stderr=subprocess.DEVNULL)
+                               stderr=subprocess.DEVNULL, env={**os.environ, "TMPDIR": str(temporary)})
     train_log = killed / "records" / "train.jsonl"
     deadline = time.time() + 240
     while len(read_records(train_log)) < 15 and process.poll() is None and time.time() < deadline:
