@@ -49,7 +49,7 @@ def load_runs(paths):
     """Runs found at or below each path (a run directory or a sweep folder)."""
     if isinstance(paths, (str, Path)):
         paths = [paths]
-    runs = []
+    runs, loaded = [], set()
     for path in paths:
         path = Path(path)
         if not path.exists():
@@ -58,8 +58,10 @@ def load_runs(paths):
         found = find_runs(path)
         if not found:
             raise MissingRunsError(f"{path} holds no run directory (no config.yaml below it)")
-        runs += [load_run(p) for p in found if str(p.resolve()) not in
-                 {str(Path(r["path"]).resolve()) for r in runs}]  # a folder given twice
+        for run_path in found:
+            if run_path.resolve() not in loaded:  # a folder given twice is read once
+                loaded.add(run_path.resolve())
+                runs.append(load_run(run_path))
     _refuse_copies(runs)
     _label(runs)
     return runs
