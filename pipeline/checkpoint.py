@@ -49,10 +49,20 @@ def checkpoints(directory):
     return sorted(p for p in directory.iterdir() if PATTERN.search(p.name))
 
 
+def _nonfinite(values):
+    """'N of M variables, e.g. <path>' for the floating-point arrays of `values` that hold
+    a NaN or an infinity ('' if none)."""
+    bad = sorted(key for key, value in values.items()
+                 if np.issubdtype(value.dtype, np.floating) and not np.isfinite(value).all())
+    return f"{len(bad)} of {len(values)} variables, e.g. {bad[0]}" if bad else ""
+
+
 def restore_latest(directory, model, optimizer, warn=None):
     """Load the newest intact checkpoint into the variables; returns its step, or 0 if
-    there is none. A checkpoint that cannot be read (truncated, garbage) is reported
-    through `warn` and the next older one is tried."""
+    there is none. A checkpoint that cannot be read (truncated, garbage) or that holds a
+    non-finite value (a NaN weight would train on to a "finished" run of garbage: the
+    loss is checked only from the next step on) is reported through `warn` and the next
+    older one is tried."""
     import sys
     import zipfile
     warn = warn or (lambda message: print(f"warning: {message}", file=sys.stderr))
@@ -64,6 +74,10 @@ def restore_latest(directory, model, optimizer, warn=None):
         except (zipfile.BadZipFile, OSError, ValueError, EOFError, KeyError) as error:
             warn(f"{path} is damaged ({type(error).__name__}: {error}); trying an older "
                  "checkpoint")
+            continue
+        nonfinite = _nonfinite(values)
+        if nonfinite:
+            warn(f"{path} holds non-finite values ({nonfinite}); trying an older checkpoint")
             continue
         if {key: tuple(v.shape) for key, v in values.items()} != {
                 key: tuple(v.shape) for key, v in tracked.items()}:
