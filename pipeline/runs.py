@@ -20,10 +20,10 @@ import tempfile
 from pathlib import Path
 
 from pipeline.errors import InputError, UserError
+from pipeline.run_meta import meta_problem
 
 CONFIG_FILE = "config.yaml"
 META_FILE = "meta.json"
-STATUSES = ("running", "finished", "diverged", "interrupted", "failed")
 
 
 class RunBusyError(UserError, RuntimeError):
@@ -77,7 +77,9 @@ def atomic_write_text(path, text):
 def read_records(path):
     """All complete records of a JSON-lines file. A torn last line (a crash in the middle
     of a write) is skipped; any other line that is not a record (a JSON object with a
-    whole `step`) is a `BrokenRunError` naming the file and the line, never dropped."""
+    whole `step`), or whose step is not after the previous line's (one stream holds one
+    record per step, in order: a repeated or moved line is damage), is a
+    `BrokenRunError` naming the file and the line, never dropped."""
     path = Path(path)
     if not path.exists():
         return []
@@ -101,6 +103,11 @@ def read_records(path):
         if not (isinstance(record, dict) and isinstance(record.get("step"), int)):
             raise BrokenRunError(f"{path}, line {number}, is not a record ({line[:60]!r}); "
                                  "restore the file or remove that line, or delete the run "
+                                 "directory to start that run over")
+        if records and record["step"] <= records[-1]["step"]:
+            raise BrokenRunError(f"{path}, line {number}, holds step {record['step']} after step "
+                                 f"{records[-1]['step']} (steps must increase: a line is repeated "
+                                 "or out of order); restore the file, or delete the run "
                                  "directory to start that run over")
         records.append(record)
     return records
@@ -242,8 +249,9 @@ class RunDirectory:
         except (json.JSONDecodeError, UnicodeDecodeError) as error:
             raise BrokenRunError(f"{path} is not valid JSON ({error}); restore it, or delete "
                                  f"{self.path} to start that run over") from None
-        if not isinstance(meta, dict):
-            raise BrokenRunError(f"{path} holds no JSON object; restore it, or delete "
+        problem = meta_problem(meta)
+        if problem:
+            raise BrokenRunError(f"{path} is damaged: {problem}; restore it, or delete "
                                  f"{self.path} to start that run over")
         return meta
 
@@ -266,6 +274,27 @@ class RunDirectory:
         for stream in self.streams():
             limit = step + 1 if stream == "eval" else step
             keep_records(self.records_path(stream), lambda r, limit=limit: r["step"] < limit)
+
+    def check_resumable(self, start, checkpointed, log_every):
+        """Refuse to resume from step `start` (0: from scratch) records that do not lead up
+        to it: `checkpointed`, the step meta.json says the last checkpoint holds, and no
+        checkpoint to resume from (a deleted checkpoints/ folder would restart the run in
+        silence), or train records that miss a logged step before `start` (a deleted or
+        cut train.jsonl, a checkpoint renamed to a later step)."""
+        advice = f"restore the run's files, or delete {self.path} to start that run over"
+        if start == 0 and checkpointed > 0:
+            raise BrokenRunError(
+                f"{self.path / META_FILE} says the run was checkpointed at step {checkpointed}, "
+                f"but {self.checkpoint_dir} holds no intact checkpoint to resume from; {advice}")
+        logged = [r["step"] for r in self.records("train") if r["step"] < start]
+        expected = list(range(0, start, log_every))
+        if logged != expected:
+            missing = sorted(set(expected) - set(logged))
+            what = (f"misses step {missing[0]}" if missing else
+                    f"holds step {sorted(set(logged) - set(expected))[0]}, which is not logged")
+            raise BrokenRunError(
+                f"{self.records_path('train')} {what} ({len(logged)} of the {len(expected)} "
+                f"records before step {start}, where the checkpoint resumes); {advice}")
 
     def close(self):
         for writer in self._writers.values():

@@ -169,6 +169,8 @@ def _resume_and_train(config, runtime, engine, run, probes_factory, echo=None):
     arrays = load_arrays(config.data)
     model, optimizer = build_training_state(config, arrays.num_classes, engine)
     start = restore_latest(run.checkpoint_dir, model, optimizer)
+    if run.writable:
+        run.check_resumable(start, meta.get("step", 0), config.train.log_every)
     run.drop_records_after(start)
     meta.pop("error", None)  # an earlier attempt's; this one starts clean
     previous = meta.get("backend")
