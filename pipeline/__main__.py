@@ -98,6 +98,7 @@ def _parser():
 def main(argv=None):
     interrupts.install()  # SIGTERM unwinds like Ctrl-C, from the first instant on
     try:
+        interrupts.die_with_parent()
         args = _parser().parse_args(argv)
         select_backend(args.backend)  # before anything imports Keras
         return _run(args)

@@ -7,7 +7,12 @@ kill; Python's default for it is to die on the spot, leaving `meta.json` at `run
 the shell's code for the signal (128 + its number: 130 for SIGINT, 143 for SIGTERM).
 """
 
+import os
 import signal
+import sys
+
+PARENT_VARIABLE = "BNLAB_PARENT_PID"  # set by a sweep for the train processes it starts
+PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 
 _received = []  # signals received in this process, in order
 
@@ -61,3 +66,19 @@ def signal_of(error):
     """The signal that stops child processes because of `error`: Ctrl-C's own for Ctrl-C,
     SIGTERM for anything else (SIGTERM itself, or an error of the parent)."""
     return signal.SIGINT if isinstance(error, KeyboardInterrupt) else signal.SIGTERM
+
+
+def die_with_parent():
+    """In a process a sweep started (its parent's pid in BNLAB_PARENT_PID): be sent
+    SIGTERM when that parent ends, however it ends (SIGKILL included), so that no run
+    trains on unwatched, holding its run directory; the run then records itself as
+    interrupted. Linux only (prctl); elsewhere the sweep's own signal handling remains.
+    The variable is removed so that no process this one starts inherits it."""
+    parent = os.environ.pop(PARENT_VARIABLE, None)
+    if parent is None or not sys.platform.startswith("linux"):
+        return
+    import ctypes
+    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, int(signal.SIGTERM), 0, 0, 0)
+    if str(os.getppid()) != parent:  # it ended before prctl took effect
+        _received.append(signal.SIGTERM)
+        raise Terminated()

@@ -24,10 +24,9 @@ from typing import Any
 from pipeline import interrupts
 from pipeline.config import AUTO, ConfigError
 from pipeline.runs import BrokenRunError
-from pipeline.sweep import log_tail, run_status, runs_to_do, start_logged, summarize
+from pipeline.sweep import STOP_SECONDS, log_tail, run_status, runs_to_do, start_logged, summarize
 
 POLL_SECONDS = 0.5
-STOP_SECONDS = 60    # how long stopped children may take to write their last records
 NVIDIA_GPUS = Path("/proc/driver/nvidia/gpus")
 
 

@@ -10,12 +10,19 @@ others. The runs' folders and the log folder must be on storage the nodes share.
 (processes on this machine, no Slurm), which is how the test suite covers it.
 """
 
+import contextlib
 import dataclasses
+import os
+import subprocess
+import sys
+import time
 from pathlib import Path
 from typing import Optional
 
+from pipeline import interrupts
 from pipeline.config import ConfigError
-from pipeline.sweep import runs_to_do, start_logged, summarize
+from pipeline.runs import RunBusyError, open_no_follow, refuse_if_busy
+from pipeline.sweep import STOP_SECONDS, runs_to_do, start_logged, summarize
 
 EXECUTORS = {"slurm": "slurm", "submitit_local": "local"}  # --executor -> submitit's cluster
 
@@ -34,8 +41,60 @@ class SlurmOptions:
 def train_task(run, command):
     """One array task: the run's train command, its output appended to its log, as a
     local sweep starts it. Returns the command's exit code (a failed run is a result of
-    the array, not an error of the task)."""
-    return start_logged(run, command).wait()
+    the array, not an error of the task). A task that is stopped (a cancel, Slurm's
+    SIGTERM) stops its run with the same signal and waits for it to record itself."""
+    process = start_logged(run, command)
+    try:
+        return process.wait()
+    except BaseException as error:
+        process.send_signal(interrupts.signal_of(error))
+        try:
+            process.wait(STOP_SECONDS)
+        except subprocess.TimeoutExpired:
+            process.kill()
+        raise
+
+
+def _stop_jobs(jobs, runs):
+    """Cancel `jobs` (submitit's local executor: SIGINT to each) and wait, at most
+    STOP_SECONDS, until they have ended and no run of `runs` is held by a process any
+    more, so that the same command, rerun at once, resumes them."""
+    for job in jobs:
+        job.cancel(check=False)
+    deadline = time.monotonic() + STOP_SECONDS
+    while time.monotonic() < deadline:
+        if all(job.done() for job in jobs) and not any(map(_busy, runs)):
+            return
+        time.sleep(0.2)
+
+
+@contextlib.contextmanager
+def _stderr_inherited_as(path):
+    """Within: processes started here write their stderr to `path` (None: unchanged).
+    submitit's local executor starts one controller process per job with this process's
+    stderr, and a cancelled controller prints its KeyboardInterrupt traceback there: it
+    belongs in the sweep's submitit folder, not among the command's messages."""
+    if path is None:
+        yield
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open_no_follow(path, "a") as log:
+        sys.stderr.flush()
+        saved = os.dup(2)
+        os.dup2(log.fileno(), 2)
+        try:
+            yield
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+
+
+def _busy(run):
+    try:
+        refuse_if_busy(run.workdir)
+    except RunBusyError:
+        return True
+    return False
 
 
 def _parameters(executor, options, runs):
@@ -69,9 +128,10 @@ def submit(runs, sweep_dir, executor="slurm", options=SlurmOptions(),
         raise ConfigError(f"--executor {executor}: {error}; run the sweep on the cluster's "
                           "login node, or use --list for another scheduler") from None
     cluster.update_parameters(**_parameters(executor, options, todo))
-    with cluster.batch():
-        jobs = [cluster.submit(train_task, run, run.command(verbose))
-                for run in todo]
+    with _stderr_inherited_as(folder / "controllers.log" if executor != "slurm" else None):
+        with cluster.batch():
+            jobs = [cluster.submit(train_task, run, run.command(verbose))
+                    for run in todo]
     echo(f"submitted {len(jobs)} run(s) as job(s) {', '.join(sorted({j.job_id.split('_')[0] for j in jobs}))}"
          f" ({executor}); submitit's logs in {folder}")
     try:
@@ -81,9 +141,14 @@ def submit(runs, sweep_dir, executor="slurm", options=SlurmOptions(),
             except submitit.core.utils.UncompletedJobError as error:
                 code = f"not completed ({' '.join(str(error).split())[:200]})"
             echo(f"{run.name}: " + ("done" if code == 0 else f"exited with code {code}"))
-    except KeyboardInterrupt:
-        if executor == "slurm":
+    except BaseException as error:
+        if executor == "slurm" and interrupts.is_interrupt(error):
+            # The array is the cluster's now: stopping the command that watches it must
+            # not cancel hours of queued work (scancel does that).
             echo(f"the job array keeps running on the cluster ({jobs[0].job_id.split('_')[0]}); "
-                 "rerun the same command to see the summary or resume what stopped")
+                 "rerun the same command to see the summary or resume what stopped, or "
+                 "cancel it with scancel")
+        elif executor != "slurm":
+            _stop_jobs(jobs, todo)
         raise
     return summarize(runs)

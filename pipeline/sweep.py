@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
+from pipeline import interrupts
 from pipeline.backend import BACKENDS
 from pipeline.config import AUTO, ConfigError, load_config, read_yaml_file, to_yaml
 from pipeline.runs import BrokenRunError, RunDirectory, open_no_follow, pick, summary_row
@@ -64,11 +65,15 @@ class PlannedRun:
 ONE_CPU_THREAD = "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
 
 
+STOP_SECONDS = 60  # how long a stopped run may take to write its last records
+
+
 def start_logged(run, command, devices=None, own_session=False):
     """Start `command` (a run's train command) with its output appended to the run's
     log; `devices`: its CUDA_VISIBLE_DEVICES. Returns the process."""
     run.workdir.mkdir(parents=True, exist_ok=True)
-    env = {**os.environ, "TQDM_DISABLE": "1"}  # the log keeps lines, not redrawn bars
+    env = {**os.environ, "TQDM_DISABLE": "1",  # the log keeps lines, not redrawn bars
+           interrupts.PARENT_VARIABLE: str(os.getpid())}  # it ends when this process ends
     if devices is not None:
         env["CUDA_VISIBLE_DEVICES"] = devices
     if run.cpu_threads == 1 and (run.backend or os.environ.get("KERAS_BACKEND")) == "jax":
