@@ -221,11 +221,18 @@ def test_a_sweep_through_submitit_runs_each_run_once_and_skips_them_when_resubmi
 
 
 @pytest.mark.slow
-def test_sigterm_stops_a_sweep_and_marks_its_runs_interrupted(tmp_path):
+@pytest.mark.parametrize("executor, how", [
+    (["--jobs", "2"], "SIGTERM"),  # passed on as it came
+    (["--executor", "submitit_local"], "Ctrl-C"),  # submitit's cancel sends SIGINT
+])
+def test_sigterm_stops_a_sweep_and_marks_its_runs_interrupted(executor, how, tmp_path):
+    """On every executor: the runs stop and record why, and none is still held when the
+    command has ended, so that rerunning it at once resumes them."""
+    from pipeline.runs import refuse_if_busy
     args = [sys.executable, "-m", "pipeline", "sweep", str(SMOKE), "--grid",
             "model.norm=none,batch", "--set", "train.steps=3000", "--set",
             "train.checkpoint_every=1000", "--set", "train.eval_every=1000",
-            "--sweep-dir", str(tmp_path), "--jobs", "2"]
+            "--sweep-dir", str(tmp_path), *executor]
     process = subprocess.Popen(args, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                text=True, env=clean_environment())
     runs = [tmp_path / "norm-none__seed-0", tmp_path / "norm-batch__seed-0"]
@@ -240,8 +247,9 @@ def test_sigterm_stops_a_sweep_and_marks_its_runs_interrupted(tmp_path):
     assert "Traceback" not in stderr and stderr.strip().splitlines()[-1].startswith(
         "interrupted (SIGTERM)"), stderr[-2000:]
     for run in runs:
+        refuse_if_busy(run)  # raises if a process still trains into it
         meta = RunDirectory(run).read_meta()
-        assert meta["status"] == "interrupted" and meta["error"] == "interrupted (SIGTERM)"
+        assert meta["status"] == "interrupted" and meta["error"] == f"interrupted ({how})", meta
         assert "Traceback" not in (run / "train.log").read_text()
 
 
@@ -251,3 +259,55 @@ def test_grid_values_equal_once_read_are_one_run_not_two(tmp_path):
     with pytest.raises(ConfigError, match="are the same run .*0.1 and 1e-1"):
         plan_sweep(SMOKE, ["optim.lr=0.1,1e-1"], sweep_dir=tmp_path)
     assert len(plan_sweep(SMOKE, ["optim.lr=0.1,0.2"], sweep_dir=tmp_path)) == 2
+
+
+# A run as a sweep starts it, standing in for `pipeline train`: it takes the same
+# measure against an orphaned life (interrupts.die_with_parent) and says how it ended.
+ORPHAN = """
+import os, sys, time
+from pipeline import interrupts
+interrupts.install()
+try:
+    interrupts.die_with_parent()
+    print("ready", os.environ.get(interrupts.PARENT_VARIABLE), flush=True)
+    time.sleep(60)
+except interrupts.Terminated:
+    print("terminated", flush=True)
+"""
+# The sweep: starts the run with `start_logged`, says so, and waits to be killed.
+SWEEP = """
+import sys, time
+from pathlib import Path
+from pipeline import sweep
+run = sweep.PlannedRun("orphan", Path("c.yaml"), (), Path(sys.argv[1]))
+print(sweep.start_logged(run, [sys.executable, "-c", sys.argv[2]]).pid, flush=True)
+time.sleep(60)
+"""
+
+
+def test_runs_a_sweep_started_end_when_the_sweep_is_killed(tmp_path):
+    """SIGKILL leaves the sweep no moment to stop its runs: the kernel tells each run
+    that its parent is gone (PR_SET_PDEATHSIG), and the run stops as for SIGTERM."""
+    import os
+    parent = subprocess.Popen([sys.executable, "-c", SWEEP, str(tmp_path), ORPHAN], cwd=REPO,
+                              stdout=subprocess.PIPE, text=True, env=clean_environment())
+    child = int(parent.stdout.readline())
+    log = tmp_path / "train.log"
+    deadline = time.time() + 60
+    while "ready" not in (log.read_text() if log.exists() else "") and time.time() < deadline:
+        time.sleep(0.05)
+    assert log.read_text().split() == ["ready", "None"]  # not handed on to its own children
+    os.kill(parent.pid, signal.SIGKILL)
+    parent.wait()
+    while _alive(child) and time.time() < deadline:
+        time.sleep(0.05)
+    assert log.read_text().split() == ["ready", "None", "terminated"]
+
+
+def _alive(pid):
+    """Whether process `pid` still runs (a zombie, ended but not reaped, does not)."""
+    try:
+        with open(f"/proc/{pid}/stat") as handle:
+            return handle.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False

@@ -80,7 +80,7 @@ def test_other_config_in_same_workdir_is_refused(tmp_path):
 @pytest.mark.both_backends
 @pytest.mark.skipif(keras.backend.backend() == "tensorflow",
                     reason="on TensorFlow the stronger test_faults.py test kills such a run at "
-                           "3 random moments")
+                           "2 random moments")
 @pytest.mark.slow
 def test_sigkill_then_rerun_gives_the_uninterrupted_records(tmp_path):
     overrides = ["--set", "train.steps=30", "--set", "train.log_every=1",
@@ -162,13 +162,16 @@ def test_records_are_identical_for_one_and_several_steps_per_call(tmp_path):
     common = ["model.norm=noisy_batch", "train.steps=23", "train.log_every=1",
               "train.eval_every=7", "train.checkpoint_every=10", "probes.landscape.enabled=true",
               "probes.landscape.every=6"]
-    for name, steps_per_call in (("one", 1), ("five", 5), ("many", 1000), ("auto", "auto")):
+    # Five steps per call cross the probe, evaluation and checkpoint steps and end in a
+    # short call; auto's lengths change with the measured speed. (A fixed long call
+    # differs from five only in its length: the DLN test below has one, on both backends.)
+    for name, steps_per_call in (("one", 1), ("five", 5), ("auto", "auto")):
         train_and_evaluate(load_config(SMOKE, [*common, f"train.steps_per_call={steps_per_call}"]),
                            tmp_path / name, probes_factory=make_probes)
     one = _records(tmp_path / "one")
     assert sorted(one) == ["eval", "landscape", "train"]
     assert [r["step"] for r in RunDirectory(tmp_path / "one").records("eval")] == [7, 14, 21, 23]
-    for name in ("five", "many", "auto"):
+    for name in ("five", "auto"):
         assert _records(tmp_path / name) == one, name
     meta = RunDirectory(tmp_path / "five").read_meta()
     backend = keras.backend.backend()
