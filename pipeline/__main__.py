@@ -10,16 +10,35 @@ from pipeline.backend import BACKENDS, select_backend
 from pipeline.errors import UserError
 
 
+def _whole(minimum):
+    """An argparse type: a whole number >= `minimum` (argparse names the option)."""
+    def parse(text):
+        try:
+            value = int(text)
+        except ValueError:
+            value = None
+        if value is None or value < minimum:
+            raise argparse.ArgumentTypeError(f"{text!r} is not valid; use a whole number >= {minimum}")
+        return value
+    return parse
+
+
 def _jobs(text):
     if text == "auto":
         return text
     try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
+        return _whole(1)(text)
+    except argparse.ArgumentTypeError:
         raise argparse.ArgumentTypeError(f"{text!r} is not valid; use auto or a whole number >= 1")
-    return value
+
+
+def _jobs_list(text):
+    """'1,2' -> [1, 2]: each a whole number >= 1."""
+    try:
+        return [_whole(1)(item) for item in text.split(",")]
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not valid; use whole numbers >= 1 separated by commas, e.g. 1,2")
 
 
 def _parser():
@@ -44,8 +63,8 @@ def _parser():
                             "sweeps, run as one queue (e.g. configs/demo_plan.yaml)")
     sweep.add_argument("--grid", action="append", default=[], metavar="KEY=V1,V2",
                        help="values of one key to sweep, e.g. --grid model.norm=none,batch")
-    sweep.add_argument("--seeds", type=int, default=1, help="seeds 0..N-1 per combination")
-    sweep.add_argument("--seed-offset", type=int, default=0, metavar="N",
+    sweep.add_argument("--seeds", type=_whole(1), default=1, help="seeds 0..N-1 per combination")
+    sweep.add_argument("--seed-offset", type=_whole(0), default=0, metavar="N",
                        help="add N to every seed (of --seeds, --grid seed=, or a plan): the "
                             "same sweep on a disjoint seed set, e.g. to confirm the claims")
     sweep.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
@@ -61,13 +80,13 @@ def _parser():
                        "Slurm job array through submitit, or submitit's local executor")
     slurm = sweep.add_argument_group("Slurm (--executor slurm)")
     slurm.add_argument("--partition", help="Slurm partition")
-    slurm.add_argument("--time", type=int, default=60, metavar="MINUTES",
+    slurm.add_argument("--time", type=_whole(1), default=60, metavar="MINUTES",
                        help="time limit per run (default: %(default)s)")
-    slurm.add_argument("--gpus-per-run", type=int, default=None, metavar="N",
+    slurm.add_argument("--gpus-per-run", type=_whole(0), default=None, metavar="N",
                        help="GPUs per run (local default 1 where there are GPUs; Slurm 0)")
-    slurm.add_argument("--cpus-per-run", type=int, metavar="N",
+    slurm.add_argument("--cpus-per-run", type=_whole(1), metavar="N",
                        help="CPUs per array task (default: the runs' train.threads)")
-    slurm.add_argument("--array-parallelism", type=int, default=64, metavar="N",
+    slurm.add_argument("--array-parallelism", type=_whole(1), default=64, metavar="N",
                        help="array tasks running at once (default: %(default)s)")
     slurm.add_argument("--log-dir", help="submitit's log folder, on storage the nodes share "
                        "(default: <sweep dir>/slurm)")
@@ -87,9 +106,9 @@ def _parser():
     bench.add_argument("--norms", default="none,batch,noisy_batch",
                        help="comma-separated model.norm values to compare (default: %(default)s)")
     bench.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
-    bench.add_argument("--whole-steps", type=int, default=None, metavar="N",
+    bench.add_argument("--whole-steps", type=_whole(1), default=None, metavar="N",
                        help="steps of each whole-loop run (default: 200 for VGG, 3000 for the DLN)")
-    bench.add_argument("--sweep-jobs", metavar="J1,J2,...",
+    bench.add_argument("--sweep-jobs", type=_jobs_list, metavar="J1,J2,...",
                        help="instead: the wall time of a 4-run sweep of the config with each "
                             "--jobs value (e.g. 1,2)")
     return parser
@@ -101,13 +120,18 @@ def main(argv=None):
         interrupts.die_with_parent()
         args = _parser().parse_args(argv)
         select_backend(args.backend)  # before anything imports Keras
-        return _run(args)
+        code = _run(args)
+        sys.stdout.flush()  # here, where a reader that has gone (| head) is a normal end
+        return code
     except UserError as error:  # every expected failure (pipeline.errors)
         print(f"error: {error}", file=sys.stderr)
         return error.exit_code
     except ValueError as error:  # a bad value the parsers let through
         print(f"error: {error}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # the reader stopped reading (| head): a normal end
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # nothing more to say
+        return 0
     except OSError as error:  # a full disk, no permission, a path that is a file
         print(f"error: {error.filename or 'a file'}: {error.strerror or error}; "
               f"{_advice(error)}", file=sys.stderr)
@@ -160,8 +184,7 @@ def _claims(args, verbose):
 def _bench(args, verbose):
     if args.sweep_jobs:
         from pipeline.sweep_bench import format_sweep_speeds
-        print(format_sweep_speeds(args.config, [int(j) for j in args.sweep_jobs.split(",")],
-                                  args.set))
+        print(format_sweep_speeds(args.config, args.sweep_jobs, args.set))
         return 0
     from pipeline import bench
     print(bench.run_benchmarks(args.config, args.norms.split(","), args.set, args.whole_steps))
@@ -171,10 +194,6 @@ def _bench(args, verbose):
 def _sweep(args, verbose):
     from pipeline import sweep
     from pipeline.config import ConfigError
-    if args.seeds < 1:
-        raise ConfigError(f"--seeds={args.seeds} must be >= 1")
-    if args.seed_offset < 0:
-        raise ConfigError(f"--seed-offset={args.seed_offset} must be >= 0")
     if bool(args.plan) == bool(args.config):
         raise ConfigError("give either a config file (with --grid, --seeds, --set) or --plan FILE")
     if args.plan and (args.grid or args.set or args.seeds != 1):

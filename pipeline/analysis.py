@@ -18,6 +18,10 @@ class MissingRunsError(UserError, FileNotFoundError):
     """A path given as runs holds no run directory."""
 
 
+class MissingRecordsError(InputError):
+    """Runs lack the records a table or figure needs; the message says how to make them."""
+
+
 class DuplicateRunsError(InputError):
     """Two run directories hold the same run (the same resolved config): counted twice,
     one seed would pass for two."""
@@ -145,9 +149,14 @@ def require_stream(runs, stream, probe_hint=None):
     missing = [r["path"] for r in runs if r["records"].get(stream) is None
                and r["meta"].get("status") != "diverged"]
     if missing:
+        if stream in ("train", "eval"):  # every run writes these; no probe adds them
+            raise MissingRecordsError(
+                f"{len(missing)} run(s) have no {stream} records: {missing[:3]}; train or "
+                f"resume them (python -m pipeline train <config> --workdir <run>), or leave "
+                "them out")
         hint = probe_hint or f"--set probes.{stream}.enabled=true"
-        raise ValueError(f"{len(missing)} run(s) have no {stream} records: {missing[:3]}; "
-                         f"train them with {hint}")
+        raise MissingRecordsError(f"{len(missing)} run(s) have no {stream} records: "
+                                  f"{missing[:3]}; train them with {hint}")
 
 
 def runs_with(runs, stream, probe_hint=None, echo=print):

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import tensorflow as tf
 
-from pipeline.config import DATASETS
+from pipeline.config import DATASETS, ConfigError
 from pipeline.errors import UserError
 
 AUGMENT_PAD = 4  # pixels of zero padding before the random 32x32 crop
@@ -326,9 +326,12 @@ class TrainStream:
         self.global_batch = data.batch_size
         self.num_examples = len(arrays.x_train)
         if self.num_examples < self.global_batch:
-            raise ValueError(
+            size_key = {"synthetic": "data.synthetic_train_size",
+                        "linear_regression": "data.regression_train_size"}.get(
+                data.name, "data.n_train") if data.n_train is None else "data.n_train"
+            raise ConfigError(
                 f"data.batch_size={self.global_batch} exceeds the {self.num_examples} training "
-                f"examples of {data.name}; lower data.batch_size or raise data.n_train")
+                f"examples of {data.name}; lower data.batch_size or raise {size_key}")
         self.steps_per_epoch = self.num_examples // self.global_batch
         pipelines, pipeline_id, self.replica_batch = 1, 0, self.global_batch
         if input_context is not None:

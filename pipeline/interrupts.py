@@ -36,6 +36,16 @@ def install():
     and remember that they came (see `raise_pending`)."""
     signal.signal(signal.SIGINT, _handle)
     signal.signal(signal.SIGTERM, _handle)
+    sys.unraisablehook = _quiet_about_interrupts
+
+
+def _quiet_about_interrupts(unraisable, default=sys.unraisablehook):
+    """Python prints an exception it cannot raise (one from a garbage-collection callback,
+    as JAX's `_xla_gc_callback`, or a `__del__`) as 'Exception ignored in ...' with its
+    traceback. A signal's exception raised there is not lost: `raise_pending` raises it
+    again where the program can stop cleanly, so it is not printed; anything else is."""
+    if not is_interrupt(unraisable.exc_value):
+        default(unraisable)
 
 
 def raise_pending():

@@ -4,7 +4,7 @@ with captions, and assembling one page that shows them all."""
 import json
 from pathlib import Path
 
-from pipeline.errors import UserError
+from pipeline.errors import InputError, UserError
 from pipeline.runs import atomic_write_text, summary_row
 
 NOTEBOOK_DIR = Path(__file__).resolve().parent.parent / "notebooks"
@@ -81,7 +81,7 @@ def make_figures(runs, output_dir="reports", notebooks=NOTEBOOKS, echo=print):
     from pipeline.analysis import load_runs
     unknown = sorted(set(notebooks) - set(NOTEBOOKS))
     if unknown:
-        raise ValueError(f"unknown notebook(s) {unknown}; choose from {', '.join(NOTEBOOKS)}")
+        raise InputError(f"unknown notebook(s) {unknown}; choose from {', '.join(NOTEBOOKS)}")
     runs = [str(r) for r in runs]
     load_runs(runs)  # a missing run path stops here, before any notebook runs
     remove_previous_build(output_dir)
@@ -113,23 +113,48 @@ def _built_files(output_dir):
     return {str(p.relative_to(output_dir)) for p in found}
 
 
-def remove_previous_build(output_dir):
-    """Delete the files the manifest lists (and nothing else), then refuse if the places a
-    build writes still hold files: they are someone else's."""
-    output_dir = Path(output_dir)
+class ReportFolderError(InputError):
+    """The output folder holds files a build did not write, or a damaged manifest."""
+
+
+def _listed_files(output_dir):
+    """The files the manifest of an earlier build lists ([] without one); a
+    `ReportFolderError` naming it if it is not a JSON list of file names."""
     manifest = output_dir / MANIFEST
-    listed = json.loads(manifest.read_text()) if manifest.exists() else []
-    for name in listed:
-        path = (output_dir / name).resolve()
-        inside = path.is_relative_to(output_dir.resolve()) and Path(name).parts[0] in (
-            *BUILT, "report.html")
-        if inside:
-            path.unlink(missing_ok=True)
-    others = sorted(_built_files(output_dir))
+    if not manifest.exists():
+        return []
+    try:
+        listed = json.loads(manifest.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        listed = None
+    if not (isinstance(listed, list) and all(isinstance(n, str) and n.strip() for n in listed)):
+        raise ReportFolderError(
+            f"{manifest} is damaged (it must be the list of files an earlier build wrote); "
+            "delete it and move the folder's figures/, notebooks/ and report.html away, or "
+            "choose another --output")
+    return listed
+
+
+def remove_previous_build(output_dir):
+    """Refuse if the places a build writes hold files the manifest does not list (they are
+    someone else's), before anything is deleted; then delete the files it lists, and
+    nothing else."""
+    output_dir = Path(output_dir)
+    root = output_dir.resolve()
+    ours = []
+    for name in _listed_files(output_dir):
+        path = output_dir / name
+        if (path.resolve().is_relative_to(root) and Path(name).parts[0] in (*BUILT, "report.html")
+                and path.is_file() and not path.is_symlink()):
+            ours.append(path)
+    others = sorted(_built_files(output_dir) - {str(p.relative_to(output_dir)) for p in ours})
     if others:
-        raise ValueError(f"{output_dir} holds files that BN Lab did not write where the report "
-                         f"goes ({', '.join(others[:3])}{', ...' if len(others) > 3 else ''}); "
-                         "choose another --output, or move them")
+        raise ReportFolderError(
+            f"{output_dir} holds files that BN Lab did not write where the report goes "
+            f"({', '.join(others[:3])}{', ...' if len(others) > 3 else ''}); choose another "
+            "--output, or move them")
+    for path in ours:
+        path.unlink(missing_ok=True)
 
 
 def run_inventory(loaded):

@@ -25,6 +25,7 @@ from pipeline.runs import BrokenRunError, RunDirectory, open_no_follow, pick, su
 
 LOG_FILE = "train.log"   # a sweep's copy of each run's console output, in its run directory
 NAME_LENGTH = 48         # longest value in a run name; longer ones are cut and hashed
+MAX_FOLDER_BYTES = 255   # the longest file name Linux and macOS file systems allow
 
 
 @dataclass(frozen=True)
@@ -173,11 +174,27 @@ def plan_sweep(config_path, grid_items=(), seeds=1, sweep_dir=None, overrides=()
 
 
 def _refuse_shared_folders(runs):
-    workdirs = [run.workdir for run in runs]
-    if len(set(workdirs)) != len(workdirs):
-        clash = next(w for w in workdirs if workdirs.count(w) > 1)
-        raise ConfigError(f"two runs would share the folder {str(clash)!r}; give each grid "
-                          "value (and each seed of a folder) only once")
+    """Refuse run folders that cannot be made: a name longer than a folder name may be,
+    or two runs in one folder (the same values given twice, or values that differ only
+    in characters a folder name drops, such as 'ü' and 'é')."""
+    for run in runs:
+        if len(run.workdir.name.encode()) > MAX_FOLDER_BYTES:
+            raise ConfigError(f"the run name {run.workdir.name[:60]}... is "
+                              f"{len(run.workdir.name.encode())} bytes, and a folder name may "
+                              f"have {MAX_FOLDER_BYTES}; sweep fewer keys at once, or give the "
+                              "plan's sweeps folders of their own")
+    by_folder = {}
+    for run in runs:
+        other = by_folder.setdefault(run.workdir, run)
+        if other is not run:
+            first, second = (" ".join(sorted(set(a.overrides) - set(b.overrides)))
+                             for a, b in ((other, run), (run, other)))
+            raise ConfigError(
+                f"two runs would share the folder {str(run.workdir)!r}: " + (
+                    f"{first} and {second}; a run's folder keeps only letters, digits and "
+                    ".-+ of its values, so use values that differ in those" if first else
+                    "the same values are given twice; give each grid value (and each seed "
+                    "of a folder) only once"))
 
 
 PLAN_KEYS = {"config", "grid", "seeds", "set", "folder", "backend"}
@@ -217,6 +234,9 @@ def plan_file(path, sweep_dir=None, seed_offset=0):
         if entry.get("backend", BACKENDS[0]) not in BACKENDS:
             raise ConfigError(f"{where}: backend={entry['backend']!r} must be one of "
                               f"{', '.join(BACKENDS)}")
+        if "folder" in entry and not (isinstance(entry["folder"], str) and entry["folder"].strip()):
+            raise ConfigError(f"{where}: folder={entry['folder']!r} must be a folder name (or "
+                              "leave 'folder' out: the runs go into the sweep folder itself)")
         folder = safe_name(entry["folder"]) if "folder" in entry else None
         try:
             runs += plan_sweep(path.parent / str(entry["config"]), lists["grid"], seeds,

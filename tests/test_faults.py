@@ -276,8 +276,10 @@ def test_a_diverged_run_without_evaluations_does_not_stop_the_figures(tmp_path):
     assert train_lines and fig.axes[1].get_lines()
     # A finished run without evaluations is an error that names it.
     (tmp_path / "a" / "records" / "eval.jsonl").unlink()
-    with pytest.raises(ValueError, match=r"1 run\(s\) have no eval records: \['.*/a'\]"):
+    with pytest.raises(analysis.MissingRecordsError,
+                       match=r"1 run\(s\) have no eval records: \['.*/a'\]; train or resume them") as error:
         analysis.notebook_runs(tmp_path, "VGG runs", family="vgg", required=("eval",))
+    assert "probes.eval" not in str(error.value)  # no such probe: evaluations come with training
 
 
 def test_a_workdir_that_is_a_file_is_named(tmp_path):
@@ -555,3 +557,43 @@ def test_run_files_that_are_symlinks_are_refused_and_their_targets_untouched(tmp
     with pytest.raises(SymlinkRefused, match="train.log is a symbolic link"):
         start_logged(planned, [sys.executable, "-c", "print('written')"])
     assert outside.read_text() == "precious"
+
+
+def test_a_machine_without_what_the_config_asks_is_told_so(tmp_path):
+    """No TPU here: the strategy says so, naming the key (TensorFlow said 'Please provide
+    a TPU Name'); too few synthetic examples name the key that makes more."""
+    result = call_cli("train", SMOKE, "--set", "train.strategy=tpu", "--workdir",
+                      tmp_path / "run", check=False)
+    _fails_cleanly(result, 2, "train.strategy=tpu, but this machine has no TPU")
+    assert not (tmp_path / "run").exists()
+    from pipeline.data import load_arrays, make_dataset
+    config = load_config(SMOKE, ["data.batch_size=512"])
+    with pytest.raises(ConfigError, match="raise data.synthetic_train_size"):
+        make_dataset(config, "train", arrays=load_arrays(config.data))
+
+
+def test_a_reader_that_stops_reading_is_a_normal_end(tmp_path):
+    """`claims --json | head -0`: the closed pipe ends the command quietly, exit 0."""
+    import subprocess
+    import sys
+    from conftest import REPO, clean_environment, fake_run
+    fake_run(tmp_path / "run")
+    process = subprocess.Popen([sys.executable, "-m", "pipeline", "claims", str(tmp_path / "run"),
+                                "--json"], cwd=REPO, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, env=clean_environment())
+    process.stdout.close()  # the reader is gone before the command writes its table
+    assert process.wait(timeout=120) == 0
+    assert process.stderr.read() == b""
+
+
+def test_a_signal_raised_where_python_cannot_raise_it_is_not_printed():
+    """A Ctrl-C landing in a garbage-collection callback (JAX's `_xla_gc_callback`, during
+    TensorFlow's start-up) was printed as 'Exception ignored in ...' with a traceback; it
+    is raised again by `raise_pending`, so only other such exceptions are printed."""
+    import types
+    from pipeline import interrupts
+    shown = []
+    for error in (KeyboardInterrupt(), interrupts.Terminated(), RuntimeError("a bug")):
+        interrupts._quiet_about_interrupts(types.SimpleNamespace(exc_value=error),
+                                           default=shown.append)
+    assert [type(u.exc_value) for u in shown] == [RuntimeError]

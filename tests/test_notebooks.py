@@ -70,6 +70,7 @@ def test_every_notebook_makes_its_figures_and_the_report(sweep, tmp_path):
     with pytest.raises(ValueError, match="holds files that BN Lab did not write"):
         make_figures([sweep], tmp_path, notebooks=("dln",), echo=lambda message: None)
     assert (figures / "mine.png").read_bytes() == b"mine"
+    assert (figures / "dln_loss.png").exists()  # refused before anything was deleted
 
 
 def test_notebooks_are_stored_without_outputs():
@@ -116,3 +117,19 @@ def test_colab_quickstart_runs_offline_end_to_end(tmp_path):
     import yaml
     model = yaml.safe_load((tmp_path / "runs" / "digits-none" / "config.yaml").read_text())["model"]
     assert (model["depth"], model["width_multiplier"]) == (13, 0.0625)  # the parameters were used
+
+
+@pytest.mark.parametrize("manifest", ["[1]", "[null]", '[""]', '"figures/a.png"', "{", "[\"figures\"]"])
+def test_a_damaged_report_manifest_is_named_and_deletes_nothing(manifest, tmp_path):
+    from pipeline.report import MANIFEST, ReportFolderError, remove_previous_build
+    (tmp_path / "figures").mkdir()
+    (tmp_path / "figures" / "a.png").write_bytes(b"png")
+    (tmp_path / "report.html").write_text("<html>")
+    (tmp_path / MANIFEST).write_text(manifest)
+    with pytest.raises(ReportFolderError) as error:
+        remove_previous_build(tmp_path)
+    if manifest == '["figures"]':  # valid, but lists a folder: what it holds is not listed
+        assert "did not write" in str(error.value)
+    else:
+        assert f"{tmp_path / MANIFEST} is damaged" in str(error.value)
+    assert (tmp_path / "figures" / "a.png").exists() and (tmp_path / "report.html").exists()

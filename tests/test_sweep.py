@@ -123,6 +123,10 @@ sweeps:
     plan.write_text(f"sweeps:\n  - config: {SMOKE}\n    grid: model.norm=none\n")
     with pytest.raises(ConfigError, match="'grid' must be a list"):
         sweep.plan_file(plan)
+    for folder in ("null", "''", "[a]"):  # no folder named None, '' or "['a']"
+        plan.write_text(f"sweeps:\n  - config: {SMOKE}\n    folder: {folder}\n")
+        with pytest.raises(ConfigError, match="sweep 1: folder=.* must be a folder name"):
+            sweep.plan_file(plan)
     plan.write_text("sweeps:\n  - config: missing.yaml\n")
     with pytest.raises(ConfigError, match="sweep 1: config file not found"):
         sweep.plan_file(plan)
@@ -311,3 +315,36 @@ def _alive(pid):
             return handle.read().rsplit(")", 1)[1].split()[0] != "Z"
     except FileNotFoundError:
         return False
+
+
+def test_run_folders_that_cannot_be_made_are_refused_before_anything_runs(tmp_path):
+    # Values that differ only in what a folder name drops: named, with what to do.
+    with pytest.raises(ConfigError, match="description=ü and description=é; a run's folder "
+                                          "keeps only letters, digits"):
+        sweep.plan_sweep(SMOKE, ["description=ü,é"], sweep_dir=tmp_path)
+    with pytest.raises(ConfigError, match="the same values are given twice"):
+        sweep.plan_sweep(SMOKE, ["description=a,a"], sweep_dir=tmp_path)
+    # Many long values: a name longer than a folder name may be (255 bytes), refused at
+    # planning (it used to pass --list and fail when the run started).
+    grid = [f"description={'x' * 60}", f"data.data_dir={'y' * 60}", f"optim.lr=0.{'1' * 60}",
+            f"optim.momentum=0.{'2' * 60}", f"model.noise.n_mu=0.{'3' * 60}",
+            f"model.noise.n_sigma=1.{'4' * 60}"]
+    with pytest.raises(ConfigError, match=r"bytes, and a folder name may have 255"):
+        sweep.plan_sweep(SMOKE, grid, sweep_dir=tmp_path)
+    assert not any(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize("args, option", [
+    (["sweep", "configs/smoke.yaml", "--gpus-per-run", "-2"], "--gpus-per-run: '-2'"),
+    (["sweep", "configs/smoke.yaml", "--cpus-per-run", "-1"], "--cpus-per-run: '-1'"),
+    (["sweep", "configs/smoke.yaml", "--time", "0"], "--time: '0'"),
+    (["sweep", "configs/smoke.yaml", "--seeds", "0"], "--seeds: '0'"),
+    (["sweep", "configs/smoke.yaml", "--seed-offset", "-1"], "--seed-offset: '-1'"),
+    (["bench", "--sweep-jobs", "0"], "--sweep-jobs: '0'"),
+    (["bench", "--sweep-jobs", "1,,2"], "--sweep-jobs: '1,,2'"),
+    (["bench", "--sweep-jobs", "abc"], "--sweep-jobs: 'abc'"),
+    (["bench", "--whole-steps", "0"], "--whole-steps: '0'"),
+])
+def test_out_of_range_options_are_refused_naming_the_option(args, option):
+    result = run_cli(*args, check=False, timeout=60)
+    assert result.returncode == 2 and option in result.stderr and "Traceback" not in result.stderr

@@ -8,6 +8,7 @@ import os
 import tensorflow as tf
 
 from pipeline.backend import tpu_present
+from pipeline.config import ConfigError
 
 
 def _tf_config_workers():
@@ -18,7 +19,8 @@ def _tf_config_workers():
     try:
         cluster = json.loads(raw).get("cluster", {})
     except json.JSONDecodeError as error:
-        raise ValueError(f"TF_CONFIG is not valid JSON ({error}): {raw[:200]}") from None
+        raise ConfigError(f"TF_CONFIG is not valid JSON ({error}): {raw[:200]}; fix the "
+                          "variable or unset it") from None
     return len(cluster.get("worker", [])) + len(cluster.get("chief", []))
 
 
@@ -53,10 +55,13 @@ def make_strategy(kind="auto"):
         kind = detect_strategy_kind()
     if kind == "multi_worker":
         if _tf_config_workers() == 0:
-            raise ValueError("train.strategy=multi_worker needs TF_CONFIG describing the cluster "
-                             "(see https://www.tensorflow.org/guide/distributed_training)")
+            raise ConfigError("train.strategy=multi_worker needs TF_CONFIG describing the "
+                              "cluster (see https://www.tensorflow.org/guide/distributed_training)")
         return tf.distribute.MultiWorkerMirroredStrategy()
     if kind == "tpu":
+        if not tpu_present():
+            raise ConfigError("train.strategy=tpu, but this machine has no TPU; use "
+                              "train.strategy=auto (it picks what the machine has)")
         return _tpu_strategy()
     if kind == "mirrored":
         return tf.distribute.MirroredStrategy()
