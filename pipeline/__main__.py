@@ -126,9 +126,6 @@ def main(argv=None):
     except UserError as error:  # every expected failure (pipeline.errors)
         print(f"error: {error}", file=sys.stderr)
         return error.exit_code
-    except ValueError as error:  # a bad value the parsers let through
-        print(f"error: {error}", file=sys.stderr)
-        return 2
     except BrokenPipeError:  # the reader stopped reading (| head): a normal end
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # nothing more to say
         return 0

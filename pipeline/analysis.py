@@ -124,7 +124,7 @@ def chosen_layers(frame, stream, requested=None):
     wanted = list(requested) if requested else recorded
     missing = sorted(set(wanted) - set(recorded))
     if missing:
-        raise ValueError(f"layer(s) {missing} were not recorded by the {stream} probe; the "
+        raise MissingRecordsError(f"layer(s) {missing} were not recorded by the {stream} probe; the "
                          f"runs have layers {recorded} (choose among them, or retrain with "
                          f"probes.{stream}.layers)")
     return wanted

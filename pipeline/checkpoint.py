@@ -15,9 +15,14 @@ from pathlib import Path
 
 import numpy as np
 
+from pipeline.errors import InputError
 from pipeline.runs import atomic_write_bytes
 
 PATTERN = re.compile(r"ckpt-(\d+)\.npz$")
+
+
+class CheckpointMismatch(InputError):
+    """A run directory's checkpoint holds another model's or optimizer's variables."""
 
 
 def _tracked(model, optimizer):
@@ -81,7 +86,7 @@ def restore_latest(directory, model, optimizer, warn=None):
             continue
         if {key: tuple(v.shape) for key, v in values.items()} != {
                 key: tuple(v.shape) for key, v in tracked.items()}:
-            raise ValueError(
+            raise CheckpointMismatch(
                 f"{path} was written by a different model or optimizer (variables differ); "
                 "use a new --workdir or delete the run directory to start over")
         for key, variable in tracked.items():

@@ -15,3 +15,8 @@ class UserError(Exception):
 class InputError(UserError, ValueError):
     """The command, its config or a file it reads is wrong: exit code 2."""
     exit_code = 2
+
+
+class ThreadsError(UserError, RuntimeError):
+    """The process already computes with another thread count than the run's (a
+    framework fixes it once it starts): start the run in a new process."""

@@ -44,7 +44,7 @@ def check_parameters(name, parameters):
     valid = notebook_parameters(name)
     unknown = sorted(set(parameters) - set(valid))
     if unknown:
-        raise ValueError(f"notebook {name}.ipynb has no parameter(s) {unknown}; "
+        raise InputError(f"notebook {name}.ipynb has no parameter(s) {unknown}; "
                          f"valid: {sorted(valid)}")
 
 
@@ -74,7 +74,7 @@ def make_figures(runs, output_dir="reports", notebooks=NOTEBOOKS, echo=print):
 
     The files an earlier build wrote in `output_dir` (its manifest) are removed first, so
     the report shows only what these runs made; an output folder holding other files
-    where a build writes is refused (ValueError) rather than overwritten. A notebook that
+    where a build writes is refused (ReportFolderError) rather than overwritten. A notebook that
     finds no runs of its kind (no DLN run for `dln`) says so and is left out; any other
     stop is an error.
     """

@@ -12,7 +12,6 @@ import dataclasses
 import keras
 
 from pipeline import engines
-from pipeline.errors import UserError
 
 
 @dataclasses.dataclass(frozen=True)
@@ -22,10 +21,6 @@ class Runtime:
     deterministic: bool  # TensorFlow op determinism (JAX: XLA's own, on the CPU)
     backend: str = "tensorflow"  # Keras' backend: "tensorflow" or "jax"
     threads: int = 0     # intra-op threads; 0 = the framework's default
-
-
-class ThreadsError(UserError, RuntimeError):
-    """The process already computes with another thread count than the run's."""
 
 
 def resolve_runtime(train, accelerator=None, backend=None, recorded=None):

@@ -91,7 +91,7 @@ def parse_grid(items):
     for item in items:
         key, sep, values = item.partition("=")
         if not sep or not values:
-            raise ValueError(f"--grid {item!r} must look like section.key=value1,value2")
+            raise ConfigError(f"--grid {item!r} must look like section.key=value1,value2")
         grid.append((key.strip(), [v.strip() for v in values.split(",")]))
     return grid
 
@@ -242,7 +242,7 @@ def plan_file(path, sweep_dir=None, seed_offset=0):
             runs += plan_sweep(path.parent / str(entry["config"]), lists["grid"], seeds,
                                sweep_dir / folder if folder else sweep_dir, lists["set"],
                                entry.get("backend"), seed_offset)
-        except (ConfigError, ValueError) as error:
+        except ConfigError as error:
             raise ConfigError(f"{where}: {error}") from None
     _refuse_shared_folders(runs)
     return runs

@@ -597,3 +597,19 @@ def test_a_signal_raised_where_python_cannot_raise_it_is_not_printed():
         interrupts._quiet_about_interrupts(types.SimpleNamespace(exc_value=error),
                                            default=shown.append)
     assert [type(u.exc_value) for u in shown] == [RuntimeError]
+
+
+def test_a_bug_that_raises_value_error_keeps_its_traceback(tmp_path, monkeypatch):
+    """Only `UserError`s become one `error:` line: a ValueError from a bug (here raised
+    in the training loop, as Keras or NumPy would raise one) reaches the top with its
+    traceback, and the run records itself as failed with it."""
+    from pipeline import train
+
+    def bug(losses):
+        raise ValueError("a deliberate bug")
+    monkeypatch.setattr(train, "first_nonfinite", bug)
+    with pytest.raises(ValueError, match="a deliberate bug") as error:
+        call_cli("train", SMOKE, "--set", "train.steps=2", "--workdir", tmp_path / "run")
+    assert any(entry.name == "bug" for entry in error.traceback)
+    meta = json.loads((tmp_path / "run" / "meta.json").read_text())
+    assert meta["status"] == "failed" and meta["error"] == "ValueError: a deliberate bug"

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from conftest import SMOKE, make_config, training_state
-from pipeline.config import load_config
+from pipeline.config import ConfigError, load_config
 from pipeline.data import batch_at
 from pipeline.models import weight_layers
 from pipeline.probes import make_probes
@@ -175,7 +175,7 @@ def test_training_with_every_probe_gives_the_same_training_records(tmp_path):
 def test_out_of_range_layers_fail_with_the_valid_range():
     config = load_config(SMOKE, ["probes.ics.enabled=true", "probes.ics.layers=[10]"])
     _, _, _, probes = _setup(config)
-    with pytest.raises(ValueError, match=r"\[10\] out of range; this vgg model has weight layers 1..9"):
+    with pytest.raises(ConfigError, match=r"\[10\] out of range; this vgg model has weight layers 1..9"):
         probes()
 
 

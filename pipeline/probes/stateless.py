@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 from keras import ops
 
+from pipeline.config import ConfigError
 from pipeline.data import TrainStream
 from pipeline.models import weight_layers
 
@@ -79,7 +80,7 @@ def resolve_layers(requested, probe, task, model):
     layers = weight_layers(model)
     bad = [i for i in indices if not 1 <= i <= len(layers)]
     if bad:
-        raise ValueError(f"probes.{probe}.layers={indices}: {bad} out of range; this "
+        raise ConfigError(f"probes.{probe}.layers={indices}: {bad} out of range; this "
                          f"{task.family} model has weight layers 1..{len(layers)}")
     return [(i, layers[i - 1]) for i in indices]
 

@@ -5,6 +5,7 @@ import tensorflow as tf
 
 from pipeline.config import AUTO
 from pipeline.engines.tensorflow.strategy import accelerator_kind
+from pipeline.errors import ThreadsError
 
 
 def accelerator():
@@ -41,7 +42,7 @@ def set_op_determinism(deterministic):
 def _set_threads(threads):
     """Set TensorFlow's intra-op threads (its runtime fixes them once it starts); a
     process that already runs with another count cannot take this run."""
-    from pipeline.runtime import ThreadsError
+
     current = tf.config.threading.get_intra_op_parallelism_threads()
     if current == threads:
         return
