@@ -144,19 +144,20 @@ def _run(args):
     from pipeline.console import verbose_requested
     verbose = verbose_requested(args.verbose)
     if args.command == "train":
-        from pipeline.runs import refuse_if_busy
+        from pipeline.runs import default_workdir, refuse_if_busy
         # Before the frameworks' imports, which take seconds.
-        refuse_if_busy(args.workdir or Path("runs") / Path(args.config).stem)
+        refuse_if_busy(args.workdir or default_workdir(args.config))
     if args.command in FRAMEWORK_COMMANDS:
         start_frameworks(verbose)
     return COMMANDS[args.command](args, verbose)
 
 
 def _train(args, verbose):
+    from pipeline.runs import is_done
     from pipeline.train import train_from_file
     meta = train_from_file(args.config, args.set, args.workdir, echo=print)
     print(f"{meta['status']}: step {meta['step']} of {meta['steps']}")
-    return 0 if meta["status"] in ("finished", "diverged") else 1
+    return 0 if is_done(meta["status"]) else 1
 
 
 def _figures(args, verbose):

@@ -23,7 +23,7 @@ from typing import Any
 
 from pipeline import interrupts
 from pipeline.config import AUTO, ConfigError
-from pipeline.runs import BrokenRunError
+from pipeline.runs import BrokenRunError, is_done
 from pipeline.sweep import STOP_SECONDS, log_tail, run_status, runs_to_do, start_logged, summarize
 
 POLL_SECONDS = 0.5
@@ -117,7 +117,7 @@ def _ended(active, code):
         meta_status = run_status(active.run)
     except BrokenRunError:
         meta_status = "broken"
-    if code == 0 and meta_status in ("finished", "diverged"):
+    if code == 0 and is_done(meta_status):
         return f"{active.label}: {meta_status} after {seconds:.0f} s"
     last = log_tail(active.run, lines=1)
     return (f"{active.label}: exited with code {code} ({meta_status or 'not started'}) after "

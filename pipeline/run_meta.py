@@ -9,6 +9,9 @@ they are (a newer version may add some)."""
 import numbers
 
 STATUSES = ("running", "finished", "diverged", "interrupted", "failed")
+# A run with one of these ended with a result (a diverged run's result is its divergence):
+# nothing resumes it; the others resume on the next start.
+DONE = ("finished", "diverged")
 
 
 def _count(value):

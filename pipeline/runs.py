@@ -20,7 +20,7 @@ import tempfile
 from pathlib import Path
 
 from pipeline.errors import InputError, UserError
-from pipeline.run_meta import meta_problem
+from pipeline.run_meta import DONE, meta_problem
 
 CONFIG_FILE = "config.yaml"
 META_FILE = "meta.json"
@@ -357,6 +357,17 @@ def summary_row(meta, last_train=None, last_eval=None):
 
 def pick(row, columns):
     return {column: row[column] for column in columns}
+
+
+def is_done(status):
+    """Whether a run with `status` (its meta.json's) has its result: no resume."""
+    return status in DONE
+
+
+def default_workdir(config_path):
+    """Where a run or sweep of the config file at `config_path` goes when no folder is
+    given: runs/<config name> (runs/default without a file)."""
+    return Path("runs") / (Path(config_path).stem if config_path else "default")
 
 
 def find_runs(root):

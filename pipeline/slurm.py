@@ -98,7 +98,13 @@ def _busy(run):
 
 
 def _parameters(executor, options, runs):
-    threads = max([r.cpu_threads or 1 for r in runs] or [1])
+    threads = [r.cpu_threads for r in runs] or [1]
+    if 0 in threads and not options.cpus_per_run:
+        # train.threads=0 means every core of the machine the run lands on; a job array
+        # must ask for a number (it was given 1 CPU, and its run fought over it).
+        raise ConfigError("train.threads=0 (all cores) needs --cpus-per-run N on Slurm: the "
+                          "cores each array task asks for; or set train.threads to a number")
+    threads = max(threads)
     parameters = {"name": "bnlab", "timeout_min": options.time_minutes,
                   "cpus_per_task": options.cpus_per_run or threads}
     if options.gpus_per_run:

@@ -21,7 +21,8 @@ from typing import Optional
 from pipeline import interrupts
 from pipeline.backend import BACKENDS
 from pipeline.config import AUTO, ConfigError, load_config, read_yaml_file, to_yaml
-from pipeline.runs import BrokenRunError, RunDirectory, open_no_follow, pick, summary_row
+from pipeline.runs import (BrokenRunError, RunDirectory, default_workdir, is_done,
+                           open_no_follow, pick, summary_row)
 
 LOG_FILE = "train.log"   # a sweep's copy of each run's console output, in its run directory
 NAME_LENGTH = 48         # longest value in a run name; longer ones are cut and hashed
@@ -133,7 +134,7 @@ def _seeds(grid, seeds, overrides):
 def sweep_folder(path, given=None):
     """The folder of a sweep of the config or plan at `path`: `given` (--sweep-dir),
     else runs/<its name>."""
-    return Path(given or Path("runs") / Path(path).stem)
+    return Path(given or default_workdir(path))
 
 
 def _offset(seeds, offset):
@@ -264,7 +265,7 @@ def runs_to_do(runs, echo=print):
         except BrokenRunError as error:
             echo(f"[{index}/{len(runs)}] {run.name}: skipped: {error}")
             continue
-        if status in ("finished", "diverged"):
+        if is_done(status):
             echo(f"[{index}/{len(runs)}] {run.name}: already {status}, skipped")
             continue
         todo.append(run)
@@ -304,7 +305,7 @@ def format_failures(runs, rows):
     """For each run that did not end as a result, the last lines of its log."""
     blocks = []
     for run, row in zip(runs, rows):
-        tail = log_tail(run) if row["status"] not in ("finished", "diverged") else ""
+        tail = log_tail(run) if not is_done(row["status"]) else ""
         if tail:
             blocks.append(f"--- {run.name}: last lines of {run.log_path}\n{tail}")
     return "\n".join(blocks)
@@ -313,7 +314,7 @@ def format_failures(runs, rows):
 def succeeded(rows):
     """True if every run ended as a result: finished or diverged (failed and interrupted
     are not)."""
-    return all(row["status"] in ("finished", "diverged") for row in rows)
+    return all(is_done(row["status"]) for row in rows)
 
 
 def format_table(rows):

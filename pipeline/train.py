@@ -31,7 +31,7 @@ from pipeline.errors import InputError
 from pipeline.evaluation import make_evaluate
 from pipeline.loop import Events, Recorder, SpeedMeter, TrainingState, first_nonfinite
 from pipeline.models import build_dln, build_vgg
-from pipeline.runs import CONFIG_FILE, RunDirectory, read_saved_config
+from pipeline.runs import CONFIG_FILE, RunDirectory, default_workdir, is_done, read_saved_config
 from pipeline.runtime import configure_runtime
 from pipeline.tasks import task_of
 
@@ -162,7 +162,7 @@ def _announce(echo, run, meta, start):
 def _resume_and_train(config, runtime, engine, run, probes_factory, echo=None):
     _check_same_config(run, config)
     meta = run.read_meta()
-    if meta.get("status") in ("finished", "diverged"):
+    if is_done(meta.get("status")):
         return meta
     run.write_text(CONFIG_FILE, to_yaml(config))
 
@@ -274,5 +274,5 @@ def train_from_file(path, overrides=(), workdir=None, echo=None):
     probes the config switches on."""
     from pipeline.probes import make_probes
     config = load_config(path, overrides)
-    workdir = workdir or Path("runs") / (Path(path).stem if path else "default")
+    workdir = workdir or default_workdir(path)
     return train_and_evaluate(config, workdir, probes_factory=make_probes, echo=echo)

@@ -348,3 +348,14 @@ def test_run_folders_that_cannot_be_made_are_refused_before_anything_runs(tmp_pa
 def test_out_of_range_options_are_refused_naming_the_option(args, option):
     result = run_cli(*args, check=False, timeout=60)
     assert result.returncode == 2 and option in result.stderr and "Traceback" not in result.stderr
+
+
+def test_slurm_asks_for_the_cores_each_run_uses(tmp_path):
+    from pipeline import slurm
+    runs = sweep.plan_sweep(SMOKE, ["train.threads=2,3"], sweep_dir=tmp_path)
+    assert slurm._parameters("slurm", slurm.SlurmOptions(), runs)["cpus_per_task"] == 3
+    everything = sweep.plan_sweep(SMOKE, [], sweep_dir=tmp_path, overrides=["train.threads=0"])
+    with pytest.raises(ConfigError, match=r"train.threads=0 \(all cores\) needs --cpus-per-run"):
+        slurm._parameters("slurm", slurm.SlurmOptions(), everything)
+    given = slurm._parameters("slurm", slurm.SlurmOptions(cpus_per_run=8), everything)
+    assert given["cpus_per_task"] == 8
