@@ -5,9 +5,9 @@ import os
 import sys
 from pathlib import Path
 
-from pipeline import interrupts
-from pipeline.backend import BACKENDS, select_backend
-from pipeline.errors import UserError
+from pipeline.core import interrupts
+from pipeline.core.backend import BACKENDS, select_backend
+from pipeline.core.errors import UserError
 
 
 def _whole(minimum):
@@ -123,7 +123,7 @@ def main(argv=None):
         code = _run(args)
         sys.stdout.flush()  # here, where a reader that has gone (| head) is a normal end
         return code
-    except UserError as error:  # every expected failure (pipeline.errors)
+    except UserError as error:  # every expected failure (pipeline.core.errors)
         print(f"error: {error}", file=sys.stderr)
         return error.exit_code
     except BrokenPipeError:  # the reader stopped reading (| head): a normal end
@@ -140,11 +140,11 @@ def main(argv=None):
 
 
 def _run(args):
-    from pipeline.backend import start_frameworks
-    from pipeline.console import verbose_requested
+    from pipeline.core.backend import start_frameworks
+    from pipeline.core.console import verbose_requested
     verbose = verbose_requested(args.verbose)
     if args.command == "train":
-        from pipeline.runs import default_workdir, refuse_if_busy
+        from pipeline.core.runs import default_workdir, refuse_if_busy
         # Before the frameworks' imports, which take seconds.
         refuse_if_busy(args.workdir or default_workdir(args.config))
     if args.command in FRAMEWORK_COMMANDS:
@@ -153,15 +153,15 @@ def _run(args):
 
 
 def _train(args, verbose):
-    from pipeline.runs import is_done
-    from pipeline.train import train_from_file
+    from pipeline.core.runs import is_done
+    from pipeline.training.train import train_from_file
     meta = train_from_file(args.config, args.set, args.workdir, echo=print)
     print(f"{meta['status']}: step {meta['step']} of {meta['steps']}")
     return 0 if is_done(meta["status"]) else 1
 
 
 def _figures(args, verbose):
-    from pipeline.report import NOTEBOOKS, make_figures
+    from pipeline.results.report import NOTEBOOKS, make_figures
     # Resolved once, here: the notebooks run with the repository as their working
     # folder, so a relative path would mean another place there than here.
     runs = [Path(path).resolve() for path in args.runs]
@@ -171,9 +171,9 @@ def _figures(args, verbose):
 
 
 def _claims(args, verbose):
-    from pipeline.analysis import load_runs
-    from pipeline.claims import claims_table
-    from pipeline.claims_format import format_answer, format_claims, to_json
+    from pipeline.results.analysis import load_runs
+    from pipeline.results.claims import claims_table
+    from pipeline.results.claims_format import format_answer, format_claims, to_json
     rows = claims_table(load_runs([Path(path).resolve() for path in args.runs]))
     print(to_json(rows) if args.json else f"{format_answer(rows)}\n\n{format_claims(rows)}")
     return 0
@@ -181,17 +181,17 @@ def _claims(args, verbose):
 
 def _bench(args, verbose):
     if args.sweep_jobs:
-        from pipeline.sweep_bench import format_sweep_speeds
+        from pipeline.speed.sweep_bench import format_sweep_speeds
         print(format_sweep_speeds(args.config, args.sweep_jobs, args.set))
         return 0
-    from pipeline import bench
+    from pipeline.speed import bench
     print(bench.run_benchmarks(args.config, args.norms.split(","), args.set, args.whole_steps))
     return 0
 
 
 def _sweep(args, verbose):
-    from pipeline import sweep
-    from pipeline.config import ConfigError
+    from pipeline.sweeps import sweep
+    from pipeline.core.config import ConfigError
     if bool(args.plan) == bool(args.config):
         raise ConfigError("give either a config file (with --grid, --seeds, --set) or --plan FILE")
     if args.plan and (args.grid or args.set or args.seeds != 1):
@@ -207,10 +207,10 @@ def _sweep(args, verbose):
         print(sweep.list_commands(runs))
         return 0
     if args.executor == "local":
-        from pipeline.launch import run_local
+        from pipeline.sweeps.launch import run_local
         rows = run_local(runs, args.jobs, args.gpus_per_run or 1, verbose)
     else:
-        from pipeline.slurm import SlurmOptions, submit
+        from pipeline.sweeps.slurm import SlurmOptions, submit
         options = SlurmOptions(args.partition, args.time, args.gpus_per_run or 0,
                                args.cpus_per_run, args.array_parallelism, args.log_dir)
         rows = submit(runs, sweep_dir, args.executor, options, verbose)

@@ -6,7 +6,7 @@ process with KERAS_BACKEND=jax (Keras picks its backend once per process)."""
 import numpy as np
 import pytest
 
-from pipeline.config import load_config
+from pipeline.core.config import load_config
 
 # A run fixes TensorFlow's intra-op threads before TensorFlow starts (train.threads: 1 on
 # a CPU); tests that use TensorFlow before their first run need the same count.
@@ -60,7 +60,7 @@ def clean_environment():
     TF_CPP_MIN_LOG_LEVEL that importing JAX sets here (a command reads a set one as the
     user's wish to see TensorFlow's logging)."""
     import os
-    from pipeline.console import OWN_LEVEL
+    from pipeline.core.console import OWN_LEVEL
     return {k: v for k, v in os.environ.items() if k not in ("TF_CPP_MIN_LOG_LEVEL", OWN_LEVEL)}
 
 
@@ -104,10 +104,10 @@ def call_cli(*args, check=True):
 
 def training_state(config):
     """(engine, model, optimizer, arrays) of `config`, as a run starts."""
-    from pipeline.data import load_arrays
+    from pipeline.inputs.data import load_arrays
     from pipeline.engines import make_engine
-    from pipeline.runtime import configure_runtime
-    from pipeline.train import build_training_state
+    from pipeline.training.runtime import configure_runtime
+    from pipeline.training.train import build_training_state
     engine = make_engine(config, configure_runtime(config))
     arrays = load_arrays(config.data)
     model, optimizer = build_training_state(config, arrays.num_classes, engine)
@@ -118,7 +118,7 @@ def fake_run(path, *overrides):
     """A finished 8-step run directory as training writes it (resolved config of SMOKE
     with `overrides`, meta.json, train and eval records), without training."""
     import json
-    from pipeline.config import load_config, to_yaml
+    from pipeline.core.config import load_config, to_yaml
     (path / "records").mkdir(parents=True)
     (path / "config.yaml").write_text(to_yaml(load_config(SMOKE, list(overrides))))
     (path / "meta.json").write_text(json.dumps({"status": "finished", "step": 8, "steps": 8}))

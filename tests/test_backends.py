@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 
 from conftest import REPO, SMOKE, call_cli, clean_environment, flatten, run_cli, training_state
-from pipeline.backend import BackendError, choose_backend, select_backend
-from pipeline.checkpoint import restore_latest, save_checkpoint
-from pipeline.config import load_config
-from pipeline.runs import RunDirectory
+from pipeline.core.backend import BackendError, choose_backend, select_backend
+from pipeline.core.config import load_config
+from pipeline.core.runs import RunDirectory
+from pipeline.training.checkpoint import restore_latest, save_checkpoint
 
 DLN = REPO / "configs" / "dln.yaml"
 

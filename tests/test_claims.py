@@ -6,11 +6,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipeline import matched
-from pipeline.claims import CLAIMS, HEADLINE, claims_table, speedup_kept
-from pipeline.claims_format import format_answer, format_claims, to_json
-from pipeline.measures import levels_passed, mean_log_loss, steps_to_accuracy
-from pipeline.rules import RULES, bootstrap_ratio, verdict
+from pipeline.results import matched
+from pipeline.results.claims import CLAIMS, HEADLINE, claims_table, speedup_kept
+from pipeline.results.claims_format import format_answer, format_claims, to_json
+from pipeline.results.measures import levels_passed, mean_log_loss, steps_to_accuracy
+from pipeline.results.rules import RULES, bootstrap_ratio, verdict
 
 
 def _run(norm, seed, reach_step=10, lr=0.1, steps=100, family="vgg", loss=None, band=None,

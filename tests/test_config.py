@@ -5,7 +5,7 @@ import dataclasses
 import pytest
 
 from conftest import REPO, SMOKE, call_cli
-from pipeline.config import Config, ConfigError, load_config, to_yaml
+from pipeline.core.config import Config, ConfigError, load_config, to_yaml
 
 # Sweep plans (*_plan.yaml) list runs of these configs; tests/test_sweep.py checks them.
 CONFIGS = sorted(p for p in (REPO / "configs").glob("*.yaml") if not p.stem.endswith("_plan"))
@@ -107,7 +107,7 @@ def test_cli_rejects_a_bad_config_before_writing_anything(tmp_path):
 
 
 def test_xla_and_determinism_resolve_per_device_and_conflict_only_when_both_forced():
-    from pipeline.runtime import resolve_runtime
+    from pipeline.training.runtime import resolve_runtime
     with pytest.raises(ConfigError, match="train.xla=true needs train.deterministic=false"):
         load_config(SMOKE, ["train.xla=true", "train.deterministic=true"])
 

@@ -9,7 +9,7 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 
 from conftest import make_config
-from pipeline.data import (DatasetUnavailableError, _preprocess, augment_batch, batch_at,
+from pipeline.inputs.data import (DatasetUnavailableError, _preprocess, augment_batch, batch_at,
                            channel_stats, load_arrays, make_dataset)
 
 
@@ -240,5 +240,5 @@ def test_missing_tfds_data_raises_one_clear_error(tmp_path):
 def test_streams_of_one_data_set_share_one_preprocessed_training_set():
     config = make_config("data.synthetic_train_size=64", "data.batch_size=32")
     arrays = load_arrays(config.data)
-    from pipeline.data import TrainStream
+    from pipeline.inputs.data import TrainStream
     assert TrainStream(config, arrays).x_train is TrainStream(config, arrays).x_train

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from conftest import REPO, SMOKE, call_cli, flatten
-from pipeline.runs import RunDirectory
+from pipeline.core.runs import RunDirectory
 
 # Synchronized BN makes the replicas' batch statistics those of the global batch.
 COMMON = ["--set", "model.sync_batch_norm=true", "--set", "train.steps=6",

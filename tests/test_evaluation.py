@@ -5,11 +5,11 @@ import numpy as np
 import pytest
 
 from conftest import SMOKE, make_config, training_state
-from pipeline.config import load_config
-from pipeline.data import batch_at, make_dataset
-from pipeline.evaluation import RecomputedStatistics, make_evaluate, statistic_slots
-from pipeline.runs import RunDirectory
-from pipeline.train import train_and_evaluate
+from pipeline.core.config import load_config
+from pipeline.core.runs import RunDirectory
+from pipeline.inputs.data import batch_at, make_dataset
+from pipeline.training.evaluation import RecomputedStatistics, make_evaluate, statistic_slots
+from pipeline.training.train import train_and_evaluate
 
 
 @pytest.mark.both_backends

@@ -6,9 +6,9 @@ import json
 import pytest
 
 from conftest import SMOKE, call_cli, run_cli
-from pipeline import sweep
+from pipeline.core.config import ConfigError, load_config
 from pipeline.probes.schedule import Schedule
-from pipeline.config import ConfigError, load_config
+from pipeline.sweeps import sweep
 
 
 def _fails_cleanly(result, code, *phrases):
@@ -89,7 +89,7 @@ def test_a_second_training_on_a_busy_run_directory_is_refused_at_once(tmp_path, 
     import time
 
     from conftest import REPO
-    from pipeline.runs import RunDirectory
+    from pipeline.core.runs import RunDirectory
     # Long enough to be still training when the second command has started; the first
     # is then stopped by a real Ctrl-C rather than waited for.
     settings = ["--set", "train.steps=2000", "--set", "train.log_every=10",
@@ -107,7 +107,7 @@ def test_a_second_training_on_a_busy_run_directory_is_refused_at_once(tmp_path, 
         assert first.poll() is None, "the first run ended before the second was tried"
         # Refused before the frameworks start (seconds of imports): with their start made
         # to fail, the refusal still comes.
-        from pipeline import backend
+        from pipeline.core import backend
 
         def frameworks_started(*args):
             raise AssertionError("the frameworks started before the lock was checked")
@@ -151,7 +151,7 @@ CUT_SETTINGS = ["--set", "train.steps=12", "--set", "train.log_every=1",
 def clean_and_cut(tmp_path_factory):
     """A 12-step run, and the same run as if killed after step 8 (checkpoints at 4 and 8,
     meta.json `running`): (clean, cut) run directories, never changed (tests copy cut)."""
-    from pipeline.runs import RunDirectory
+    from pipeline.core.runs import RunDirectory
     folder = tmp_path_factory.mktemp("cut")
     call_cli("train", SMOKE, *CUT_SETTINGS, "--workdir", folder / "clean")
     call_cli("train", SMOKE, *CUT_SETTINGS, "--set", "train.steps=8", "--workdir", folder / "cut")
@@ -164,7 +164,7 @@ def clean_and_cut(tmp_path_factory):
 
 def _copy_of(run, tmp_path):
     import shutil
-    from pipeline.runs import RunDirectory
+    from pipeline.core.runs import RunDirectory
     return RunDirectory(shutil.copytree(run.path, tmp_path / "run", symlinks=True))
 
 
@@ -243,7 +243,7 @@ def test_run_files_get_the_usual_permissions(tmp_path):
     import os
     import stat
 
-    from pipeline.runs import atomic_write_text
+    from pipeline.core.runs import atomic_write_text
     old = os.umask(0o022)
     try:
         atomic_write_text(tmp_path / "meta.json", "{}")
@@ -263,7 +263,7 @@ def test_figures_check_notebook_names_and_run_paths_before_running_anything(tmp_
 
 def test_a_diverged_run_without_evaluations_does_not_stop_the_figures(tmp_path):
     from test_plots import write_fake_run
-    from pipeline import analysis, plots
+    from pipeline.results import analysis, plots
     write_fake_run(tmp_path / "a", "none", 0.1, 0)
     write_fake_run(tmp_path / "b", "none", 0.1, 1, diverged=True, evaluated=False)
     # The diverged run ended before its first evaluation: it stays in, and is drawn.
@@ -295,23 +295,23 @@ def test_a_workdir_that_is_a_file_is_named(tmp_path):
      "/runs/x/meta.json: No space left on device; free some space"),
     (PermissionError(13, "Permission denied", "/runs/x"), 1, "make it writable"),
     (KeyboardInterrupt(), 130, "interrupted (Ctrl-C): what was written is intact; rerun"),
-    (__import__("pipeline.interrupts").interrupts.Terminated(), 143,
+    (__import__("pipeline.core.interrupts").core.interrupts.Terminated(), 143,
      "interrupted (SIGTERM): what was written is intact; rerun"),
 ])
 def test_os_errors_and_ctrl_c_end_with_one_message(raised, code, message, monkeypatch, capsys):
-    import pipeline.train
+    import pipeline.training.train
     from pipeline.__main__ import main
 
     def fail(*args, **kwargs):
         raise raised
-    monkeypatch.setattr(pipeline.train, "train_from_file", fail)
+    monkeypatch.setattr(pipeline.training.train, "train_from_file", fail)
     assert main(["train", str(SMOKE)]) == code
     assert message in capsys.readouterr().err
 
 
 def test_a_resumed_run_forgets_the_error_of_the_failed_attempt(tmp_path):
-    from pipeline.runs import RunDirectory
-    from pipeline.train import train_and_evaluate
+    from pipeline.core.runs import RunDirectory
+    from pipeline.training.train import train_and_evaluate
 
     class Interrupting:
         name, schedule = "interrupting", Schedule(range(1000))
@@ -339,7 +339,7 @@ def test_killed_at_random_moments_and_resumed_each_time_gives_the_uninterrupted_
     import time
 
     from conftest import REPO
-    from pipeline.runs import RunDirectory
+    from pipeline.core.runs import RunDirectory
     # Checkpoints every 3 steps, so a kill also lands in or near a checkpoint write.
     settings = ["--set", "model.norm=noisy_batch", "--set", "train.steps=150",
                 "--set", "train.log_every=1", "--set", "train.checkpoint_every=3",
@@ -376,7 +376,7 @@ def test_killed_at_random_moments_and_resumed_each_time_gives_the_uninterrupted_
 
 
 def test_an_offline_download_fails_within_seconds_with_the_explanation(tmp_path, monkeypatch):
-    from pipeline import data
+    from pipeline.inputs import data
     checks = []
     monkeypatch.setattr(data, "_can_reach",
                         lambda address, timeout=5.0: checks.append(timeout) and False)
@@ -409,15 +409,15 @@ def test_a_config_file_that_is_not_utf8_and_a_seed_out_of_range_are_named(tmp_pa
 
 
 def _trained(tmp_path, *overrides):
-    from pipeline.train import train_and_evaluate
+    from pipeline.training.train import train_and_evaluate
     config = load_config(SMOKE, ["train.steps=4", "train.checkpoint_every=2", *overrides])
     train_and_evaluate(config, tmp_path)
     return config
 
 
 def test_a_garbage_line_inside_a_records_file_is_reported_never_dropped(tmp_path):
-    from pipeline.runs import BrokenRunError, RunDirectory, read_records
-    from pipeline.train import train_and_evaluate
+    from pipeline.core.runs import BrokenRunError, RunDirectory, read_records
+    from pipeline.training.train import train_and_evaluate
     config = _trained(tmp_path)
     path = RunDirectory(tmp_path).records_path("train")
     lines = path.read_text().splitlines()
@@ -440,8 +440,8 @@ def test_a_damaged_config_yaml_in_a_run_directory_is_named(text, tmp_path, capsy
     from pipeline.__main__ import main
     config = _trained(tmp_path / "run")
     (tmp_path / "run" / "config.yaml").write_text(text)
-    from pipeline.runs import BrokenRunError
-    from pipeline.train import train_and_evaluate
+    from pipeline.core.runs import BrokenRunError
+    from pipeline.training.train import train_and_evaluate
     with pytest.raises(BrokenRunError, match="config.yaml"):
         train_and_evaluate(config, tmp_path / "run")
     assert main(["claims", str(tmp_path)]) == 2
@@ -450,8 +450,8 @@ def test_a_damaged_config_yaml_in_a_run_directory_is_named(text, tmp_path, capsy
 
 
 def test_a_run_resumed_on_another_backend_records_the_switch(tmp_path):
-    from pipeline.runs import RunDirectory
-    from pipeline.train import train_and_evaluate
+    from pipeline.core.runs import RunDirectory
+    from pipeline.training.train import train_and_evaluate
     config = _trained(tmp_path)
     meta = RunDirectory(tmp_path).read_meta()
     # As if steps 0-1 ran on JAX: the run resumes from its checkpoint at step 2.
@@ -466,7 +466,7 @@ def test_a_run_resumed_on_another_backend_records_the_switch(tmp_path):
 def test_an_interrupt_swallowed_on_its_way_is_raised_again_between_steps():
     import signal
 
-    from pipeline import interrupts
+    from pipeline.core import interrupts
     saved = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
     try:
         interrupts.install()
@@ -486,7 +486,7 @@ def test_an_interrupt_swallowed_on_its_way_is_raised_again_between_steps():
 def test_a_full_disk_names_the_file_it_could_not_write(tmp_path, monkeypatch):
     import errno
 
-    from pipeline.runs import RecordWriter, atomic_write_text
+    from pipeline.core.runs import RecordWriter, atomic_write_text
     writer = RecordWriter(tmp_path / "records" / "train.jsonl")
     writer.write({"step": 0})
 
@@ -510,7 +510,7 @@ def test_ctrl_c_during_start_up_and_as_training_starts_ends_with_one_line(tmp_pa
     import time
 
     from conftest import REPO, clean_environment
-    from pipeline.runs import RunDirectory
+    from pipeline.core.runs import RunDirectory
     args = [sys.executable, "-m", "pipeline", "train", str(SMOKE), "--set", "train.steps=5000",
             "--set", "train.checkpoint_every=5000", "--set", "train.eval_every=5000"]
 
@@ -541,9 +541,9 @@ def test_ctrl_c_during_start_up_and_as_training_starts_ends_with_one_line(tmp_pa
 
 def test_run_files_that_are_symlinks_are_refused_and_their_targets_untouched(tmp_path):
     import sys
-    from pipeline.runs import SymlinkRefused
-    from pipeline.sweep import plan_sweep, start_logged
-    from pipeline.train import train_and_evaluate
+    from pipeline.core.runs import SymlinkRefused
+    from pipeline.sweeps.sweep import plan_sweep, start_logged
+    from pipeline.training.train import train_and_evaluate
     outside = tmp_path / "someone_elses.txt"
     outside.write_text("precious")
     run = tmp_path / "run"
@@ -566,7 +566,7 @@ def test_a_machine_without_what_the_config_asks_is_told_so(tmp_path):
                       tmp_path / "run", check=False)
     _fails_cleanly(result, 2, "train.strategy=tpu, but this machine has no TPU")
     assert not (tmp_path / "run").exists()
-    from pipeline.data import load_arrays, make_dataset
+    from pipeline.inputs.data import load_arrays, make_dataset
     config = load_config(SMOKE, ["data.batch_size=512"])
     with pytest.raises(ConfigError, match="raise data.synthetic_train_size"):
         make_dataset(config, "train", arrays=load_arrays(config.data))
@@ -591,7 +591,7 @@ def test_a_signal_raised_where_python_cannot_raise_it_is_not_printed():
     TensorFlow's start-up) was printed as 'Exception ignored in ...' with a traceback; it
     is raised again by `raise_pending`, so only other such exceptions are printed."""
     import types
-    from pipeline import interrupts
+    from pipeline.core import interrupts
     shown = []
     for error in (KeyboardInterrupt(), interrupts.Terminated(), RuntimeError("a bug")):
         interrupts._quiet_about_interrupts(types.SimpleNamespace(exc_value=error),
@@ -603,7 +603,7 @@ def test_a_bug_that_raises_value_error_keeps_its_traceback(tmp_path, monkeypatch
     """Only `UserError`s become one `error:` line: a ValueError from a bug (here raised
     in the training loop, as Keras or NumPy would raise one) reaches the top with its
     traceback, and the run records itself as failed with it."""
-    from pipeline import train
+    from pipeline.training import train
 
     def bug(losses):
         raise ValueError("a deliberate bug")

@@ -1,4 +1,5 @@
-"""Which commands start a framework: only those that compute."""
+"""The package's floor plan (packages import only those below them) and which commands
+start a framework: only those that compute."""
 
 import json
 import subprocess
@@ -45,3 +46,44 @@ def test_claims_figures_sweep_and_help_import_no_framework(tmp_path):
     assert (tmp_path / "report" / "figures" / "training_accuracy.png").exists()
     assert 'src="figures/training_accuracy.png"' in page and str(tmp_path / "runs") in page
     assert not (REPO / "report").exists() and not (REPO / "runs" / "none-0").exists()
+
+
+# The code map of pipeline/__init__.py, bottom up: a package imports only packages
+# before it here (`pipeline` is its __init__, the version; `__main__` the command line).
+LAYERS = ["pipeline", "core", "inputs", "engines", "nets", "probes", "training", "sweeps",
+          "results", "speed", "__main__"]
+
+
+def _package_imports():
+    """{(importing package, imported package): 'module -> module'} over every import of
+    pipeline's modules, those inside functions included (a lazy import is an import)."""
+    import ast
+    edges = {}
+    for path in sorted((REPO / "pipeline").rglob("*.py")):
+        parts = path.relative_to(REPO).with_suffix("").parts  # ("pipeline", "core", "runs")
+        source = parts[1] if len(parts) > 2 else parts[1].replace("__init__", "pipeline")
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = ([node.module] + [f"{node.module}.{a.name}" for a in node.names]
+                     if isinstance(node, ast.ImportFrom) and node.module else
+                     [a.name for a in node.names] if isinstance(node, ast.Import) else [])
+            for name in names:
+                if name.split(".")[0] != "pipeline":
+                    continue
+                target = name.split(".")[1] if name.count(".") else "pipeline"
+                if target in LAYERS and target != source:
+                    edges.setdefault((source, target), f"{'.'.join(parts)} -> {name}")
+    return edges
+
+
+def test_packages_import_only_the_packages_below_them():
+    top = sorted(p.name for p in (REPO / "pipeline").glob("*.py"))
+    assert top == ["__init__.py", "__main__.py"], top  # every module lives in its package
+    packages = {p.name for p in (REPO / "pipeline").iterdir() if (p / "__init__.py").exists()}
+    assert packages == set(LAYERS) - {"pipeline", "__main__"}, packages
+    upward = [example for (source, target), example in _package_imports().items()
+              if LAYERS.index(target) > LAYERS.index(source)]
+    assert not upward, upward  # each would close a cycle or break the map's order
+    # The map in pipeline/__init__.py names every package, in this order.
+    code_map = (REPO / "pipeline" / "__init__.py").read_text()
+    positions = [code_map.index(f"    {name}/") for name in LAYERS[1:-1]]
+    assert positions == sorted(positions)

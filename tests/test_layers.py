@@ -5,7 +5,7 @@ import keras
 import pytest
 import tensorflow as tf
 
-from pipeline.layers import (NORM_LAYERS, BatchNormalization, CovariateShiftNoise,
+from pipeline.nets.layers import (NORM_LAYERS, BatchNormalization, CovariateShiftNoise,
                              LpNormalization, NoisyBatchNormalization, make_norm_layer)
 
 OFF = dict(apply_noise=False)
@@ -230,7 +230,7 @@ def test_noise_at_inference_is_an_explicit_opt_in(rng):
 def test_noise_streams_of_runs_and_layers_are_independent():
     # Run s's layer k+1 and run s+1's layer k: with seeds `run + layer` (the old rule)
     # they drew the same noise; hashed, every (run, layer) pair has a stream of its own.
-    from pipeline.models import layer_seed
+    from pipeline.nets.models import layer_seed
     assert len({layer_seed(run, layer) for run in range(30) for layer in range(30)}) == 900
     # Zero input: BN's output is 0, so the layer's output is its additive draw m, one
     # mean mu_j per channel (the dominant part) and a spread per element; 1024 channels

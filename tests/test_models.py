@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from pipeline.layers import NORM_LAYERS
-from pipeline.models import VGG_SPECS, build_dln, build_vgg, weight_layers
+from pipeline.nets.layers import NORM_LAYERS
+from pipeline.nets.models import VGG_SPECS, build_dln, build_vgg, weight_layers
 
 # Trainable / non-trainable weights each norm adds per normalized unit.
 NORM_WEIGHTS = {"none": (0, 0), "batch": (2, 2), "noisy_batch": (2, 2), "l1": (2, 2),

@@ -5,11 +5,11 @@ import json
 import pytest
 
 from conftest import REPO, SMOKE, call_cli
-from pipeline import analysis
-from pipeline.config import load_config
+from pipeline.core.config import load_config
 from pipeline.probes import make_probes
-from pipeline.report import NOTEBOOKS, check_parameters, execute, make_figures
-from pipeline.train import train_and_evaluate
+from pipeline.results import analysis
+from pipeline.results.report import NOTEBOOKS, check_parameters, execute, make_figures
+from pipeline.training.train import train_and_evaluate
 
 LANDSCAPE = ["probes.landscape.enabled=true", "probes.landscape.every=4"]
 DISTRIBUTIONS = ["probes.distributions.enabled=true", "probes.distributions.every=4"]
@@ -121,7 +121,7 @@ def test_colab_quickstart_runs_offline_end_to_end(tmp_path):
 
 @pytest.mark.parametrize("manifest", ["[1]", "[null]", '[""]', '"figures/a.png"', "{", "[\"figures\"]"])
 def test_a_damaged_report_manifest_is_named_and_deletes_nothing(manifest, tmp_path):
-    from pipeline.report import MANIFEST, ReportFolderError, remove_previous_build
+    from pipeline.results.report import MANIFEST, ReportFolderError, remove_previous_build
     (tmp_path / "figures").mkdir()
     (tmp_path / "figures" / "a.png").write_bytes(b"png")
     (tmp_path / "report.html").write_text("<html>")

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 
 from conftest import make_config
-from pipeline import analysis, plots
-from pipeline.config import to_yaml
-from pipeline.report import build_report, save_captioned
+from pipeline.core.config import to_yaml
+from pipeline.results import analysis, plots
+from pipeline.results.report import build_report, save_captioned
 
 
 def write_fake_run(path, norm, lr, seed, steps=(0, 10, 20, 30), diverged=False, evaluated=True):
@@ -201,3 +201,35 @@ def test_a_panel_shows_every_variant_it_lists_and_says_which_runs_diverged(tmp_p
     assert len(_line_for(fig.axes[0], label).get_xdata()) > 0  # listed and drawn
     # The test panel has no record of the diverged run, and still draws the others.
     np.testing.assert_allclose(_line_for(fig.axes[1], label).get_xdata(), [10, 20, 30, 40])
+
+
+def test_every_figure_gives_a_network_one_colour_and_name_and_captions_say_what_was_drawn(tmp_path):
+    from pipeline.core.config import to_yaml
+    for norm, lr, seed, diverged in (("none", 0.1, 0, False), ("batch", 0.1, 0, False),
+                                     ("none", 0.5, 0, True), ("batch", 0.5, 0, False),
+                                     ("noisy_batch", 0.1, 0, False)):
+        write_fake_run(tmp_path / f"{norm}-{lr}", norm, lr, seed, diverged=diverged)
+    # The LR 0.5 runs are shorter, as in the demo (200 steps against 400).
+    for norm in ("none", "batch"):
+        config = make_config(f"model.norm={norm}", "optim.lr=0.5", "seed=0", "train.steps=6")
+        (tmp_path / f"{norm}-0.5" / "config.yaml").write_text(to_yaml(config))
+    runs = analysis.load_runs(tmp_path)
+    # The caption counts what it draws: steps per variant where they differ, divergence.
+    scale = analysis.describe_scale(runs)
+    assert "BN, LR 0.5 / standard, LR 0.5: 6 steps; " in scale and ": 15000 steps;" in scale, scale
+    assert "standard, LR 0.5: 1 (1 diverged)" in scale, scale
+    # The same colour for the standard network whichever networks a figure shows.
+    two = analysis.records_frame([r for r in runs if r["config"]["model"]["norm"] != "noisy_batch"], "train")
+    three = analysis.records_frame(runs, "train")
+    for frame in (two, three):
+        _, palette, _ = plots.per_learning_rate(frame)
+        assert {name.split(" (n=")[0]: colour for name, colour in palette.items()}["standard"] == "C5"
+    fig = plots.plot_lr_sensitivity(analysis.runs_summary(runs))
+    ax = fig.axes[0]
+    legend = [text.get_text() for text in ax.get_legend().get_texts()]
+    assert ax.get_legend().get_title().get_text() == "network"
+    assert set(legend) == {"BN", "noisy BN", "standard", "standard: 1 diverged"}, legend
+    lines = {line.get_label(): line.get_color() for line in ax.get_lines()}
+    assert lines["standard"] == "C5" and lines["BN"] == "C0"
+    cross = next(c for c in ax.collections if c.get_label() == "standard: 1 diverged")
+    assert list(cross.get_offsets()[0]) == [0.5, 0.0]

@@ -6,12 +6,12 @@ import numpy as np
 import pytest
 
 from conftest import SMOKE, make_config, training_state
-from pipeline.config import ConfigError, load_config
-from pipeline.data import batch_at
-from pipeline.models import weight_layers
+from pipeline.core.config import ConfigError, load_config
+from pipeline.core.runs import RunDirectory
+from pipeline.inputs.data import batch_at
+from pipeline.nets.models import weight_layers
 from pipeline.probes import make_probes
-from pipeline.runs import RunDirectory
-from pipeline.train import train_and_evaluate
+from pipeline.training.train import train_and_evaluate
 
 ALL_PROBES = ["probes.landscape.enabled=true", "probes.ics.enabled=true",
               "probes.distributions.enabled=true", "probes.curvature.enabled=true",
@@ -138,7 +138,7 @@ def _numbers(value):
 
 
 def test_schedules_are_dense_early_and_regular_later():
-    from pipeline.probe_settings import ScheduleConfig
+    from pipeline.core.probe_settings import ScheduleConfig
     from pipeline.probes.schedule import Schedule, schedule_steps
     log = ScheduleConfig(every=50, schedule="log", per_decade=4)
     # 10^(k/4) rounded: 1, 2, 3, 6, 10, 18, 32, 56, 100, 178 ...; with every 50: 0, 50, ...

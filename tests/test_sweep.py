@@ -9,9 +9,9 @@ import time
 import pytest
 
 from conftest import REPO, SMOKE, clean_environment, run_cli
-from pipeline import launch, sweep
-from pipeline.config import ConfigError
-from pipeline.runs import RunDirectory
+from pipeline.core.config import ConfigError
+from pipeline.core.runs import RunDirectory
+from pipeline.sweeps import launch, sweep
 
 STARTUP_NOISE = ("I0000", "E0000", "W0000", "WARNING: All log messages")
 
@@ -209,7 +209,7 @@ def test_a_parallel_sweep_continues_past_divergence_and_its_runs_equal_runs_laun
 
 @pytest.mark.slow
 def test_a_sweep_through_submitit_runs_each_run_once_and_skips_them_when_resubmitted(tmp_path):
-    from pipeline import slurm
+    from pipeline.sweeps import slurm
     runs = sweep.plan_sweep(SMOKE, ["model.norm=none,batch"], sweep_dir=tmp_path,
                             overrides=["train.steps=4"])
     messages = []
@@ -232,7 +232,7 @@ def test_a_sweep_through_submitit_runs_each_run_once_and_skips_them_when_resubmi
 def test_sigterm_stops_a_sweep_and_marks_its_runs_interrupted(executor, how, tmp_path):
     """On every executor: the runs stop and record why, and none is still held when the
     command has ended, so that rerunning it at once resumes them."""
-    from pipeline.runs import refuse_if_busy
+    from pipeline.core.runs import refuse_if_busy
     args = [sys.executable, "-m", "pipeline", "sweep", str(SMOKE), "--grid",
             "model.norm=none,batch", "--set", "train.steps=3000", "--set",
             "train.checkpoint_every=1000", "--set", "train.eval_every=1000",
@@ -258,8 +258,8 @@ def test_sigterm_stops_a_sweep_and_marks_its_runs_interrupted(executor, how, tmp
 
 
 def test_grid_values_equal_once_read_are_one_run_not_two(tmp_path):
-    from pipeline.config import ConfigError
-    from pipeline.sweep import plan_sweep
+    from pipeline.core.config import ConfigError
+    from pipeline.sweeps.sweep import plan_sweep
     with pytest.raises(ConfigError, match="are the same run .*0.1 and 1e-1"):
         plan_sweep(SMOKE, ["optim.lr=0.1,1e-1"], sweep_dir=tmp_path)
     assert len(plan_sweep(SMOKE, ["optim.lr=0.1,0.2"], sweep_dir=tmp_path)) == 2
@@ -269,7 +269,7 @@ def test_grid_values_equal_once_read_are_one_run_not_two(tmp_path):
 # measure against an orphaned life (interrupts.die_with_parent) and says how it ended.
 ORPHAN = """
 import os, sys, time
-from pipeline import interrupts
+from pipeline.core import interrupts
 interrupts.install()
 try:
     interrupts.die_with_parent()
@@ -282,7 +282,7 @@ except interrupts.Terminated:
 SWEEP = """
 import sys, time
 from pathlib import Path
-from pipeline import sweep
+from pipeline.sweeps import sweep
 run = sweep.PlannedRun("orphan", Path("c.yaml"), (), Path(sys.argv[1]))
 print(sweep.start_logged(run, [sys.executable, "-c", sys.argv[2]]).pid, flush=True)
 time.sleep(60)
@@ -351,7 +351,7 @@ def test_out_of_range_options_are_refused_naming_the_option(args, option):
 
 
 def test_slurm_asks_for_the_cores_each_run_uses(tmp_path):
-    from pipeline import slurm
+    from pipeline.sweeps import slurm
     runs = sweep.plan_sweep(SMOKE, ["train.threads=2,3"], sweep_dir=tmp_path)
     assert slurm._parameters("slurm", slurm.SlurmOptions(), runs)["cpus_per_task"] == 3
     everything = sweep.plan_sweep(SMOKE, [], sweep_dir=tmp_path, overrides=["train.threads=0"])

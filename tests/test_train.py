@@ -13,12 +13,12 @@ import numpy as np
 import pytest
 
 from conftest import REPO, SMOKE, call_cli, make_config, training_state
-from pipeline.probes.schedule import Schedule
-from pipeline.config import load_config
+from pipeline.core.config import load_config
+from pipeline.core.runs import RunDirectory, read_records
+from pipeline.inputs.tasks import task_of
 from pipeline.probes import make_probes
-from pipeline.runs import RunDirectory, read_records
-from pipeline.tasks import task_of
-from pipeline.train import RunConfigMismatch, train_and_evaluate
+from pipeline.probes.schedule import Schedule
+from pipeline.training.train import RunConfigMismatch, train_and_evaluate
 
 
 def _strip(records):
@@ -251,7 +251,7 @@ def test_every_engine_defines_the_whole_contract():
 
 
 def test_calls_end_where_an_event_is_due():
-    from pipeline.loop import CallLength, steps_to_next_event
+    from pipeline.training.loop import CallLength, steps_to_next_event
     assert steps_to_next_event(0, [25, 100], 500) == 25
     assert steps_to_next_event(25, [25, 100], 500) == 25
     assert steps_to_next_event(90, [25, 100, 7], 500) == 1     # step 91 is 13 x 7
@@ -270,7 +270,7 @@ def test_calls_end_where_an_event_is_due():
 def test_the_bench_floor_runs_the_training_step_in_one_compiled_loop():
     # The floor of `make bench` must be the same computation as the step it bounds:
     # 5 steps in one compiled loop end where 5 calls of the step end, from the same start.
-    from pipeline.data import batch_at
+    from pipeline.inputs.data import batch_at
     config = make_config("data.name=linear_regression", "model.family=dln", "model.depth=3",
                          "model.norm=batch", "data.regression_dim=4",
                          "data.regression_train_size=32", "data.batch_size=32", "optim.lr=1e-3")

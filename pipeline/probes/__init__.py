@@ -2,7 +2,7 @@
 
 A probe is one module of this package that declares `NAME` (its config key under
 `probes.` and its record stream), `Config` (its settings class, kept in
-pipeline/probe_settings.py so that the config layer need not import the probes) and
+pipeline/core/probe_settings.py so that the config layer need not import the probes) and
 `Probe(probe_config, context)` (see `ProbeContext`). The registry finds every such
 module, so a new probe is one new file plus its settings entry.
 
@@ -16,9 +16,9 @@ with `keras.ops`, on the engine's primitives (pipeline.engines).
 import importlib
 import pkgutil
 
-from pipeline.probe_settings import SETTINGS
+from pipeline.core.probe_settings import SETTINGS
+from pipeline.inputs.tasks import task_of
 from pipeline.probes.stateless import BatchSource, ProbeContext, StatelessObjective
-from pipeline.tasks import task_of
 
 
 def _registry():
@@ -28,9 +28,9 @@ def _registry():
     for name, module in found.items():
         if SETTINGS.get(name) is not module.Config:
             raise ImportError(f"probe {name!r} ({module.__file__}) needs its settings class "
-                              f"as SETTINGS[{name!r}] in pipeline/probe_settings.py")
+                              f"as SETTINGS[{name!r}] in pipeline/core/probe_settings.py")
     if set(SETTINGS) - set(found):
-        raise ImportError(f"pipeline/probe_settings.py lists probe(s) without a module: "
+        raise ImportError(f"pipeline/core/probe_settings.py lists probe(s) without a module: "
                           f"{sorted(set(SETTINGS) - set(found))}")
     return dict(sorted(found.items()))
 

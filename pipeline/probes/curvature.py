@@ -16,7 +16,7 @@ step's training loss (for comparisons at matched progress).
 import numpy as np
 from keras import ops
 
-from pipeline.probe_settings import CurvatureConfig
+from pipeline.core.probe_settings import CurvatureConfig
 from pipeline.probes.schedule import Schedule
 from pipeline.probes.stateless import dot, global_norm, to_python
 

@@ -12,7 +12,7 @@ entry of `per_layer` per layer, with its `layer` index.
 import keras
 import numpy as np
 
-from pipeline.probe_settings import DistributionsConfig
+from pipeline.core.probe_settings import DistributionsConfig
 from pipeline.probes.schedule import Schedule
 from pipeline.probes.stateless import resolve_layers, to_python
 

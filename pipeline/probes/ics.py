@@ -14,7 +14,7 @@ entry with its `layer` index): ||G - G'||_2, ||G - G'|| / ||G|| and cos(G, G').
 import numpy as np
 from keras import ops
 
-from pipeline.probe_settings import IcsConfig
+from pipeline.core.probe_settings import IcsConfig
 from pipeline.probes.schedule import Schedule
 from pipeline.probes.stateless import dot, global_norm, resolve_layers, to_python
 

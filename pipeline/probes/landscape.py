@@ -12,7 +12,7 @@ one for g, compiled once as a loop over the grid.
 import numpy as np
 from keras import ops
 
-from pipeline.probe_settings import LandscapeConfig
+from pipeline.core.probe_settings import LandscapeConfig
 from pipeline.probes.schedule import Schedule
 from pipeline.probes.stateless import global_norm, to_python
 

@@ -1,4 +1,4 @@
-"""When a probe measures: its schedule (the settings are in pipeline.probe_settings).
+"""When a probe measures: its schedule (the settings are in pipeline.core.probe_settings).
 
 `every`: steps 0, every, 2 every, ... . `log`: the same steps plus log-spaced ones,
 `per_decade` a decade (1, 2, 3, ..., 10, 13, 16, 20, 25, 32, ...), so a probe is dense

@@ -8,9 +8,9 @@ from typing import Any
 import numpy as np
 from keras import ops
 
-from pipeline.config import ConfigError
-from pipeline.data import TrainStream
-from pipeline.models import weight_layers
+from pipeline.core.config import ConfigError
+from pipeline.inputs.data import TrainStream
+from pipeline.nets.models import weight_layers
 
 
 class BatchSource:
@@ -60,7 +60,7 @@ class ProbeContext:
     engine: Any
     model: Any
     optimizer: Any
-    task: Any        # pipeline.tasks
+    task: Any        # pipeline.inputs.tasks
     objective: StatelessObjective
     batches: BatchSource
 

@@ -27,8 +27,8 @@ import keras
 import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec
 
-from pipeline.config import ConfigError
-from pipeline.data import make_dataset
+from pipeline.core.config import ConfigError
+from pipeline.inputs.data import make_dataset
 
 
 def _use_compilation_cache():

@@ -6,7 +6,7 @@ determinism is set too, and it is kept off the GPUs JAX uses."""
 import jax
 import tensorflow as tf
 
-from pipeline.config import AUTO
+from pipeline.core.config import AUTO
 from pipeline.engines.tensorflow import host as tensorflow_host
 
 set_op_determinism = tensorflow_host.set_op_determinism

@@ -9,7 +9,7 @@ SYNCHRONIZED_BATCH_NORM = False
 
 
 def shift_noise(shape, unit_shape, seed_generator, n_mu, n_sigma, r_mu, r_sigma, dtype):
-    """`pipeline.layers.sample_shift_noise` on JAX: the seeds are JAX keys folded from one
+    """`pipeline.nets.layers.sample_shift_noise` on JAX: the seeds are JAX keys folded from one
     draw of the generator; the draws themselves are keras.random's. Every element of the
     global batch gets its own draw."""
     base = seed_generator.next()

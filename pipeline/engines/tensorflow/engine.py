@@ -9,8 +9,8 @@ Keras 3 (keras-team/keras#20585): a step run with `strategy.run` over
 import keras
 import tensorflow as tf
 
-from pipeline.data import make_dataset
 from pipeline.engines.tensorflow.strategy import describe_devices, make_strategy, strategy_name
+from pipeline.inputs.data import make_dataset
 
 
 class Engine:

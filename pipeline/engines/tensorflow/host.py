@@ -3,9 +3,9 @@ determinism and intra-op threads, versions."""
 
 import tensorflow as tf
 
-from pipeline.config import AUTO
+from pipeline.core.config import AUTO
+from pipeline.core.errors import ThreadsError
 from pipeline.engines.tensorflow.strategy import accelerator_kind
-from pipeline.errors import ThreadsError
 
 
 def accelerator():

@@ -1,6 +1,6 @@
 """TensorFlow's versions of the layers' backend-specific parts: the Algorithm-1 noise
 draws (stateless kernels that take tensor seeds) and BatchNorm's fused training kernel.
-`pipeline.layers` calls them through `pipeline.engines.kernels()`."""
+`pipeline.nets.layers` calls them through `pipeline.engines.kernels()`."""
 
 import math
 
@@ -19,7 +19,7 @@ def _replica_id():
 
 
 def shift_noise(shape, unit_shape, seed_generator, n_mu, n_sigma, r_mu, r_sigma, dtype):
-    """`pipeline.layers.sample_shift_noise` with TensorFlow's stateless kernels.
+    """`pipeline.nets.layers.sample_shift_noise` with TensorFlow's stateless kernels.
 
     The per-element draws are the whole price of the noise: Philox makes one 32-bit word
     per float and each element needs two (its shift and its scale). The shift is the raw

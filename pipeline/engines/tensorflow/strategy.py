@@ -7,8 +7,8 @@ import os
 
 import tensorflow as tf
 
-from pipeline.backend import tpu_present
-from pipeline.config import ConfigError
+from pipeline.core.backend import tpu_present
+from pipeline.core.config import ConfigError
 
 
 def _tf_config_workers():
@@ -50,7 +50,7 @@ def detect_strategy_kind():
 
 
 def make_strategy(kind="auto"):
-    """A `tf.distribute.Strategy` of `kind` (see `pipeline.config.STRATEGIES`)."""
+    """A `tf.distribute.Strategy` of `kind` (see `pipeline.core.config.STRATEGIES`)."""
     if kind == "auto":
         kind = detect_strategy_kind()
     if kind == "multi_worker":

@@ -17,7 +17,7 @@ import math
 import keras
 from keras import ops
 
-from pipeline.config import NORMS, NoiseConfig
+from pipeline.core.config import NORMS, NoiseConfig
 from pipeline.engines import kernels
 
 # Paper constants of Algorithm 1 (their one home is the config's NoiseConfig):
@@ -67,7 +67,7 @@ def sample_shift_noise(shape, axis, seed_generator, n_mu, n_sigma, r_mu, r_sigma
 
 class StatefulNorm:
     """Mixin of the norm layers with moving statistics: which variables they are, and a
-    batch-statistics mode. PreciseBN (pipeline.evaluation) finds every such layer of a
+    batch-statistics mode. PreciseBN (pipeline.training.evaluation) finds every such layer of a
     model through this interface, so a new stateful norm is one class plus its registry
     entry.
 
@@ -318,7 +318,7 @@ NORM_LAYERS = {
 
 
 if tuple(sorted(NORM_LAYERS)) != NORMS:
-    raise ImportError("pipeline.config.NORMS must list the names of NORM_LAYERS, sorted")
+    raise ImportError("pipeline.core.config.NORMS must list the names of NORM_LAYERS, sorted")
 
 
 def make_norm_layer(norm, channels, name, seed=None, synchronized=False, noise=None):

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.errors import InputError
-from pipeline.runs import atomic_write_bytes
+from pipeline.core.errors import InputError
+from pipeline.core.runs import atomic_write_bytes
 
 PATTERN = re.compile(r"ckpt-(\d+)\.npz$")
 

@@ -19,10 +19,10 @@ import time
 from pathlib import Path
 from typing import Optional
 
-from pipeline import interrupts
-from pipeline.config import ConfigError
-from pipeline.runs import RunBusyError, open_no_follow, refuse_if_busy
-from pipeline.sweep import STOP_SECONDS, runs_to_do, start_logged, summarize
+from pipeline.core import interrupts
+from pipeline.core.config import ConfigError
+from pipeline.core.runs import RunBusyError, open_no_follow, refuse_if_busy
+from pipeline.sweeps.sweep import STOP_SECONDS, runs_to_do, start_logged, summarize
 
 EXECUTORS = {"slurm": "slurm", "submitit_local": "local"}  # --executor -> submitit's cluster
 

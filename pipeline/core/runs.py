@@ -19,8 +19,8 @@ import os
 import tempfile
 from pathlib import Path
 
-from pipeline.errors import InputError, UserError
-from pipeline.run_meta import DONE, meta_problem
+from pipeline.core.errors import InputError, UserError
+from pipeline.core.run_meta import DONE, meta_problem
 
 CONFIG_FILE = "config.yaml"
 META_FILE = "meta.json"

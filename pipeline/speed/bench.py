@@ -23,14 +23,14 @@ from pathlib import Path
 import numpy as np
 
 from pipeline import engines
-from pipeline.config import load_config
-from pipeline.data import TrainStream, load_arrays
+from pipeline.core.config import load_config
 from pipeline.engines import make_engine
-from pipeline.layers import NoisyBatchNormalization
+from pipeline.inputs.data import TrainStream, load_arrays
+from pipeline.inputs.tasks import task_of
+from pipeline.nets.layers import NoisyBatchNormalization, sample_shift_noise
 from pipeline.probes import REGISTRY, make_probes
-from pipeline.runtime import configure_runtime
-from pipeline.tasks import task_of
-from pipeline.train import build_training_state, train_and_evaluate
+from pipeline.training.runtime import configure_runtime
+from pipeline.training.train import build_training_state, train_and_evaluate
 
 # Targets of the speed issue, as (ratio name, bound, "min" or "max").
 TARGETS = {"whole/floor": {"vgg": 0.9, "dln": 0.9}, "batch/none": {"vgg": 1.25},
@@ -102,7 +102,7 @@ def noise_draw_seconds(config_path, overrides, repeats=10):
     _, _, _, model, _ = _fresh_state(config)
     noisy = [layer for layer in model.layers if isinstance(layer, NoisyBatchNormalization)]
     shapes = [(config.data.batch_size, *layer.output.shape[1:]) for layer in noisy]
-    draws = engines.module("noise_floor").noise_draws(noisy, shapes)
+    draws = engines.module("noise_floor").noise_draws(noisy, shapes, sample_shift_noise)
     elements = sum(int(np.prod(shape)) for shape in shapes)
     return _median_seconds(draws, repeats, warmup=2), elements
 
@@ -196,7 +196,7 @@ def first_step_seconds(config_path, backend, overrides=()):
 
 
 def format_first_steps(config_path, overrides=()):
-    from pipeline.backend import BACKENDS
+    from pipeline.core.backend import BACKENDS
     seconds = {backend: first_step_seconds(config_path, backend, overrides) for backend in BACKENDS}
     return ("time to first step (python -m pipeline train of 1 step, process start to exit): "
             + ", ".join(f"{backend} {value:.1f} s" for backend, value in seconds.items()))

@@ -6,12 +6,16 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from pipeline.errors import InputError, UserError
-from pipeline.runs import find_runs, load_run, pick, summary_row
+from pipeline.core.errors import InputError, UserError
+from pipeline.core.runs import find_runs, load_run, pick, summary_row
 
 # The paper's names for the norms.
 NORM_NAMES = {"none": "standard", "batch": "BN", "noisy_batch": "noisy BN", "noise_only": "noise only",
               "l1": "l1", "l2": "l2", "linf": "linf", "layer": "LayerNorm", "group": "GroupNorm"}
+# One colour per norm in every figure (Matplotlib's default cycle): BN blue, the
+# standard network brown, noisy BN orange.
+NORM_COLORS = {"batch": "C0", "noisy_batch": "C1", "l1": "C2", "group": "C3", "noise_only": "C4",
+               "none": "C5", "l2": "C6", "layer": "C7", "linf": "C8"}
 
 
 class MissingRunsError(UserError, FileNotFoundError):
@@ -174,8 +178,10 @@ def runs_with(runs, stream, probe_hint=None, echo=print):
 
 
 def describe_scale(runs):
-    """'data set digits, VGG11 x0.25 width, 500 steps, batch 128; seeds per variant:
-    BN: 3; standard: 3' for figure captions."""
+    """'data set digits, VGG11 x0.25 width, batch 128; 400 steps; seeds per variant: BN:
+    3; standard: 3 (1 diverged)' for figure captions, from the runs drawn: their steps
+    (per variant where variants differ: 'BN at LR 0.5: 200 steps; ...'), their seeds,
+    and how many diverged."""
     config = runs[0]["config"]
     model = config["model"]
     if model["family"] == "vgg":
@@ -183,10 +189,18 @@ def describe_scale(runs):
                                          if model["width_multiplier"] != 1 else "")
     else:
         arch = f"{model['depth']}-layer linear network"
-    seeds = pd.Series([r["variant"] for r in runs]).value_counts(sort=False)
-    counts = "; ".join(f"{variant}: {count}" for variant, count in seeds.items())
-    return (f"data set {config['data']['name']}, {arch}, {config['train']['steps']} steps, "
-            f"batch {config['data']['batch_size']}; seeds per variant: {counts}")
+    frame = pd.DataFrame({"variant": [r["variant"] for r in runs],
+                          "steps": [r["config"]["train"]["steps"] for r in runs],
+                          "diverged": [r["meta"].get("status") == "diverged" for r in runs]})
+    by_steps = frame.groupby("steps", sort=True)["variant"].unique()
+    steps = (f"{by_steps.index[0]} steps" if len(by_steps) == 1 else
+             "; ".join(f"{' / '.join(variants)}: {count} steps" for count, variants in by_steps.items()))
+    counts = "; ".join(
+        f"{variant}: {len(rows)}" + (f" ({int(rows['diverged'].sum())} diverged)"
+                                     if rows["diverged"].any() else "")
+        for variant, rows in frame.groupby("variant", sort=False))
+    return (f"data set {config['data']['name']}, {arch}, batch {config['data']['batch_size']}; "
+            f"{steps}; seeds per variant: {counts}")
 
 
 class NothingToPlot(LookupError):

@@ -2,12 +2,12 @@
 
 One row per claim (per probed layer, for ICS; per learning rate where a claim says so),
 measured as PROTOCOL.md section 8 says, and decided by the claim's rule
-(pipeline.rules):
+(pipeline.results.rules):
 - a run-level statistic (steps to an accuracy, a final value, a shift): its median over
   seeds per variant, the ratio of the medians `variant / reference`, a 95 % bootstrap
   interval of that ratio over seeds and a two-sided rank test (Mann-Whitney U, exact);
 - a probe statistic (ICS, landscape, curvature): compared at matched training loss
-  (pipeline.matched) in the training regime, with the coverage of each loss bin, and
+  (pipeline.results.matched) in the training regime, with the coverage of each loss bin, and
   the paper's own reading (the maximum over the curve, without step 0) beside it; the
   initial transient has rows of its own;
 - "trains like BN": the share of BN's speed-up kept and the test accuracy against BN's;
@@ -23,13 +23,13 @@ from typing import Optional
 import numpy as np
 import pandas as pd
 
-from pipeline import matched, rules
-from pipeline.measures import (BETA, CURVATURE, GRAD_CHANGE, ICS_COSINE, ICS_L2, ICS_RELATIVE,
+from pipeline.results import matched, rules
+from pipeline.results.measures import (BETA, CURVATURE, GRAD_CHANGE, ICS_COSINE, ICS_L2, ICS_RELATIVE,
                                LOSS_BAND, RELATIVE_GRAD_CHANGE, ProbeMeasure, activation_shift,
                                beta_over_curvature, edge_of_stability, final_value,
                                levels_passed, mean_log_loss, paper_reading, steps_to_accuracy,
                                test_accuracies, training_regime, transient_median)
-from pipeline.rules import RULES, verdict
+from pipeline.results.rules import RULES, verdict
 
 
 @dataclasses.dataclass(frozen=True)
@@ -336,7 +336,7 @@ def evaluate_claim(claim, groups, lrs, rng):
 
 def claims_table(runs, claims=CLAIMS, seed=0):
     """The table rows (dicts of plain Python values), from runs as
-    `pipeline.analysis.load_runs` gives them."""
+    `pipeline.results.analysis.load_runs` gives them."""
     groups, lrs = _groups(runs)
     rng = np.random.default_rng(seed)
     return [row for claim in claims for row in evaluate_claim(claim, groups, lrs, rng)]

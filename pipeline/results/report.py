@@ -4,10 +4,10 @@ with captions, and assembling one page that shows them all."""
 import json
 from pathlib import Path
 
-from pipeline.errors import InputError, UserError
-from pipeline.runs import atomic_write_text, summary_row
+from pipeline.core.errors import InputError, UserError
+from pipeline.core.runs import atomic_write_text, summary_row
 
-NOTEBOOK_DIR = Path(__file__).resolve().parent.parent / "notebooks"
+NOTEBOOK_DIR = Path(__file__).resolve().parents[2] / "notebooks"
 # Analysis notebooks in report order (the Colab quick-start is not part of the report).
 NOTEBOOKS = ("training", "distributions", "ics", "landscape", "lp_variants", "dln")
 CAPTIONS = "captions.json"
@@ -23,7 +23,7 @@ class NotebookFailure(UserError, RuntimeError):
 
 def save_captioned(fig, output_dir, name, caption, formats=("png", "svg")):
     """Save `fig` under output_dir/figures and record its caption for the report."""
-    from pipeline.plots import save_figure
+    from pipeline.results.plots import save_figure
     figures = Path(output_dir) / "figures"
     paths = save_figure(fig, figures, name, formats)
     captions_path = figures / CAPTIONS
@@ -78,7 +78,7 @@ def make_figures(runs, output_dir="reports", notebooks=NOTEBOOKS, echo=print):
     finds no runs of its kind (no DLN run for `dln`) says so and is left out; any other
     stop is an error.
     """
-    from pipeline.analysis import load_runs
+    from pipeline.results.analysis import load_runs
     unknown = sorted(set(notebooks) - set(NOTEBOOKS))
     if unknown:
         raise InputError(f"unknown notebook(s) {unknown}; choose from {', '.join(NOTEBOOKS)}")
@@ -176,10 +176,10 @@ def build_report(output_dir, runs=()):
     output_dir/figures with its caption, and the run inventory."""
     import jinja2
 
-    from pipeline.analysis import load_runs
-    from pipeline.claims import claims_table
-    from pipeline.claims_format import answer
-    from pipeline.rules import RULES
+    from pipeline.results.analysis import load_runs
+    from pipeline.results.claims import claims_table
+    from pipeline.results.claims_format import answer
+    from pipeline.results.rules import RULES
     output_dir = Path(output_dir)
     figures = output_dir / "figures"
     captions_path = figures / CAPTIONS

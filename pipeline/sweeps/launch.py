@@ -21,10 +21,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-from pipeline import interrupts
-from pipeline.config import AUTO, ConfigError
-from pipeline.runs import BrokenRunError, is_done
-from pipeline.sweep import STOP_SECONDS, log_tail, run_status, runs_to_do, start_logged, summarize
+from pipeline.core import interrupts
+from pipeline.core.config import AUTO, ConfigError
+from pipeline.core.runs import BrokenRunError, is_done
+from pipeline.sweeps.sweep import STOP_SECONDS, log_tail, run_status, runs_to_do, start_logged, summarize
 
 POLL_SECONDS = 0.5
 NVIDIA_GPUS = Path("/proc/driver/nvidia/gpus")

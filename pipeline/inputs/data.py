@@ -18,8 +18,8 @@ from pathlib import Path
 import numpy as np
 import tensorflow as tf
 
-from pipeline.config import DATASETS, ConfigError
-from pipeline.errors import UserError
+from pipeline.core.config import DATASETS, ConfigError
+from pipeline.core.errors import UserError
 
 AUGMENT_PAD = 4  # pixels of zero padding before the random 32x32 crop
 
@@ -217,11 +217,11 @@ def _load_archive(config):
     return _load_binary(config) if config.source == "binary" else _load_tfds(config)
 
 
-# data.name -> loader(DataConfig) -> Arrays; pipeline.config.DATASETS names these.
+# data.name -> loader(DataConfig) -> Arrays; pipeline.core.config.DATASETS names these.
 LOADERS = {"cifar10": _load_archive, "cifar100": _load_archive, "digits": _load_digits,
            "synthetic": _load_synthetic, "linear_regression": _load_linear_regression}
 if tuple(LOADERS) != DATASETS:
-    raise ImportError("pipeline.config.DATASETS must list the data sets of LOADERS, in order")
+    raise ImportError("pipeline.core.config.DATASETS must list the data sets of LOADERS, in order")
 
 
 def load_arrays(config):

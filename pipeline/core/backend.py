@@ -9,7 +9,7 @@ made before anything imports Keras: this module imports neither Keras nor Tensor
 import os
 import sys
 
-from pipeline.errors import InputError
+from pipeline.core.errors import InputError
 
 BACKENDS = ("tensorflow", "jax")
 
@@ -52,9 +52,9 @@ def select_backend(requested=None):
 def start_frameworks(verbose=False):
     """Import Keras (on the backend chosen before) and TensorFlow (every command uses
     tf.data or its error types) and let them find their devices, quietly (see
-    `pipeline.console.quiet_startup`). Later imports and device look-ups reuse what
+    `pipeline.core.console.quiet_startup`). Later imports and device look-ups reuse what
     this did."""
-    from pipeline.console import quiet_startup
+    from pipeline.core.console import quiet_startup
     with quiet_startup(verbose):
         import keras
         import tensorflow as tf

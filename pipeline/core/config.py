@@ -18,12 +18,12 @@ import yaml
 from omegaconf import OmegaConf
 from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
 
-from pipeline.errors import InputError
+from pipeline.core.errors import InputError
 
 DATASETS = ("cifar10", "cifar100", "digits", "synthetic", "linear_regression")
 SOURCES = ("tfds", "binary")
 FAMILIES = ("vgg", "dln")
-# The model layer's registries, by name (pipeline.layers.NORM_LAYERS, pipeline.models),
+# The model layer's registries, by name (pipeline.nets.layers.NORM_LAYERS, pipeline.nets.models),
 # which check at import that they build exactly these.
 NORMS = ("batch", "group", "l1", "l2", "layer", "linf", "noise_only", "noisy_batch", "none")
 HEADS = ("linear", "mlp")
@@ -31,7 +31,7 @@ VGG_DEPTHS = (11, 13, 16, 19)
 STRATEGIES = ("auto", "default", "mirrored", "multi_worker", "tpu")
 PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
 BN_STATISTICS = ("recomputed", "moving")
-AUTO = "auto"  # a setting resolved per device when the run starts (pipeline.runtime)
+AUTO = "auto"  # a setting resolved per device when the run starts (pipeline.training.runtime)
 
 
 class ConfigError(InputError):
@@ -201,9 +201,9 @@ class EvalConfig:
 
 
 def _probes_config():
-    """`ProbesConfig`: one field per probe (pipeline.probe_settings), typed by its
+    """`ProbesConfig`: one field per probe (pipeline.core.probe_settings), typed by its
     settings class."""
-    from pipeline.probe_settings import SCHEDULES, SETTINGS
+    from pipeline.core.probe_settings import SCHEDULES, SETTINGS
 
     def check(self):
         for name in SETTINGS:

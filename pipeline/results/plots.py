@@ -1,4 +1,4 @@
-"""Seaborn figures of the paper's views, from the frames of `pipeline.analysis`.
+"""Seaborn figures of the paper's views, from the frames of `pipeline.results.analysis`.
 
 Every function takes tidy frames and returns a matplotlib Figure; lines are the mean
 over seeds with the min-max band across seeds, and legends carry the seed count.
@@ -41,7 +41,7 @@ def per_learning_rate(frame, labels=None):
     the palette gives a norm one colour in every panel. `labels` ({(lr, norm): name},
     from another frame's call) names the rows the same way: a diverged run may have
     training records but no evaluation."""
-    from pipeline.analysis import NORM_NAMES
+    from pipeline.results.analysis import NORM_NAMES
     if labels is None:
         labels = {}
         for (lr, norm), rows in frame.groupby(["lr", "norm"]):
@@ -49,9 +49,9 @@ def per_learning_rate(frame, labels=None):
             diverged = int((seeds == "diverged").sum())
             labels[(lr, norm)] = (f"{NORM_NAMES.get(norm, norm)} (n={len(seeds)}"
                                   + (f", {diverged} diverged" if diverged else "") + ")")
+    from pipeline.results.analysis import NORM_COLORS
     frame = frame.assign(name=[labels[(lr, n)] for lr, n in zip(frame["lr"], frame["norm"])])
-    base = sorted({label.rsplit(" (n=", 1)[0] for label in labels.values()})
-    palette = {label: f"C{base.index(label.rsplit(' (n=', 1)[0])}" for label in labels.values()}
+    palette = {label: NORM_COLORS.get(norm, "C9") for (lr, norm), label in labels.items()}
     grouped = list(frame.groupby("lr", sort=True))
     return grouped, palette, labels
 
@@ -192,7 +192,7 @@ def plot_distribution_shift(distributions, layer):
             rows += [{"variant": variant, "seed": seed, "step": step, "statistic": statistic,
                       "change": value} for step, value in zip(frame["step"].to_numpy()[1:], change)]
     if not rows:
-        from pipeline.analysis import NothingToPlot
+        from pipeline.results.analysis import NothingToPlot
         raise NothingToPlot("the distribution shift needs two probe steps of a run; these runs "
                             "have one (set probes.distributions.every below train.steps)")
     frame = with_seed_counts(pd.DataFrame(rows))
@@ -210,7 +210,7 @@ def plot_channel_statistics(distributions, layer, seed=None, channels=8):
     for one seed (default: the smallest each variant has). Where noisy BN's shift is the
     point, the channels' own paths show it. `distributions`: `analysis.probe_frame(runs,
     "distributions")`."""
-    from pipeline.analysis import NothingToPlot
+    from pipeline.results.analysis import NothingToPlot
     frame = distributions[distributions["distributions/layer"] == layer]
     variants = sorted(frame["variant"].unique())
     if frame.empty:
@@ -270,18 +270,25 @@ def plot_curvature(curvature):
 
 
 def plot_lr_sensitivity(summary):
-    """Final test accuracy against the learning rate per norm; diverged runs drawn as
-    red crosses at 0."""
+    """Final test accuracy against the learning rate per norm (mean over seeds, band
+    min-max), in every figure's colours and names; diverged runs, which have no final
+    accuracy, drawn as crosses at 0 in their norm's colour and counted in the legend."""
+    from pipeline.results.analysis import NORM_COLORS, NORM_NAMES
     fig, ax = plt.subplots(figsize=(6, 4), constrained_layout=True)
     frame = summary.assign(norm=summary["norm"].astype(str))
-    finished = frame[frame["status"] != "diverged"]
-    sns.lineplot(data=finished, x="lr", y="test_accuracy", hue="norm", marker="o",
-                 errorbar=BAND, ax=ax)
-    diverged = frame[frame["status"] == "diverged"]
-    if not diverged.empty:
-        ax.scatter(diverged["lr"], np.zeros(len(diverged)), marker="x", color="red", s=60,
-                   label="diverged", zorder=3)
-        ax.legend()
+    for norm, rows in frame.groupby("norm", sort=True):
+        color, name = NORM_COLORS.get(norm, "C9"), NORM_NAMES.get(norm, norm)
+        finished = rows[rows["status"] != "diverged"]
+        if not finished.empty:
+            curve = finished.groupby("lr")["test_accuracy"].agg(["mean", "min", "max"])
+            ax.plot(curve.index, curve["mean"], marker="o", color=color, label=name)
+            ax.fill_between(curve.index, curve["min"], curve["max"], color=color, alpha=0.2,
+                            linewidth=0)
+        diverged = rows[rows["status"] == "diverged"]
+        if not diverged.empty:
+            ax.scatter(diverged["lr"], np.zeros(len(diverged)), marker="x", color=color, s=60,
+                       zorder=3, label=f"{name}: {len(diverged)} diverged")
+    ax.legend(title="network")
     ax.set(xscale="log", xlabel="learning rate", ylabel="final test accuracy",
            title="learning-rate sensitivity")
     return fig

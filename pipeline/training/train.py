@@ -4,7 +4,7 @@ One loop for both backends: the engine (pipeline.engines) runs the compiled step
 evaluation and the probes' primitives; this module starts or resumes a run in its run
 directory and runs the loop, whose parts (the schedule of calls, probes, evaluations
 and checkpoints; the recorder; the speed meter; the step convention) are in
-pipeline.loop. Probes plug in before each step and see exactly the batch and weights
+pipeline.training.loop. Probes plug in before each step and see exactly the batch and weights
 that step uses.
 """
 
@@ -21,19 +21,19 @@ import keras
 import numpy as np
 
 import pipeline
-from pipeline import interrupts
-from pipeline.checkpoint import checkpoints, restore_latest, save_checkpoint
-from pipeline.config import load_config, to_yaml
-from pipeline.data import load_arrays, make_dataset
 from pipeline import engines
+from pipeline.core import interrupts
+from pipeline.core.config import load_config, to_yaml
+from pipeline.core.errors import InputError
+from pipeline.core.runs import CONFIG_FILE, RunDirectory, default_workdir, is_done, read_saved_config
 from pipeline.engines import make_engine
-from pipeline.errors import InputError
-from pipeline.evaluation import make_evaluate
-from pipeline.loop import Events, Recorder, SpeedMeter, TrainingState, first_nonfinite
-from pipeline.models import build_dln, build_vgg
-from pipeline.runs import CONFIG_FILE, RunDirectory, default_workdir, is_done, read_saved_config
-from pipeline.runtime import configure_runtime
-from pipeline.tasks import task_of
+from pipeline.inputs.data import load_arrays, make_dataset
+from pipeline.inputs.tasks import task_of
+from pipeline.nets.models import build_dln, build_vgg
+from pipeline.training.checkpoint import checkpoints, restore_latest, save_checkpoint
+from pipeline.training.evaluation import make_evaluate
+from pipeline.training.loop import Events, Recorder, SpeedMeter, TrainingState, first_nonfinite
+from pipeline.training.runtime import configure_runtime
 
 
 class RunConfigMismatch(InputError):
@@ -189,7 +189,7 @@ def _resume_and_train(config, runtime, engine, run, probes_factory, echo=None):
             "restarts": meta.get("restarts", -1) + 1}
     levels = task_of(config).reference_levels(arrays)
     if levels is not None:
-        meta["loss_levels"] = levels  # the DLN's plateaus (pipeline.tasks), for the claims
+        meta["loss_levels"] = levels  # the DLN's plateaus (pipeline.inputs.tasks), for the claims
     run.write_meta(meta)
     if echo:
         _announce(echo, run, meta, start)

@@ -2,7 +2,7 @@
 
 Each run is a separate `python -m pipeline train` process, so a crash or a diverged
 run cannot take the sweep down. The same commands run as local processes, several at
-once (pipeline.launch), as a Slurm job array (pipeline.slurm), or are printed by
+once (pipeline.sweeps.launch), as a Slurm job array (pipeline.sweeps.slurm), or are printed by
 `--list` for any other scheduler. Finished and diverged runs are skipped, unfinished
 ones resume.
 """
@@ -18,10 +18,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
-from pipeline import interrupts
-from pipeline.backend import BACKENDS
-from pipeline.config import AUTO, ConfigError, load_config, read_yaml_file, to_yaml
-from pipeline.runs import (BrokenRunError, RunDirectory, default_workdir, is_done,
+from pipeline.core import interrupts
+from pipeline.core.backend import BACKENDS
+from pipeline.core.config import AUTO, ConfigError, load_config, read_yaml_file, to_yaml
+from pipeline.core.runs import (BrokenRunError, RunDirectory, default_workdir, is_done,
                            open_no_follow, pick, summary_row)
 
 LOG_FILE = "train.log"   # a sweep's copy of each run's console output, in its run directory

@@ -10,8 +10,8 @@ layers in forward order: "layer #i" of PROTOCOL.md is `weight_layers(model)[i - 
 import keras
 import numpy as np
 
-from pipeline.config import HEADS, VGG_DEPTHS
-from pipeline.layers import make_norm_layer
+from pipeline.core.config import HEADS, VGG_DEPTHS
+from pipeline.nets.layers import make_norm_layer
 
 # Channel specs, "M" = 2x2 max-pool (Simonyan & Zisserman 2015, configs A, B, D, E).
 VGG_SPECS = {
@@ -23,7 +23,7 @@ VGG_SPECS = {
          512, 512, 512, 512, "M"],
 }
 if tuple(VGG_SPECS) != VGG_DEPTHS:
-    raise ImportError("pipeline.config.VGG_DEPTHS must list the depths of VGG_SPECS")
+    raise ImportError("pipeline.core.config.VGG_DEPTHS must list the depths of VGG_SPECS")
 
 
 def layer_seed(run_seed, layer_index):
@@ -40,7 +40,7 @@ def build_vgg(depth=16, norm="batch", width_multiplier=1.0, num_classes=10,
 
     Args:
         depth: 11, 13, 16 or 19 (number of weight layers of the original VGG).
-        norm: a key of `pipeline.layers.NORM_LAYERS` ("none" = the paper's standard VGG).
+        norm: a key of `pipeline.nets.layers.NORM_LAYERS` ("none" = the paper's standard VGG).
         width_multiplier: scales every conv's channel count (at least 1 channel).
         head: "linear" (flatten -> Dense(num_classes), PROTOCOL.md [D]) or "mlp"
             (two hidden Dense(hidden_units) layers with norm and ReLU, as in VGG).

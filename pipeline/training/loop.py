@@ -1,4 +1,4 @@
-"""The training loop's parts (pipeline.train runs them): the schedule of compiled calls
+"""The training loop's parts (pipeline.training.train runs them): the schedule of compiled calls
 around probes, evaluations and checkpoints; the recorder of a run's records; the
 speed meter; and the training state they share.
 
@@ -15,7 +15,7 @@ from typing import Any, Callable
 import numpy as np
 
 from pipeline import engines
-from pipeline.config import AUTO
+from pipeline.core.config import AUTO
 
 
 @dataclasses.dataclass
@@ -24,11 +24,11 @@ class TrainingState:
     keeps it up to date (status, step, probe steps, speed); `wall_time()` the seconds
     of all attempts so far."""
     config: Any
-    run: Any        # pipeline.runs.RunDirectory
+    run: Any        # pipeline.core.runs.RunDirectory
     engine: Any     # pipeline.engines: the backend's Engine
     model: Any
     optimizer: Any
-    arrays: Any     # pipeline.data.Arrays
+    arrays: Any     # pipeline.inputs.data.Arrays
     meta: dict
     wall_time: Callable[[], float]
 

@@ -16,9 +16,9 @@ import contextlib
 
 from keras import ops
 
-from pipeline.data import TrainStream
-from pipeline.layers import StatefulNorm
-from pipeline.tasks import task_of
+from pipeline.inputs.data import TrainStream
+from pipeline.inputs.tasks import task_of
+from pipeline.nets.layers import StatefulNorm
 
 
 def _stateful_norms(model):

@@ -7,7 +7,7 @@ import math
 
 import numpy as np
 
-# The figure (pipeline/report.py: figures/<name>.png) that shows each headline row.
+# The figure (pipeline/results/report.py: figures/<name>.png) that shows each headline row.
 FIGURES = {
     "bn_trains_faster": "training_accuracy", "large_lr": "lr_sensitivity",
     "noisy_bn_trains_like_bn": "training_accuracy",

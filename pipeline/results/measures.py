@@ -1,8 +1,8 @@
 """What a claim measures in a run (PROTOCOL.md section 8): run-level statistics
 (milestones, final values, shift, the DLN's plateaus, curvature against 2/LR and
 against the effective beta) as `run -> float`, and probe quantities as `ProbeMeasure`s,
-which the claims compare at matched training loss (pipeline.matched). A run is the dict
-`pipeline.analysis.load_runs` gives; NaN means "cannot be measured in this run"."""
+which the claims compare at matched training loss (pipeline.results.matched). A run is the dict
+`pipeline.results.analysis.load_runs` gives; NaN means "cannot be measured in this run"."""
 
 import dataclasses
 from typing import Callable
@@ -10,7 +10,7 @@ from typing import Callable
 import numpy as np
 import pandas as pd
 
-from pipeline.analysis import MILESTONE_WINDOW, first_crossing, probe_frame, records_frame
+from pipeline.results.analysis import MILESTONE_WINDOW, first_crossing, probe_frame, records_frame
 
 # PROTOCOL.md section 8: a record at step t of a run of T steps is in the initial
 # transient if 0 < t < TRANSIENT * T, in the training regime if t >= TRANSIENT * T.
