@@ -26,7 +26,7 @@ from pipeline import engines
 from pipeline.config import load_config
 from pipeline.data import TrainStream, load_arrays
 from pipeline.engines import make_engine
-from pipeline.layers import NoisyBatchNormalization
+from pipeline.layers import NoisyBatchNormalization, sample_shift_noise
 from pipeline.probes import REGISTRY, make_probes
 from pipeline.runtime import configure_runtime
 from pipeline.tasks import task_of
@@ -102,7 +102,7 @@ def noise_draw_seconds(config_path, overrides, repeats=10):
     _, _, _, model, _ = _fresh_state(config)
     noisy = [layer for layer in model.layers if isinstance(layer, NoisyBatchNormalization)]
     shapes = [(config.data.batch_size, *layer.output.shape[1:]) for layer in noisy]
-    draws = engines.module("noise_floor").noise_draws(noisy, shapes)
+    draws = engines.module("noise_floor").noise_draws(noisy, shapes, sample_shift_noise)
     elements = sum(int(np.prod(shape)) for shape in shapes)
     return _median_seconds(draws, repeats, warmup=2), elements
 

@@ -5,11 +5,12 @@ compiled callable for the benchmark to time."""
 import tensorflow as tf
 
 from pipeline.engines.tensorflow.kernels import philox_uniform
-from pipeline.layers import sample_shift_noise
 
 
-def noise_draws(noisy_layers, shapes):
-    """One step's Algorithm-1 draws for each noisy layer at its output `shape`."""
+def noise_draws(noisy_layers, shapes, sample_shift_noise):
+    """One step's Algorithm-1 draws for each noisy layer at its output `shape`, by
+    `sample_shift_noise` (pipeline.layers', handed in: the layers import the engines, so
+    an engine importing the layers would close a cycle)."""
     @tf.function
     def draw():
         total = tf.constant(0.0)
