@@ -9,7 +9,7 @@ from pipeline.engines.tensorflow.kernels import philox_uniform
 
 def noise_draws(noisy_layers, shapes, sample_shift_noise):
     """One step's Algorithm-1 draws for each noisy layer at its output `shape`, by
-    `sample_shift_noise` (pipeline.layers', handed in: the layers import the engines, so
+    `sample_shift_noise` (pipeline.nets.layers', handed in: the layers import the engines, so
     an engine importing the layers would close a cycle)."""
     @tf.function
     def draw():
