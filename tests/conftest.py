@@ -3,10 +3,25 @@
 Tests marked `both_backends` run a second time on JAX: `make test` runs them again in a
 process with KERAS_BACKEND=jax (Keras picks its backend once per process)."""
 
+import atexit
+import os
+import shutil
+import tempfile
+
 import numpy as np
 import pytest
 
 from pipeline.core.config import load_config
+
+# Each test process (each xdist worker) writes its temporary files, TensorFlow's
+# autograph files and tensorflow-datasets' mock folders among them, into a folder of its
+# own, removed when it exits: the suite leaves nothing in the system's temporary folder.
+# Set before TensorFlow starts; the processes tests start inherit it through TMPDIR.
+# pytest's own folders (tmp_path, kept for the last 3 runs) stay where pytest puts them.
+os.environ.setdefault("PYTEST_DEBUG_TEMPROOT", tempfile.gettempdir())
+_OWN_TEMPORARY = tempfile.mkdtemp(prefix="bnlab-tests-")
+os.environ["TMPDIR"] = tempfile.tempdir = _OWN_TEMPORARY
+atexit.register(shutil.rmtree, _OWN_TEMPORARY, ignore_errors=True)
 
 # A run fixes TensorFlow's intra-op threads before TensorFlow starts (train.threads: 1 on
 # a CPU); tests that use TensorFlow before their first run need the same count.
