@@ -143,3 +143,11 @@ def fake_run(path, *overrides):
     (path / "records" / "eval.jsonl").write_text(
         json.dumps({"step": 8, "test/loss": 0.5, "test/accuracy": 0.8}) + "\n")
     return path
+
+
+def fails_cleanly(result, code, *phrases):
+    """An expected failure: exit `code`, no traceback, each phrase in the message."""
+    assert result.returncode == code, result.stderr[-2000:]
+    assert "Traceback" not in result.stderr, result.stderr[-2000:]
+    for phrase in phrases:
+        assert phrase in result.stderr, result.stderr[-2000:]
