@@ -242,6 +242,32 @@ def test_an_interrupt_swallowed_on_its_way_is_raised_again_between_steps():
         signal.signal(signal.SIGTERM, saved[1])
 
 
+def test_a_second_signal_does_not_cut_short_the_stop_of_the_first():
+    """submitit's local executor kills a cancelled task 1 s after Ctrl-C, and the run then
+    gets SIGTERM (its parent died): the run's cleanup must finish and record Ctrl-C."""
+    import signal
+
+    from pipeline.core import interrupts
+    saved = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
+    try:
+        interrupts.install()
+        with pytest.raises(KeyboardInterrupt):
+            try:
+                signal.raise_signal(signal.SIGINT)
+            finally:  # the cleanup, as train() writes meta.json
+                signal.raise_signal(signal.SIGTERM)  # recorded, not raised
+                recorded = "written"
+        assert recorded == "written" and interrupts._received == [signal.SIGINT, signal.SIGTERM]
+        with pytest.raises(KeyboardInterrupt):
+            interrupts.raise_pending()  # the first is the reason
+        with pytest.raises(interrupts.Terminated):  # outside a stop, a signal raises again
+            signal.raise_signal(signal.SIGTERM)
+    finally:
+        interrupts._received.clear()
+        signal.signal(signal.SIGINT, saved[0])
+        signal.signal(signal.SIGTERM, saved[1])
+
+
 def test_a_full_disk_names_the_file_it_could_not_write(tmp_path, monkeypatch):
     import errno
 

@@ -28,6 +28,13 @@ def _exception(signum):
 
 def _handle(signum, frame):
     _received.append(signum)
+    if is_interrupt(sys.exc_info()[1]):
+        # A stop is already unwinding (this runs inside its `except` or `finally`): a
+        # second signal must not cut short the cleanup that records it, nor replace its
+        # reason. It comes, for example, from a parent that escalates (submitit's local
+        # controller kills its task 1 s after Ctrl-C, and the run then gets SIGTERM from
+        # `die_with_parent`). A process that must end now can still be sent SIGKILL.
+        return
     raise _exception(signum)
 
 
@@ -54,7 +61,7 @@ def raise_pending():
     framework's first compiled call) it can be printed and ignored. Long loops call this
     between steps."""
     if _received:
-        raise _exception(_received[-1])
+        raise _exception(_received[0])  # the first signal is the reason for the stop
 
 
 def is_interrupt(error):
