@@ -222,50 +222,51 @@ def test_a_config_file_that_is_not_utf8_and_a_seed_out_of_range_are_named(tmp_pa
         load_config(SMOKE, ["seed=-1"])
 
 
-def test_an_interrupt_swallowed_on_its_way_is_raised_again_between_steps():
+@pytest.fixture
+def interrupts_installed():
+    """The CLI's signal handling in this test process; the handlers and what they
+    received are restored afterwards."""
     import signal
 
     from pipeline.core import interrupts
     saved = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
     try:
         interrupts.install()
-        interrupts.raise_pending()  # nothing pending: no effect
-        try:  # as in a __del__ or a callback, where Python prints and ignores it
-            signal.raise_signal(signal.SIGTERM)
-        except BaseException:
-            pass
-        with pytest.raises(interrupts.Terminated):
-            interrupts.raise_pending()
+        yield interrupts
     finally:
         interrupts._received.clear()
         signal.signal(signal.SIGINT, saved[0])
         signal.signal(signal.SIGTERM, saved[1])
 
 
-def test_a_second_signal_does_not_cut_short_the_stop_of_the_first():
+def test_an_interrupt_swallowed_on_its_way_is_raised_again_between_steps(interrupts_installed):
+    import signal
+    interrupts = interrupts_installed
+    interrupts.raise_pending()  # nothing pending: no effect
+    try:  # as in a __del__ or a callback, where Python prints and ignores it
+        signal.raise_signal(signal.SIGTERM)
+    except BaseException:
+        pass
+    with pytest.raises(interrupts.Terminated):
+        interrupts.raise_pending()
+
+
+def test_a_second_signal_does_not_cut_short_the_stop_of_the_first(interrupts_installed):
     """submitit's local executor kills a cancelled task 1 s after Ctrl-C, and the run then
     gets SIGTERM (its parent died): the run's cleanup must finish and record Ctrl-C."""
     import signal
-
-    from pipeline.core import interrupts
-    saved = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
-    try:
-        interrupts.install()
-        with pytest.raises(KeyboardInterrupt):
-            try:
-                signal.raise_signal(signal.SIGINT)
-            finally:  # the cleanup, as train() writes meta.json
-                signal.raise_signal(signal.SIGTERM)  # recorded, not raised
-                recorded = "written"
-        assert recorded == "written" and interrupts._received == [signal.SIGINT, signal.SIGTERM]
-        with pytest.raises(KeyboardInterrupt):
-            interrupts.raise_pending()  # the first is the reason
-        with pytest.raises(interrupts.Terminated):  # outside a stop, a signal raises again
-            signal.raise_signal(signal.SIGTERM)
-    finally:
-        interrupts._received.clear()
-        signal.signal(signal.SIGINT, saved[0])
-        signal.signal(signal.SIGTERM, saved[1])
+    interrupts = interrupts_installed
+    with pytest.raises(KeyboardInterrupt):
+        try:
+            signal.raise_signal(signal.SIGINT)
+        finally:  # the cleanup, as train() writes meta.json
+            signal.raise_signal(signal.SIGTERM)  # recorded, not raised
+            recorded = "written"
+    assert recorded == "written" and interrupts._received == [signal.SIGINT, signal.SIGTERM]
+    with pytest.raises(KeyboardInterrupt):
+        interrupts.raise_pending()  # the first is the reason
+    with pytest.raises(interrupts.Terminated):  # outside a stop, a signal raises again
+        signal.raise_signal(signal.SIGTERM)
 
 
 def test_a_full_disk_names_the_file_it_could_not_write(tmp_path, monkeypatch):
