@@ -155,7 +155,7 @@ def test_killed_at_random_moments_and_resumed_each_time_gives_the_uninterrupted_
     from conftest import REPO
     from pipeline.core.runs import RunDirectory
     # Checkpoints every 3 steps, so a kill also lands in or near a checkpoint write.
-    settings = ["--set", "model.norm=noisy_batch", "--set", "train.steps=150",
+    settings = ["--set", "model.norm=noisy_batch", "--set", "train.steps=60",
                 "--set", "train.log_every=1", "--set", "train.checkpoint_every=3",
                 "--set", "train.eval_every=10", "--set", "train.steps_per_call=1"]
     killed = RunDirectory(tmp_path / "killed")
