@@ -118,6 +118,38 @@ def test_a_second_training_on_a_busy_run_directory_is_refused_at_once(tmp_path, 
     fails_cleanly(other, 2, "another config")
 
 
+def test_a_lock_held_by_another_than_the_process_it_names_does_not_name_that_process(tmp_path):
+    # The process that wrote .lock has ended, and another (here: this one, as a process
+    # it forked would) holds the lock on: the message must not call the ended one the
+    # holder, and says how to find the real one.
+    import fcntl
+    import os
+    import subprocess
+    import sys
+    from pipeline.core.runs import RunBusyError, RunDirectory, refuse_if_busy
+    ended = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                           capture_output=True, text=True, check=True)
+    named = f"process {ended.stdout.strip()} on {os.uname().nodename}"
+    lock = tmp_path / ".lock"
+    lock.write_text(named + "\n")
+    with open(lock) as held:
+        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        for attempt in (lambda: refuse_if_busy(tmp_path), RunDirectory(tmp_path).lock):
+            with pytest.raises(RunBusyError) as refused:
+                attempt()
+            message = str(refused.value)
+            assert f"{named} is training" not in message, message
+            assert f"the file names {named}, which has ended" in message
+            assert f"fuser -v {lock}" in message
+    assert lock.read_text() == named + "\n"  # a refused command writes nothing
+    # A holder that is alive is named as before.
+    lock.write_text(f"process {os.getpid()} on {os.uname().nodename}\n")
+    with open(lock) as held:
+        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        with pytest.raises(RunBusyError, match=f"process {os.getpid()} on .* is training"):
+            refuse_if_busy(tmp_path)
+
+
 def test_run_files_get_the_usual_permissions(tmp_path):
     import os
     import stat

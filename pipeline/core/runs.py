@@ -181,9 +181,34 @@ def refuse_if_busy(path):
 
 
 def _busy(path, handle):
-    holder = handle.read().strip() or "another process"
-    return RunBusyError(f"{path} is in use: {holder} is training into it; wait for it to end, "
+    named = handle.read().strip()
+    if named and not _has_ended(named):
+        return RunBusyError(f"{path} is in use: {named} is training into it; wait for it to "
+                            "end, or choose another --workdir")
+    # The holder is not the process the file names: that one has ended, and a process
+    # that inherited its open .lock (one it forked) holds the lock on; or the holder has
+    # not written its name yet.
+    ended = f" (the file names {named}, which has ended)" if named else ""
+    return RunBusyError(f"{path} is in use: a process holds {Path(path) / '.lock'}{ended}; "
+                        f"`fuser -v {Path(path) / '.lock'}` shows which; wait for it to end, "
                         "or choose another --workdir")
+
+
+def _has_ended(holder):
+    """True if `holder` ("process PID on HOST", as `RunDirectory.lock` writes it) names a
+    process of this host that no longer exists (another host's cannot be checked)."""
+    words = holder.split()
+    if len(words) != 4 or words[0] != "process" or not words[1].isdigit():
+        return False
+    if words[3] != os.uname().nodename:
+        return False
+    try:
+        os.kill(int(words[1]), 0)
+    except (ProcessLookupError, OverflowError):  # no such process (or no such pid at all)
+        return True
+    except PermissionError:  # alive, another user's
+        return False
+    return False
 
 
 class RunDirectory:
