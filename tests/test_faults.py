@@ -368,6 +368,16 @@ def test_run_files_that_are_symlinks_are_refused_and_their_targets_untouched(tmp
     (run / ".lock").symlink_to(outside)
     with pytest.raises(SymlinkRefused, match=r"\.lock is a symbolic link"):
         train_and_evaluate(load_config(SMOKE, ["train.steps=2"]), run)
+    # A run's folder linked elsewhere: its records, checkpoints or event files would land
+    # in the link's target.
+    for folder in ("records", "checkpoints", "tensorboard"):
+        target, run = tmp_path / f"someone_elses_{folder}", tmp_path / f"run_{folder}"
+        target.mkdir()
+        run.mkdir()
+        (run / folder).symlink_to(target)
+        with pytest.raises(SymlinkRefused, match=f"run_{folder}/{folder} is a symbolic link"):
+            train_and_evaluate(load_config(SMOKE, ["train.steps=2"]), run)
+        assert list(target.iterdir()) == [], folder
     [planned] = plan_sweep(SMOKE, sweep_dir=tmp_path / "sweep")
     planned.workdir.mkdir(parents=True)
     planned.log_path.symlink_to(outside)

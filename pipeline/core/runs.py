@@ -235,11 +235,27 @@ class RunDirectory:
             error = _busy(self.path, handle)
             handle.close()
             raise error from None
+        try:
+            self._refuse_linked_folders()
+        except SymlinkRefused:
+            handle.close()
+            raise
         handle.seek(0)
         handle.truncate()
         handle.write(f"process {os.getpid()} on {os.uname().nodename}\n")
         handle.flush()
         self._lock = handle
+
+    def _refuse_linked_folders(self):
+        """The run's own folders are real folders: records, checkpoints and event files
+        written into a linked one would land in its target, anyone's folder."""
+        for folder in (self.records_path("train").parent, self.checkpoint_dir,
+                       self.tensorboard_dir):
+            if folder.is_symlink():
+                raise SymlinkRefused(
+                    f"{folder} is a symbolic link; a run's own folders are real folders and "
+                    "nothing is written through a link: remove the link (its target stays as "
+                    "it is), or choose another --workdir")
 
     @property
     def checkpoint_dir(self):
