@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from conftest import REPO, SMOKE, call_cli
+from conftest import REPO, SMOKE, call_cli, fake_run
 from pipeline.core.config import load_config
 from pipeline.probes import make_probes
 from pipeline.results import analysis
@@ -133,3 +133,22 @@ def test_a_damaged_report_manifest_is_named_and_deletes_nothing(manifest, tmp_pa
     else:
         assert f"{tmp_path / MANIFEST} is damaged" in str(error.value)
     assert (tmp_path / "figures" / "a.png").exists() and (tmp_path / "report.html").exists()
+
+
+@pytest.mark.parametrize("linked", ["figures", "notebooks", "report.html", ".bnlab-report.json"])
+def test_a_report_folder_or_file_that_is_a_symlink_is_refused_before_anything_is_written(
+        linked, tmp_path):
+    # The figures (or the executed notebooks, the page, the manifest) would be written
+    # into the link's target, someone else's folder or file.
+    from pipeline.core.runs import SymlinkRefused
+    target = tmp_path / "someone_elses"
+    target.mkdir()
+    (target / "theirs.png").write_bytes(b"theirs")
+    output = tmp_path / "report"
+    output.mkdir()
+    (output / linked).symlink_to(target if "." not in linked else target / "theirs.png")
+    with pytest.raises(SymlinkRefused, match=f"{linked} is a symbolic link"):
+        make_figures([fake_run(tmp_path / "run")], output, echo=lambda message: None)
+    assert [p.name for p in target.iterdir()] == ["theirs.png"]
+    assert (target / "theirs.png").read_bytes() == b"theirs"
+    assert sorted(p.name for p in output.iterdir()) == [linked]

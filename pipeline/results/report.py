@@ -5,7 +5,7 @@ import json
 from pathlib import Path
 
 from pipeline.core.errors import InputError, UserError
-from pipeline.core.runs import atomic_write_text, summary_row
+from pipeline.core.runs import SymlinkRefused, atomic_write_text, summary_row
 
 NOTEBOOK_DIR = Path(__file__).resolve().parents[2] / "notebooks"
 # Analysis notebooks in report order (the Colab quick-start is not part of the report).
@@ -136,10 +136,16 @@ def _listed_files(output_dir):
 
 
 def remove_previous_build(output_dir):
-    """Refuse if the places a build writes hold files the manifest does not list (they are
-    someone else's), before anything is deleted; then delete the files it lists, and
-    nothing else."""
+    """Refuse if the places a build writes are symbolic links or hold files the manifest
+    does not list (they are someone else's), before anything is deleted; then delete the
+    files it lists, and nothing else."""
     output_dir = Path(output_dir)
+    for name in (*BUILT, "report.html", MANIFEST):
+        if (output_dir / name).is_symlink():  # a build would write into its target
+            raise SymlinkRefused(
+                f"{output_dir / name} is a symbolic link; a report is written only inside "
+                "--output, never through a link: remove the link (its target stays as it "
+                "is), or choose another --output")
     root = output_dir.resolve()
     ours = []
     for name in _listed_files(output_dir):
