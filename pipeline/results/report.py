@@ -60,9 +60,13 @@ def execute(name, output_dir, parameters):
                                    parameters={**parameters, "output_dir": str(output_dir)},
                                    kernel_name="python3", progress_bar=False,
                                    cwd=str(NOTEBOOK_DIR.parent),
-                                   # The kernel's own start-up warnings (TCP transport on
-                                   # localhost) are not the user's to act on.
-                                   extra_arguments=["--IPKernelApp.log_level=ERROR"])
+                                   # The kernel's own log is not the user's to act on:
+                                   # its start-up warnings (TCP transport on localhost),
+                                   # and the "KeyboardInterrupt caught in kernel" ERROR
+                                   # it logs now and then when jupyter_client interrupts
+                                   # it on shutdown. A cell's error reaches the user
+                                   # through papermill.
+                                   extra_arguments=["--IPKernelApp.log_level=CRITICAL"])
     except papermill.PapermillExecutionError as error:
         return f"{error.ename}: {error.evalue}"
     return None
