@@ -121,13 +121,13 @@ def test_colab_quickstart_runs_offline_end_to_end(tmp_path):
 
 @pytest.mark.parametrize("manifest", ["[1]", "[null]", '[""]', '"figures/a.png"', "{", "[\"figures\"]"])
 def test_a_damaged_report_manifest_is_named_and_deletes_nothing(manifest, tmp_path):
-    from pipeline.results.report import MANIFEST, ReportFolderError, remove_previous_build
+    from pipeline.results.report_folder import MANIFEST, ReportFolderError, check_output
     (tmp_path / "figures").mkdir()
     (tmp_path / "figures" / "a.png").write_bytes(b"png")
     (tmp_path / "report.html").write_text("<html>")
     (tmp_path / MANIFEST).write_text(manifest)
     with pytest.raises(ReportFolderError) as error:
-        remove_previous_build(tmp_path)
+        check_output(tmp_path)
     if manifest == '["figures"]':  # valid, but lists a folder: what it holds is not listed
         assert "did not write" in str(error.value)
     else:
@@ -135,7 +135,8 @@ def test_a_damaged_report_manifest_is_named_and_deletes_nothing(manifest, tmp_pa
     assert (tmp_path / "figures" / "a.png").exists() and (tmp_path / "report.html").exists()
 
 
-@pytest.mark.parametrize("linked", ["figures", "notebooks", "report.html", ".bnlab-report.json"])
+@pytest.mark.parametrize("linked", ["figures", "notebooks", "report.html", ".bnlab-report.json",
+                                    ".bnlab-build"])
 def test_a_report_folder_or_file_that_is_a_symlink_is_refused_before_anything_is_written(
         linked, tmp_path):
     # The figures (or the executed notebooks, the page, the manifest) would be written
@@ -152,3 +153,65 @@ def test_a_report_folder_or_file_that_is_a_symlink_is_refused_before_anything_is
     assert [p.name for p in target.iterdir()] == ["theirs.png"]
     assert (target / "theirs.png").read_bytes() == b"theirs"
     assert sorted(p.name for p in output.iterdir()) == [linked]
+
+
+def test_an_interrupted_build_leaves_the_last_report_and_the_next_build_goes_ahead(
+        tmp_path, monkeypatch):
+    # Ctrl-C in the middle of the notebooks, SIGKILL (a staging folder left behind) and
+    # Ctrl-C while the files move into place: each time the last complete report stays,
+    # or only files the manifest lists; the next build is never refused for them.
+    import os
+
+    from pipeline.results import report, report_folder
+    run = fake_run(tmp_path / "run")
+    output = tmp_path / "report"
+
+    def notebook(stop_at=None, label="first"):
+        def execute(name, output_dir, parameters):
+            if name == stop_at:
+                raise KeyboardInterrupt
+            figures = output_dir / "figures"
+            figures.mkdir(parents=True, exist_ok=True)
+            (figures / f"{name}.png").write_text(label)
+            (output_dir / "notebooks").mkdir(exist_ok=True)
+            (output_dir / "notebooks" / f"{name}.ipynb").write_text(label)
+        return execute
+
+    def build(**kwargs):
+        monkeypatch.setattr(report, "execute", notebook(**kwargs))
+        return make_figures([run], output, notebooks=("training", "dln"), echo=lambda m: None)
+
+    build()
+    complete = {p: p.read_bytes() for p in output.rglob("*") if p.is_file()}
+    assert (output / "figures" / "dln.png").read_text() == "first"
+    with pytest.raises(KeyboardInterrupt):
+        build(stop_at="dln", label="second")
+    assert {p: p.read_bytes() for p in output.rglob("*") if p.is_file()} == complete
+    # A SIGKILLed build's staging folder, and a move cut short by Ctrl-C.
+    staging = report_folder.start_staging(output)
+    (staging / "figures").mkdir()
+    (staging / "figures" / "half.png").write_text("killed")
+    moves, replace = [], os.replace
+
+    def interrupted_replace(source, target):
+        if report_folder.STAGING in str(source) and report_folder.STAGING not in str(target):
+            moves.append(target)  # a move into place (not a write inside the staging folder)
+            if len(moves) == 2:
+                raise KeyboardInterrupt
+        replace(source, target)
+    monkeypatch.setattr(os, "replace", interrupted_replace)
+    with pytest.raises(KeyboardInterrupt):
+        build(label="third")
+    monkeypatch.setattr(os, "replace", replace)
+    assert len(moves) == 2 and not (output / report_folder.STAGING).exists()
+    build(label="fourth")
+    assert sorted(str(p.relative_to(output)) for p in output.rglob("*") if p.is_file()) == [
+        ".bnlab-report.json", "figures/dln.png", "figures/training.png", "notebooks/dln.ipynb",
+        "notebooks/training.ipynb", "report.html"]
+    assert (output / "figures" / "dln.png").read_text() == "fourth"
+    # A staging folder BN Lab did not make is not removed.
+    (output / report_folder.STAGING).mkdir()
+    (output / report_folder.STAGING / "mine.txt").write_text("mine")
+    with pytest.raises(report_folder.ReportFolderError, match="is not a folder BN Lab made"):
+        build()
+    assert (output / report_folder.STAGING / "mine.txt").read_text() == "mine"

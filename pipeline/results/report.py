@@ -5,16 +5,13 @@ import json
 from pathlib import Path
 
 from pipeline.core.errors import InputError, UserError
-from pipeline.core.runs import SymlinkRefused, atomic_write_text, summary_row
+from pipeline.core.runs import atomic_write_text, summary_row
+from pipeline.results.report_folder import check_output, discard_staging, publish, start_staging
 
 NOTEBOOK_DIR = Path(__file__).resolve().parents[2] / "notebooks"
 # Analysis notebooks in report order (the Colab quick-start is not part of the report).
 NOTEBOOKS = ("training", "distributions", "ics", "landscape", "lp_variants", "dln")
 CAPTIONS = "captions.json"
-# The files the last build wrote (relative to the output folder): the only files a
-# rebuild removes. Nothing else in the output folder is deleted or overwritten.
-MANIFEST = ".bnlab-report.json"
-BUILT = ("figures", "notebooks")  # folders a build writes into, beside report.html
 
 
 class NotebookFailure(UserError, RuntimeError):
@@ -76,9 +73,10 @@ def make_figures(runs, output_dir="reports", notebooks=NOTEBOOKS, echo=print):
     """Execute each notebook on `runs` (paths), then write output_dir/report.html: the
     claims table, the figures, the run inventory.
 
-    The files an earlier build wrote in `output_dir` (its manifest) are removed first, so
-    the report shows only what these runs made; an output folder holding other files
-    where a build writes is refused (ReportFolderError) rather than overwritten. A notebook that
+    The build replaces the files an earlier build wrote in `output_dir` (its manifest),
+    so the report shows only what these runs made, and only once it is complete
+    (`pipeline.results.report_folder`); an output folder holding other files where a
+    build writes is refused (ReportFolderError) rather than overwritten. A notebook that
     finds no runs of its kind (no DLN run for `dln`) says so and is left out; any other
     stop is an error.
     """
@@ -88,83 +86,31 @@ def make_figures(runs, output_dir="reports", notebooks=NOTEBOOKS, echo=print):
         raise InputError(f"unknown notebook(s) {unknown}; choose from {', '.join(NOTEBOOKS)}")
     runs = [str(r) for r in runs]
     load_runs(runs)  # a missing run path stops here, before any notebook runs
-    remove_previous_build(output_dir)
-    failures = {}
-    for index, name in enumerate(notebooks, 1):
-        echo(f"[{index}/{len(notebooks)}] notebook {name}")
-        message = execute(name, output_dir, {"runs": runs})
-        if message and message.startswith("NothingToPlot"):
-            echo(f"    skipped: {message.split(': ', 1)[1]}")
-        elif message:
-            failures[name] = message
-            echo(f"    FAILED: {message}")
-    report = build_report(output_dir, runs)
-    atomic_write_text(Path(output_dir) / MANIFEST, json.dumps(sorted(_built_files(output_dir)),
-                                                             indent=1))
+    # Absolute: the notebooks run with the repository as their working folder.
+    output_dir = Path(output_dir).resolve()
+    check_output(output_dir)
+    staging = start_staging(output_dir)
+    try:
+        failures = {}
+        for index, name in enumerate(notebooks, 1):
+            echo(f"[{index}/{len(notebooks)}] notebook {name}")
+            message = execute(name, staging, {"runs": runs})
+            if message and message.startswith("NothingToPlot"):
+                echo(f"    skipped: {message.split(': ', 1)[1]}")
+            elif message:
+                failures[name] = message
+                echo(f"    FAILED: {message}")
+        build_report(staging, runs)
+        publish(staging, output_dir)
+    finally:
+        discard_staging(staging)
+    report = output_dir / "report.html"
     if failures:
         listed = "; ".join(f"{name}: {message}" for name, message in failures.items())
         raise NotebookFailure(f"{len(failures)} notebook(s) failed ({listed}); the executed "
-                              f"copies in {Path(output_dir) / 'notebooks'} show where, and "
+                              f"copies in {output_dir / 'notebooks'} show where, and "
                               f"{report} holds what the others made")
     return report
-
-
-def _built_files(output_dir):
-    """Relative paths of the files in the places a build writes."""
-    output_dir = Path(output_dir)
-    found = [p for folder in BUILT for p in (output_dir / folder).rglob("*") if p.is_file()]
-    found += [output_dir / "report.html"] if (output_dir / "report.html").is_file() else []
-    return {str(p.relative_to(output_dir)) for p in found}
-
-
-class ReportFolderError(InputError):
-    """The output folder holds files a build did not write, or a damaged manifest."""
-
-
-def _listed_files(output_dir):
-    """The files the manifest of an earlier build lists ([] without one); a
-    `ReportFolderError` naming it if it is not a JSON list of file names."""
-    manifest = output_dir / MANIFEST
-    if not manifest.exists():
-        return []
-    try:
-        listed = json.loads(manifest.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        listed = None
-    if not (isinstance(listed, list) and all(isinstance(n, str) and n.strip() for n in listed)):
-        raise ReportFolderError(
-            f"{manifest} is damaged (it must be the list of files an earlier build wrote); "
-            "delete it and move the folder's figures/, notebooks/ and report.html away, or "
-            "choose another --output")
-    return listed
-
-
-def remove_previous_build(output_dir):
-    """Refuse if the places a build writes are symbolic links or hold files the manifest
-    does not list (they are someone else's), before anything is deleted; then delete the
-    files it lists, and nothing else."""
-    output_dir = Path(output_dir)
-    for name in (*BUILT, "report.html", MANIFEST):
-        if (output_dir / name).is_symlink():  # a build would write into its target
-            raise SymlinkRefused(
-                f"{output_dir / name} is a symbolic link; a report is written only inside "
-                "--output, never through a link: remove the link (its target stays as it "
-                "is), or choose another --output")
-    root = output_dir.resolve()
-    ours = []
-    for name in _listed_files(output_dir):
-        path = output_dir / name
-        if (path.resolve().is_relative_to(root) and Path(name).parts[0] in (*BUILT, "report.html")
-                and path.is_file() and not path.is_symlink()):
-            ours.append(path)
-    others = sorted(_built_files(output_dir) - {str(p.relative_to(output_dir)) for p in ours})
-    if others:
-        raise ReportFolderError(
-            f"{output_dir} holds files that BN Lab did not write where the report goes "
-            f"({', '.join(others[:3])}{', ...' if len(others) > 3 else ''}); choose another "
-            "--output, or move them")
-    for path in ours:
-        path.unlink(missing_ok=True)
 
 
 def run_inventory(loaded):
