@@ -116,6 +116,7 @@ def _parser():
 
 def main(argv=None):
     interrupts.install()  # SIGTERM unwinds like Ctrl-C, from the first instant on
+    args = None
     try:
         interrupts.die_with_parent()
         args = _parser().parse_args(argv)
@@ -134,8 +135,11 @@ def main(argv=None):
               f"{_advice(error)}", file=sys.stderr)
         return 1
     except (KeyboardInterrupt, interrupts.Terminated) as error:
+        # Only training has checkpoints to resume from; the other commands start over.
+        trains = args is not None and args.command in ("train", "sweep")
         print(f"interrupted ({interrupts.describe(error)}): what was written is intact; rerun "
-              "the same command to resume from the last checkpoint", file=sys.stderr)
+              "the same command" + (" to resume from the last checkpoint" if trains else ""),
+              file=sys.stderr)
         return interrupts.exit_code(error)
 
 

@@ -220,6 +220,22 @@ def test_os_errors_and_ctrl_c_end_with_one_message(raised, code, message, monkey
     assert message in capsys.readouterr().err
 
 
+def test_an_interrupted_command_without_checkpoints_does_not_promise_a_resume(monkeypatch,
+                                                                               capsys):
+    import pipeline.results.report
+    import pipeline.training.train
+    from pipeline.__main__ import main
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+    monkeypatch.setattr(pipeline.results.report, "make_figures", interrupted)
+    monkeypatch.setattr(pipeline.training.train, "train_from_file", interrupted)
+    assert main(["figures", "runs/x"]) == 130
+    assert capsys.readouterr().err.endswith("what was written is intact; rerun the same command\n")
+    assert main(["train", str(SMOKE)]) == 130
+    assert "rerun the same command to resume from the last checkpoint" in capsys.readouterr().err
+
+
 def test_an_offline_download_fails_within_seconds_with_the_explanation(tmp_path, monkeypatch):
     from pipeline.inputs import data
     checks = []
