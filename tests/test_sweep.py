@@ -55,6 +55,17 @@ def test_a_seed_given_with_set_is_honoured_and_two_seed_axes_are_refused(tmp_pat
         sweep.plan_sweep(SMOKE, ["seed=1,2"], seeds=2, sweep_dir=tmp_path)
 
 
+def test_a_key_given_two_ways_is_refused_rather_than_one_silently_winning(tmp_path):
+    # Two axes of one key made one run named by both, holding the last axis's value; a
+    # --set of a gridded key was overridden by the grid without a word.
+    with pytest.raises(ConfigError, match=r"model.norm is on two --grid axes \(model.norm=batch "
+                                          r"and model.norm=none,l1\); give its values in one"):
+        sweep.plan_sweep(SMOKE, ["model.norm=batch", "model.norm=none,l1"], sweep_dir=tmp_path)
+    with pytest.raises(ConfigError, match="optim.lr given both with --set and on a --grid axis"):
+        sweep.plan_sweep(SMOKE, ["optim.lr=0.1"], sweep_dir=tmp_path, overrides=["optim.lr=0.2"])
+    assert not tmp_path.joinpath("norm-batch__norm-none__seed-0").exists()
+
+
 def test_jobs_and_devices_follow_the_gpus_or_the_cores(monkeypatch):
     runs = sweep.plan_sweep(SMOKE, ["model.norm=none,batch"], sweep_dir="unused")
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")

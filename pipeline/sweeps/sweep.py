@@ -93,7 +93,11 @@ def parse_grid(items):
         key, sep, values = item.partition("=")
         if not sep or not values:
             raise ConfigError(f"--grid {item!r} must look like section.key=value1,value2")
-        grid.append((key.strip(), [v.strip() for v in values.split(",")]))
+        key = key.strip()
+        if key in dict(grid):  # the runs would hold the last axis's value, named by both
+            raise ConfigError(f"{key} is on two --grid axes ({key}={','.join(dict(grid)[key])} "
+                              f"and {item}); give its values in one --grid")
+        grid.append((key, [v.strip() for v in values.split(",")]))
     return grid
 
 
@@ -153,6 +157,11 @@ def plan_sweep(config_path, grid_items=(), seeds=1, sweep_dir=None, overrides=()
     before anything runs."""
     grid = parse_grid(grid_items)
     seed_values = _offset(_seeds(grid, seeds, overrides), seed_offset)
+    both = sorted({key for key, _ in grid} - {"seed"}
+                  & {item.partition("=")[0].strip() for item in overrides})
+    if both:  # the grid's value would silently win over the --set
+        raise ConfigError(f"{', '.join(both)} given both with --set and on a --grid axis; give "
+                          "each key one way")
     grid = [(key, values) for key, values in grid if key != "seed"]
     overrides = tuple(item for item in overrides if item.partition("=")[0].strip() != "seed")
     sweep_dir = sweep_folder(config_path, sweep_dir)
