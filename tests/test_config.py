@@ -111,10 +111,13 @@ def test_xla_and_determinism_resolve_per_device_and_conflict_only_when_both_forc
     with pytest.raises(ConfigError, match="train.xla=true needs train.deterministic=false"):
         load_config(SMOKE, ["train.xla=true", "train.deterministic=true"])
 
-    def resolved(*overrides, accelerator):
-        runtime = resolve_runtime(load_config(SMOKE, list(overrides)).train, accelerator)
+    def resolved(*overrides, accelerator, backend="tensorflow"):
+        runtime = resolve_runtime(load_config(SMOKE, list(overrides)).train, accelerator,
+                                  backend)
         return runtime.xla, runtime.deterministic
-    # auto: bit-exact and XLA off on a CPU, speed first on a GPU or TPU.
+    # JAX compiles every step with XLA, bit-exact on a CPU.
+    assert resolved(accelerator="cpu", backend="jax") == (True, True)
+    # TensorFlow, auto: bit-exact and XLA off on a CPU, speed first on a GPU or TPU.
     assert resolved(accelerator="cpu") == (False, True)
     assert resolved(accelerator="gpu") == (True, False)
     assert resolved(accelerator="tpu") == (True, False)
