@@ -9,6 +9,7 @@ is a `ConfigError` that names the key, the value and, for a typo, the closest va
 
 import dataclasses
 import difflib
+import functools
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -358,37 +359,64 @@ def _read_yaml(path, seen=()):
 
 def build_config(layers=(), overrides=()):
     """Merge mappings (`layers`, lowest first) and dotted overrides into a `Config`."""
-    schema = OmegaConf.structured(Config)
+    parsed = [_parse_override(item) for item in overrides]
+    schema = _schema()
     try:
-        merged = schema
-        for source, data in layers:
-            try:
-                merged = OmegaConf.merge(merged, data)
-            except OmegaConfBaseException as error:
-                raise ConfigError(f"{source}: {_explain(error)}") from None
-        for item in overrides:
-            key, equals, value = item.partition("=")
-            if not equals or not key.strip():
-                raise ConfigError(f"override {item!r} must look like section.key=value")
-            if not value.strip():
-                raise ConfigError(f"override {item!r} gives no value; write one after '=' "
-                                  "(quote it if it is empty text: key='')")
-            try:
-                merged = OmegaConf.merge(merged, OmegaConf.from_dotlist([item]))
-            except yaml.YAMLError as error:
-                problem = getattr(error, "problem", None) or str(error).splitlines()[0]
-                raise ConfigError(f"override {item!r}: the value is not valid YAML ({problem}); "
-                                  "quote it if it is text, e.g. key='...'") from None
-            except OmegaConfBaseException as error:
-                # Name the whole dotted key: OmegaConf reports only its first unknown part.
-                explained = _explain(error, item.partition("=")[0].strip())
-                raise ConfigError(f"override {item!r}: {explained}") from None
+        try:
+            # All in one merge: OmegaConf.merge deep-copies the whole config each time,
+            # and one merge per layer and override took 0.1 s a config (7 s to plan the
+            # demo's 64 runs).
+            merged = OmegaConf.merge(schema, *[data for _, data in layers], *parsed)
+        except OmegaConfBaseException:
+            merged = _merge_naming_the_source(schema, layers, overrides, parsed)
         return OmegaConf.to_object(merged)
     except OmegaConfBaseException as error:
         cause = error.__cause__ or error.__context__
         if isinstance(cause, ConfigError):
             raise cause from None
         raise _explain(error) from None
+
+
+@functools.cache
+def _schema():
+    """The structured config of the defaults, built once (~60 ms): each merge copies it,
+    and nothing changes it in place."""
+    return OmegaConf.structured(Config)
+
+
+def _parse_override(item):
+    """`section.key=value` as a config fragment; a `ConfigError` naming the override if
+    it is not of that form or its value is not YAML."""
+    key, equals, value = item.partition("=")
+    if not equals or not key.strip():
+        raise ConfigError(f"override {item!r} must look like section.key=value")
+    if not value.strip():
+        raise ConfigError(f"override {item!r} gives no value; write one after '=' "
+                          "(quote it if it is empty text: key='')")
+    try:
+        return OmegaConf.from_dotlist([item])
+    except yaml.YAMLError as error:
+        problem = getattr(error, "problem", None) or str(error).splitlines()[0]
+        raise ConfigError(f"override {item!r}: the value is not valid YAML ({problem}); "
+                          "quote it if it is text, e.g. key='...'") from None
+
+
+def _merge_naming_the_source(schema, layers, overrides, parsed):
+    """The merge again one source at a time, to name the file or override it stopped on."""
+    merged = schema
+    for source, data in layers:
+        try:
+            merged = OmegaConf.merge(merged, data)
+        except OmegaConfBaseException as error:
+            raise ConfigError(f"{source}: {_explain(error)}") from None
+    for item, fragment in zip(overrides, parsed):
+        try:
+            merged = OmegaConf.merge(merged, fragment)
+        except OmegaConfBaseException as error:
+            # Name the whole dotted key: OmegaConf reports only its first unknown part.
+            explained = _explain(error, item.partition("=")[0].strip())
+            raise ConfigError(f"override {item!r}: {explained}") from None
+    return merged
 
 
 def load_config(path=None, overrides=()):
