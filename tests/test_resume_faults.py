@@ -196,10 +196,15 @@ def _trained(tmp_path, *overrides):
     return config
 
 
-def test_a_garbage_line_inside_a_records_file_is_reported_never_dropped(tmp_path):
+def _clean_config():
+    """The config of `clean_and_cut`'s clean run."""
+    return load_config(SMOKE, CUT_SETTINGS[1::2])
+
+
+def test_a_garbage_line_inside_a_records_file_is_reported_never_dropped(clean_and_cut, tmp_path):
     from pipeline.core.runs import BrokenRunError, RunDirectory, read_records
     from pipeline.training.train import train_and_evaluate
-    config = _trained(tmp_path)
+    config, tmp_path = _clean_config(), _copy_of(clean_and_cut[0], tmp_path).path
     path = RunDirectory(tmp_path).records_path("train")
     lines = path.read_text().splitlines()
     for garbage in ("5", "{}", "not json"):
@@ -217,9 +222,10 @@ def test_a_garbage_line_inside_a_records_file_is_reported_never_dropped(tmp_path
 
 
 @pytest.mark.parametrize("text", ["model: [1, 2\n", "- a list\n", "description: only\n"])
-def test_a_damaged_config_yaml_in_a_run_directory_is_named(text, tmp_path, capsys):
+def test_a_damaged_config_yaml_in_a_run_directory_is_named(text, clean_and_cut, tmp_path, capsys):
     from pipeline.__main__ import main
-    config = _trained(tmp_path / "run")
+    config = _clean_config()
+    _copy_of(clean_and_cut[0], tmp_path)  # into tmp_path / "run"
     (tmp_path / "run" / "config.yaml").write_text(text)
     from pipeline.core.runs import BrokenRunError
     from pipeline.training.train import train_and_evaluate
