@@ -370,3 +370,17 @@ def test_slurm_asks_for_the_cores_each_run_uses(tmp_path):
         slurm._parameters("slurm", slurm.SlurmOptions(), everything)
     given = slurm._parameters("slurm", slurm.SlurmOptions(cpus_per_run=8), everything)
     assert given["cpus_per_task"] == 8
+
+
+def test_a_sweep_whose_submitit_folder_is_a_symlink_is_refused_before_anything_is_submitted(
+        tmp_path):
+    from pipeline.core.runs import SymlinkRefused
+    from pipeline.sweeps import slurm
+    runs = sweep.plan_sweep(SMOKE, [], sweep_dir=tmp_path / "sweep")
+    elsewhere = tmp_path / "someone_elses"
+    elsewhere.mkdir()
+    (tmp_path / "sweep").mkdir()
+    (tmp_path / "sweep" / "slurm").symlink_to(elsewhere)
+    with pytest.raises(SymlinkRefused, match="sweep/slurm is a symbolic link"):
+        slurm.submit(runs, tmp_path / "sweep", executor="submitit_local", echo=lambda message: None)
+    assert list(elsewhere.iterdir()) == []
