@@ -9,6 +9,8 @@ from pipeline.core import interrupts
 from pipeline.core.backend import BACKENDS, select_backend
 from pipeline.core.errors import UserError
 
+CONFIGS = Path(__file__).resolve().parent.parent / "configs"  # the repository's
+
 
 def _whole(minimum):
     """An argparse type: a whole number >= `minimum` (argparse names the option)."""
@@ -102,7 +104,9 @@ def _parser():
     bench = commands.add_parser(
         "bench", help="speed of the training loop against a bare loop and of the input "
                       "pipeline, per norm; probe cost in training steps")
-    bench.add_argument("config", nargs="?", default="configs/cpu.yaml")
+    # The repository's, wherever the command is run from.
+    bench.add_argument("config", nargs="?", default=str(CONFIGS / "cpu.yaml"),
+                       help="config to measure (default: the repository's configs/cpu.yaml)")
     bench.add_argument("--norms", default="none,batch,noisy_batch",
                        help="comma-separated model.norm values to compare (default: %(default)s)")
     bench.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")

@@ -236,6 +236,20 @@ def test_an_interrupted_command_without_checkpoints_does_not_promise_a_resume(mo
     assert "rerun the same command to resume from the last checkpoint" in capsys.readouterr().err
 
 
+def test_bench_measures_the_repositorys_config_from_any_folder(tmp_path, monkeypatch):
+    # Its default config was relative to the working folder: from any other folder,
+    # `bench` stopped with "config file not found".
+    import pipeline.speed.bench
+    from conftest import REPO
+    from pipeline.__main__ import main
+    measured = []
+    monkeypatch.setattr(pipeline.speed.bench, "run_benchmarks",
+                        lambda config, *args: measured.append(config) or "measured")
+    monkeypatch.chdir(tmp_path)
+    assert main(["bench"]) == 0
+    assert measured == [str(REPO / "configs" / "cpu.yaml")]
+
+
 def test_an_offline_download_fails_within_seconds_with_the_explanation(tmp_path, monkeypatch):
     from pipeline.inputs import data
     checks = []
