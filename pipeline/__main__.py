@@ -193,7 +193,8 @@ def _bench(args, verbose):
         print(format_sweep_speeds(args.config, args.sweep_jobs, args.set))
         return 0
     from pipeline.speed import bench
-    print(bench.run_benchmarks(args.config, args.norms.split(","), args.set, args.whole_steps))
+    print(bench.run_benchmarks(args.config, args.norms.split(","), args.set, args.whole_steps,
+                               echo=lambda line: print(line, file=sys.stderr, flush=True)))
     return 0
 
 

@@ -244,10 +244,30 @@ def test_bench_measures_the_repositorys_config_from_any_folder(tmp_path, monkeyp
     from pipeline.__main__ import main
     measured = []
     monkeypatch.setattr(pipeline.speed.bench, "run_benchmarks",
-                        lambda config, *args: measured.append(config) or "measured")
+                        lambda config, *args, **kwargs: measured.append(config) or "measured")
     monkeypatch.chdir(tmp_path)
     assert main(["bench"]) == 0
     assert measured == [str(REPO / "configs" / "cpu.yaml")]
+
+
+def test_bench_says_what_it_measures_before_each_part(monkeypatch):
+    # Minutes of silence otherwise: each part is announced before it starts.
+    from pipeline.speed import bench
+    said = []
+    for part, result in (("loop_speeds", [{"norm": "batch", "floor_in_turns": 2.0}]),
+                         ("format_loop_speeds", "loop"), ("format_first_steps", "first"),
+                         ("noise_draw_seconds", (0.001, 10)), ("random_word_seconds", 0.0005),
+                         ("probe_costs", ([], 0.0))):
+        monkeypatch.setattr(bench, part, lambda *args, part=part, result=result:
+                            said.append(part) or result)
+    bench.run_benchmarks(SMOKE, ["none", "batch", "noisy_batch"], echo=said.append)
+    noise = (["measuring the noise draws", "noise_draw_seconds", "random_word_seconds"]
+             if bench.engines.has_module("noise_floor") else [])
+    assert said == ["measuring the training loop against its floor, norms none, batch, noisy_batch",
+                    "loop_speeds",
+                    "measuring the time to the first step on each backend (a process each)",
+                    "format_loop_speeds", "format_first_steps", *noise,
+                    "measuring each probe's cost in training steps", "probe_costs"]
 
 
 def test_an_offline_download_fails_within_seconds_with_the_explanation(tmp_path, monkeypatch):

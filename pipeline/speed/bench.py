@@ -232,12 +232,16 @@ def format_probe_costs(rows, slowdown):
     return "\n".join(lines)
 
 
-def run_benchmarks(config_path, norms, overrides=(), whole_steps=None):
-    """Everything `make bench` prints for one config, as text."""
+def run_benchmarks(config_path, norms, overrides=(), whole_steps=None, echo=lambda line: None):
+    """Everything `make bench` prints for one config, as text; `echo(line)` is told
+    which part is being measured (minutes of silence otherwise)."""
+    echo(f"measuring the training loop against its floor, norms {', '.join(norms)}")
     rows = loop_speeds(config_path, norms, overrides, whole_steps)
+    echo("measuring the time to the first step on each backend (a process each)")
     parts = [format_loop_speeds(config_path, rows, overrides) + "\n"
              + format_first_steps(config_path, overrides)]
     if "noisy_batch" in norms and "batch" in norms and engines.has_module("noise_floor"):
+        echo("measuring the noise draws")
         seconds, elements = noise_draw_seconds(config_path, overrides)
         bn_step = 1.0 / next(r["floor_in_turns"] for r in rows if r["norm"] == "batch")
         words = random_word_seconds(2 * elements)
@@ -245,5 +249,6 @@ def run_benchmarks(config_path, norms, overrides=(), whole_steps=None):
                      f"{1e3 * seconds:.1f} ms = {seconds / bn_step:.2f} BN steps"
                      f"\n  of which the {2 * elements:,} random words alone (Philox): "
                      f"{1e3 * words:.1f} ms = {words / bn_step:.2f} BN steps")
+    echo("measuring each probe's cost in training steps")
     parts.append(format_probe_costs(*probe_costs(config_path, overrides)))
     return "\n\n".join(parts)
