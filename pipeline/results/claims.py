@@ -72,73 +72,100 @@ DLN_SHOWN = (("final loss", final_value("train", "train/loss")),
 
 def _landscape(key, text, statistic, measure, paper, headline=False):
     """A landscape claim (BN smoother than standard) and its initial-transient row."""
-    return [Claim(key, text, "vgg", "batch", "none", "low", statistic, measure, "smaller",
-                  paper, headline),
-            Claim(f"{key}_transient", f"beyond the paper: BN is rougher during its first 5 % "
-                  f"of steps ({statistic})", "vgg", "batch", "none", "low",
-                  f"median of {statistic} over the initial transient (steps 1 to 5 % of the "
-                  "run)", transient_median(measure), "larger", "not measured by the paper")]
+    compared = dict(family="vgg", variant="batch", reference="none", lr="low")
+    return [Claim(key=key, text=text, **compared, statistic=statistic, measure=measure,
+                  expect="smaller", paper=paper, headline=headline),
+            Claim(key=f"{key}_transient",
+                  text=f"beyond the paper: BN is rougher during its first 5 % of steps "
+                       f"({statistic})",
+                  **compared,
+                  statistic=f"median of {statistic} over the initial transient (steps 1 to "
+                            "5 % of the run)",
+                  measure=transient_median(measure), expect="larger",
+                  paper="not measured by the paper")]
 
+
+# VGG: BN against the standard network at the smallest LR of the runs.
+BN_VGG = dict(family="vgg", variant="batch", reference="none", lr="low")
 
 CLAIMS = [
-    Claim("bn_trains_faster", "BN trains faster", "vgg", "batch", "none", "low", MILESTONE,
-          steps_to_accuracy(0.9), "smaller", "BN 1.6k vs standard 3.3k steps", True),
-    Claim("large_lr", "at the large LR the standard network fails while BN trains", "vgg",
-          "batch", "none", "high", "final mini-batch training accuracy (median, last 10 %)",
-          final_value("train", "train/accuracy"), "larger",
-          "test accuracy BN 80.1 % vs standard 10 % (LR 0.5)", True),
-    Claim("noisy_bn_trains_like_bn", "noisy BN trains like BN", "vgg", "noisy_batch", "batch",
-          "low", LIKE_BN, TrainsLikeBN(), "keeps speed-up",
-          "noisy BN 2.4k, BN 1.6k, standard 3.3k steps to 90 % (keeps 44 %); test accuracy "
-          "about BN's", True),
-    Claim("noisy_bn_shifts_more", "... although its activations shift more", "vgg",
-          "noisy_batch", "batch", "low",
-          "mean change of per-channel activation means between probe steps (Fig 8)",
-          activation_shift, "larger", "larger shift for noisy BN (Fig 2, 7)", True),
-    Claim("ics_l2_not_smaller", "ICS (l2) is not smaller with BN", "vgg", "batch", "none",
-          "low", "||G - G'||", ICS_L2, "not smaller", "as large or larger with BN (Fig 3)", True),
-    Claim("ics_cosine_not_larger", "ICS (cosine) is not smaller with BN: cos(G, G') not "
-          "closer to 1", "vgg", "batch", "none", "low", "1 - cos(G, G')", ICS_COSINE,
-          "not smaller", "cosine as low or lower with BN (Fig 3)", True),
-    Claim("ics_relative_not_smaller", "ICS relative to the gradient is not smaller with BN",
-          "vgg", "batch", "none", "low", "||G - G'|| / ||G||", ICS_RELATIVE, "not smaller",
-          "not measured by the paper (scale-free)"),
+    Claim(key="bn_trains_faster", text="BN trains faster", **BN_VGG, statistic=MILESTONE,
+          measure=steps_to_accuracy(0.9), expect="smaller",
+          paper="BN 1.6k vs standard 3.3k steps", headline=True),
+    Claim(key="large_lr", text="at the large LR the standard network fails while BN trains",
+          **{**BN_VGG, "lr": "high"},
+          statistic="final mini-batch training accuracy (median, last 10 %)",
+          measure=final_value("train", "train/accuracy"), expect="larger",
+          paper="test accuracy BN 80.1 % vs standard 10 % (LR 0.5)", headline=True),
+    Claim(key="noisy_bn_trains_like_bn", text="noisy BN trains like BN", family="vgg",
+          variant="noisy_batch", reference="batch", lr="low", statistic=LIKE_BN,
+          measure=TrainsLikeBN(), expect="keeps speed-up",
+          paper="noisy BN 2.4k, BN 1.6k, standard 3.3k steps to 90 % (keeps 44 %); test "
+                "accuracy about BN's", headline=True),
+    Claim(key="noisy_bn_shifts_more", text="... although its activations shift more",
+          family="vgg", variant="noisy_batch", reference="batch", lr="low",
+          statistic="mean change of per-channel activation means between probe steps (Fig 8)",
+          measure=activation_shift, expect="larger",
+          paper="larger shift for noisy BN (Fig 2, 7)", headline=True),
+    Claim(key="ics_l2_not_smaller", text="ICS (l2) is not smaller with BN", **BN_VGG,
+          statistic="||G - G'||", measure=ICS_L2, expect="not smaller",
+          paper="as large or larger with BN (Fig 3)", headline=True),
+    Claim(key="ics_cosine_not_larger",
+          text="ICS (cosine) is not smaller with BN: cos(G, G') not closer to 1", **BN_VGG,
+          statistic="1 - cos(G, G')", measure=ICS_COSINE, expect="not smaller",
+          paper="cosine as low or lower with BN (Fig 3)", headline=True),
+    Claim(key="ics_relative_not_smaller",
+          text="ICS relative to the gradient is not smaller with BN", **BN_VGG,
+          statistic="||G - G'|| / ||G||", measure=ICS_RELATIVE, expect="not smaller",
+          paper="not measured by the paper (scale-free)"),
     *_landscape("loss_band_narrower", "the loss band is narrower with BN",
                 "loss_max - loss_min along the gradient", LOSS_BAND, "max ~9.7 vs <= 2.7", True),
     *_landscape("gradient_change_smaller", "gradient change is smaller with BN",
                 "max over step sizes of ||grad(theta - eta g) - g||", GRAD_CHANGE,
                 "max ~255 vs ~38", True),
-    Claim("gradient_change_relative_smaller", "gradient change relative to the gradient is "
-          "smaller with BN", "vgg", "batch", "none", "low",
-          "max over step sizes of ||grad(theta - eta g) - g|| / ||g||", RELATIVE_GRAD_CHANGE,
-          "smaller", "not measured by the paper (scale-free)"),
+    Claim(key="gradient_change_relative_smaller",
+          text="gradient change relative to the gradient is smaller with BN", **BN_VGG,
+          statistic="max over step sizes of ||grad(theta - eta g) - g|| / ||g||",
+          measure=RELATIVE_GRAD_CHANGE, expect="smaller",
+          paper="not measured by the paper (scale-free)"),
     *_landscape("beta_smaller", "the effective beta is smaller with BN",
                 "effective beta-smoothness (grid down to LR/16)", BETA, "max ~46 vs ~20", True),
-    *[Claim(f"{p}_trains_like_bn", f"{p} normalization trains like BN", "vgg", p, "batch",
-            "low", LIKE_BN, TrainsLikeBN(), "keeps speed-up", "l1, l2, linf ~ BN")
+    *[Claim(key=f"{p}_trains_like_bn", text=f"{p} normalization trains like BN", family="vgg",
+            variant=p, reference="batch", lr="low", statistic=LIKE_BN, measure=TrainsLikeBN(),
+            expect="keeps speed-up", paper="l1, l2, linf ~ BN")
       for p in ("l1", "l2", "linf")],
-    *[Claim(f"dln_{p}_lower_loss", f"on the DLN, {name} trains to lower loss than standard",
-            "dln", p, "none", lr, DLN_CURVE, Paired(mean_log_loss, DLN_SHOWN), "smaller", paper,
-            True)
+    *[Claim(key=f"dln_{p}_lower_loss", text=f"on the DLN, {name} trains to lower loss than "
+            "standard", family="dln", variant=p, reference="none", lr=lr, statistic=DLN_CURVE,
+            measure=Paired(mean_log_loss, DLN_SHOWN), expect="smaller", paper=paper,
+            headline=True)
       for p, name, lr, paper in (
           ("batch", "BN", "each", "final loss 4.75e2 vs 1.65e3 (LR 1e-6)"),
           ("l1", "l1", 1e-6, "final loss 96 vs 1.65e3 (LR 1e-6)"))],
-    Claim("dln_batch_ics_cosine", "on the DLN, BN makes G and G' far less aligned (1 - cos "
-          "larger)", "dln", "batch", "none", "each", "1 - cos(G, G')", ICS_COSINE,
-          "larger", "standard cos ~ 1, BN far from 1 (Fig 3, layers #9, #17)", True),
-    Claim("dln_batch_curvature_smaller", "beyond the paper: on the DLN, the top Hessian "
-          "eigenvalue is smaller with BN", "dln", "batch", "none", 1e-6,
-          "|top Hessian eigenvalue|", CURVATURE, "smaller", "not measured by the paper"),
-    *[Claim(f"dln_edge_of_stability_{p}", f"beyond the paper: on the DLN, {name} trains at "
-            "the edge of stability (top eigenvalue ~ 2/LR)", "dln", p, None, 1e-6,
-            "|top Hessian eigenvalue| in units of 2/LR, median over the second half of the run",
-            edge_of_stability, "about equal",
-            "not measured by the paper (Cohen et al. 2021: ~1 for full-batch GD)")
+    Claim(key="dln_batch_ics_cosine",
+          text="on the DLN, BN makes G and G' far less aligned (1 - cos larger)", family="dln",
+          variant="batch", reference="none", lr="each", statistic="1 - cos(G, G')",
+          measure=ICS_COSINE, expect="larger",
+          paper="standard cos ~ 1, BN far from 1 (Fig 3, layers #9, #17)", headline=True),
+    Claim(key="dln_batch_curvature_smaller",
+          text="beyond the paper: on the DLN, the top Hessian eigenvalue is smaller with BN",
+          family="dln", variant="batch", reference="none", lr=1e-6,
+          statistic="|top Hessian eigenvalue|", measure=CURVATURE, expect="smaller",
+          paper="not measured by the paper"),
+    *[Claim(key=f"dln_edge_of_stability_{p}",
+            text=f"beyond the paper: on the DLN, {name} trains at the edge of stability (top "
+                 "eigenvalue ~ 2/LR)", family="dln", variant=p, reference=None, lr=1e-6,
+            statistic="|top Hessian eigenvalue| in units of 2/LR, median over the second half "
+                      "of the run",
+            measure=edge_of_stability, expect="about equal",
+            paper="not measured by the paper (Cohen et al. 2021: ~1 for full-batch GD)")
       for p, name in (("none", "the standard network"), ("batch", "BN"))],
-    *[Claim(f"dln_beta_is_curvature_{p}", f"beyond the paper: on the DLN, {name}'s effective "
-            "beta measures the curvature (beta ~ |top eigenvalue|)", "dln", p, None, 1e-6,
-            "effective beta / |top Hessian eigenvalue| at the same steps", beta_over_curvature,
-            "about equal", "the paper's VGG beta sits at 1/(smallest step) (PROTOCOL.md section 4)")
+    *[Claim(key=f"dln_beta_is_curvature_{p}",
+            text=f"beyond the paper: on the DLN, {name}'s effective beta measures the "
+                 "curvature (beta ~ |top eigenvalue|)", family="dln", variant=p,
+            reference=None, lr=1e-6,
+            statistic="effective beta / |top Hessian eigenvalue| at the same steps",
+            measure=beta_over_curvature, expect="about equal",
+            paper="the paper's VGG beta sits at 1/(smallest step) (PROTOCOL.md section 4)")
       for p, name in (("none", "the standard network"), ("batch", "BN"))],
 ]
 HEADLINE = [claim.key for claim in CLAIMS if claim.headline]
