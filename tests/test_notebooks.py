@@ -57,6 +57,11 @@ def test_every_notebook_makes_its_figures_and_the_report(sweep, tmp_path):
     assert "BN trains faster" in page and page.count("<tr>") >= 6
     assert {p.stem for p in (tmp_path / "notebooks").glob("*.ipynb")} == set(NOTEBOOKS)
     # `claims --json` on the same demo-like runs (VGG and DLN, every probe): strict JSON.
+    # The table's details are the text table's, line for line (one rendering of a row).
+    from markupsafe import escape
+    details = [line.strip() for line in call_cli("claims", sweep).stdout.splitlines()
+               if line.startswith("    ")]
+    assert len(details) > 20 and all(str(escape(line)) in page for line in details)
     rows = json.loads(call_cli("claims", sweep, "--json").stdout)
     assert {row["key"] for row in rows} >= {"bn_trains_faster", "dln_batch_lower_loss",
                                             "loss_band_narrower_transient", "dln_batch_ics_cosine"}

@@ -39,20 +39,20 @@ def _probe_lines(row):
     cover = "; ".join(f"{k} {' | '.join(f'{n} {c}' for n, c in v.items())}"
                       for k, v in row["coverage"].items())
     reading = ", ".join(f"{k} {v:.4g}" for k, v in row["paper_reading"].items())
-    return [f"    {row['statistic']} at matched training loss (training regime: after the "
+    return [f"{row['statistic']} at matched training loss (training regime: after the "
             f"first 5 % of steps), {_where(row)}{ratio}",
-            f"    per loss bin (variant / reference): {bins or 'no bin matched'}",
-            f"    coverage in the training regime (seeds/records per loss bin): {cover}",
-            f"    paper's reading (max over the curve, after step 0): {reading}"]
+            f"per loss bin (variant / reference): {bins or 'no bin matched'}",
+            f"coverage in the training regime (seeds/records per loss bin): {cover}",
+            f"paper's reading (max over the curve, after step 0): {reading}"]
 
 
 def _like_bn_lines(row):
     t = row["steps_medians"]
-    lines = [f"    {_where(row)}: steps to 90 % {row['variant']} {t['variant']:.4g}, BN "
+    lines = [f"{_where(row)}: steps to 90 % {row['variant']} {t['variant']:.4g}, BN "
              f"{t['batch']:.4g}, standard {t['none']:.4g}; share of BN's speed-up kept "
              f"{row['ratio']:.3g} {_interval(row)} ({row['parts']['keeps speed-up']})"]
     if "accuracy_difference" in row:
-        lines.append(f"    test accuracy at step {row['accuracy_step']}: "
+        lines.append(f"test accuracy at step {row['accuracy_step']}: "
                      + ", ".join(f"{k} {v:.4g}" for k, v in row["accuracy_medians"].items())
                      + f"; difference {row['accuracy_difference']:+.3g} "
                      f"{_interval(row, 'accuracy_interval')} ({row['parts']['accuracy near BN']})")
@@ -63,21 +63,41 @@ def _paired_lines(row):
     lines = []
     if "ratio" in row:
         p = f", signed-rank p = {row['p_value']:.3g}" if row.get("p_value") is not None else ""
-        lines.append(f"    {row['statistic']}, {_where(row)}: ratio {row['ratio']:.3g} "
+        lines.append(f"{row['statistic']}, {_where(row)}: ratio {row['ratio']:.3g} "
                      f"{_interval(row)}{p}")
     for name, medians in row.get("shown", {}).items():
-        lines.append(f"    median {name}: " + ", ".join(f"{k} {v:.4g}" for k, v in medians.items()))
+        lines.append(f"median {name}: " + ", ".join(f"{k} {v:.4g}" for k, v in medians.items()))
     return lines
 
 
 def _run_level_lines(row):
     if row["reference"] is None:
-        return [f"    {row['statistic']}, {_where(row)}: {row['variant']} median "
+        return [f"{row['statistic']}, {_where(row)}: {row['variant']} median "
                 f"{row['variant_median']:.4g} {_interval(row)}"]
     p = f", rank test p = {row['p_value']:.3g}" if row.get("p_value") is not None else ""
-    return [f"    {row['statistic']}, {_where(row)}: {row['variant']} {row['variant_median']:.4g}"
+    return [f"{row['statistic']}, {_where(row)}: {row['variant']} {row['variant_median']:.4g}"
             f" vs {row['reference']} {row['reference_median']:.4g}, ratio {row['ratio']:.3g} "
             f"{_interval(row)}{p}"]
+
+
+def details(row):
+    """What a row measured, as lines: its numbers, the paper's, and how to measure it if
+    its runs are missing. The one rendering of a row's details: the text table indents
+    them, the HTML report shows them in its table."""
+    if "coverage" in row:
+        lines = _probe_lines(row)
+    elif "steps_medians" in row:
+        lines = _like_bn_lines(row)
+    elif "shown" in row:
+        lines = _paired_lines(row)
+    elif "ratio" in row:
+        lines = _run_level_lines(row)
+    else:
+        lines = []
+    lines.append(f"paper: {row['paper']}")
+    if "command" in row:
+        lines.append(f"to measure: {row['command']}")
+    return lines
 
 
 def format_claims(rows):
@@ -86,17 +106,7 @@ def format_claims(rows):
     for row in rows:
         note = f": {row['note']}" if "note" in row else ""
         lines.append(f"{row['claim']}\n  -> {row['verdict'].upper()}{note}")
-        if "coverage" in row:
-            lines += _probe_lines(row)
-        elif "steps_medians" in row:
-            lines += _like_bn_lines(row)
-        elif "shown" in row:
-            lines += _paired_lines(row)
-        elif "ratio" in row:
-            lines += _run_level_lines(row)
-        lines.append(f"    paper: {row['paper']}")
-        if "command" in row:
-            lines.append(f"    to measure: {row['command']}")
+        lines += [f"    {line}" for line in details(row)]
     return "\n".join(lines)
 
 

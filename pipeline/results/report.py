@@ -134,7 +134,7 @@ def build_report(output_dir, runs=()):
 
     from pipeline.results.analysis import load_runs
     from pipeline.results.claims import claims_table
-    from pipeline.results.claims_format import answer
+    from pipeline.results.claims_format import answer, details
     from pipeline.results.rules import RULES
     output_dir = Path(output_dir)
     figures = output_dir / "figures"
@@ -143,6 +143,7 @@ def build_report(output_dir, runs=()):
     loaded = load_runs(runs) if runs else []
     environment = jinja2.Environment(
         loader=jinja2.FileSystemLoader(Path(__file__).parent / "templates"), autoescape=True)
+    environment.filters["details"] = details  # a row's details as the text table has them
     claims = claims_table(loaded) if loaded else []
     page = environment.get_template("report.html.j2").render(
         claims=claims, answer=answer(claims),
