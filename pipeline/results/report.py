@@ -84,9 +84,9 @@ def make_figures(runs, output_dir="reports", notebooks=NOTEBOOKS, echo=print):
     unknown = sorted(set(notebooks) - set(NOTEBOOKS))
     if unknown:
         raise InputError(f"unknown notebook(s) {unknown}; choose from {', '.join(NOTEBOOKS)}")
-    runs = [str(r) for r in runs]
-    load_runs(runs)  # a missing run path stops here, before any notebook runs
     # Absolute: the notebooks run with the repository as their working folder.
+    runs = [str(Path(r).resolve()) for r in runs]
+    load_runs(runs)  # a missing run path stops here, before any notebook runs
     output_dir = Path(output_dir).resolve()
     check_output(output_dir)
     staging = start_staging(output_dir)
