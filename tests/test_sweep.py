@@ -55,6 +55,12 @@ def test_a_seed_given_with_set_is_honoured_and_two_seed_axes_are_refused(tmp_pat
         sweep.plan_sweep(SMOKE, ["seed=1,2"], seeds=2, sweep_dir=tmp_path)
 
 
+@pytest.mark.parametrize("item", ["=1,2", "optim.lr=", "optim.lr", " = 1"])
+def test_a_grid_axis_without_a_key_or_values_names_the_grid_option(item, tmp_path):
+    with pytest.raises(ConfigError, match=f"--grid {item!r} must look like section.key=value1"):
+        sweep.plan_sweep(SMOKE, [item], sweep_dir=tmp_path)
+
+
 def test_a_key_given_two_ways_is_refused_rather_than_one_silently_winning(tmp_path):
     # Two axes of one key made one run named by both, holding the last axis's value; a
     # --set of a gridded key was overridden by the grid without a word.

@@ -91,9 +91,9 @@ def parse_grid(items):
     grid = []
     for item in items:
         key, sep, values = item.partition("=")
-        if not sep or not values:
-            raise ConfigError(f"--grid {item!r} must look like section.key=value1,value2")
         key = key.strip()
+        if not sep or not values.strip() or not key:
+            raise ConfigError(f"--grid {item!r} must look like section.key=value1,value2")
         if key in dict(grid):  # the runs would hold the last axis's value, named by both
             raise ConfigError(f"{key} is on two --grid axes ({key}={','.join(dict(grid)[key])} "
                               f"and {item}); give its values in one --grid")
