@@ -56,6 +56,9 @@ def test_every_notebook_makes_its_figures_and_the_report(sweep, tmp_path):
             < page.index("<h2>Figures</h2>") < page.index("<h2>Runs</h2>"))
     assert "BN trains faster" in page and page.count("<tr>") >= 6
     assert {p.stem for p in (tmp_path / "notebooks").glob("*.ipynb")} == set(NOTEBOOKS)
+    # They name the folder they were published to, not the staging folder they ran in.
+    executed = (tmp_path / "notebooks" / "training.ipynb").read_text()
+    assert f'output_dir = \\"{tmp_path}\\"' in executed and ".bnlab-build" not in executed
     # `claims --json` on the same demo-like runs (VGG and DLN, every probe): strict JSON.
     # The table's details are the text table's, line for line (one rendering of a row).
     from markupsafe import escape

@@ -100,6 +100,7 @@ def make_figures(runs, output_dir="reports", notebooks=NOTEBOOKS, echo=print):
             elif message:
                 failures[name] = message
                 echo(f"    FAILED: {message}")
+        _name_the_output_in_notebooks(staging, output_dir)
         build_report(staging, runs)
         publish(staging, output_dir)
     finally:
@@ -111,6 +112,15 @@ def make_figures(runs, output_dir="reports", notebooks=NOTEBOOKS, echo=print):
                               f"copies in {output_dir / 'notebooks'} show where, and "
                               f"{report} holds what the others made")
     return report
+
+
+def _name_the_output_in_notebooks(staging, output_dir):
+    """The executed notebooks name the folder their figures are in (their `output_dir`
+    parameter), which was the staging folder while they ran: name the one they end in."""
+    for notebook in (staging / "notebooks").glob("*.ipynb"):
+        text = notebook.read_text()
+        atomic_write_text(notebook, text.replace(json.dumps(str(staging))[1:-1],
+                                                 json.dumps(str(output_dir))[1:-1]))
 
 
 def run_inventory(loaded):
