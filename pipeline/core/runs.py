@@ -122,7 +122,18 @@ def keep_records(path, keep):
 
 
 class SymlinkRefused(InputError):
-    """A run file to be written is a symbolic link: writing would change its target."""
+    """A file or folder to be written is a symbolic link: writing would change its target."""
+
+    def __init__(self, path, instead="choose another --workdir"):
+        super().__init__(f"{path} is a symbolic link, and nothing is written through a link "
+                         f"(its target may be anyone's): remove the link (its target stays as "
+                         f"it is), or {instead}")
+
+
+def refuse_if_link(path, instead="choose another --workdir"):
+    """Raise `SymlinkRefused` if `path`, a place a command writes, is a symbolic link."""
+    if Path(path).is_symlink():
+        raise SymlinkRefused(path, instead)
 
 
 def open_no_follow(path, mode="a"):
@@ -134,9 +145,7 @@ def open_no_follow(path, mode="a"):
         fd = os.open(path, flags | os.O_NOFOLLOW, 0o666)
     except OSError as error:
         if error.errno == errno.ELOOP:
-            raise SymlinkRefused(f"{path} is a symbolic link; a run's own files are plain files "
-                                 "and nothing is written through a link: remove the link (its "
-                                 "target stays as it is), or choose another --workdir") from None
+            raise SymlinkRefused(path) from None
         raise
     return os.fdopen(fd, mode)
 
@@ -189,9 +198,9 @@ def _busy(path, handle):
     # that inherited its open .lock (one it forked) holds the lock on; or the holder has
     # not written its name yet.
     ended = f" (the file names {named}, which has ended)" if named else ""
-    return RunBusyError(f"{path} is in use: a process holds {Path(path) / '.lock'}{ended}; "
-                        f"`fuser -v {Path(path) / '.lock'}` shows which; wait for it to end, "
-                        "or choose another --workdir")
+    lock = Path(path) / ".lock"
+    return RunBusyError(f"{path} is in use: a process holds {lock}{ended}; `fuser -v {lock}` "
+                        "shows which; wait for it to end, or choose another --workdir")
 
 
 def _has_ended(holder):
@@ -251,11 +260,7 @@ class RunDirectory:
         written into a linked one would land in its target, anyone's folder."""
         for folder in (self.records_path("train").parent, self.checkpoint_dir,
                        self.tensorboard_dir):
-            if folder.is_symlink():
-                raise SymlinkRefused(
-                    f"{folder} is a symbolic link; a run's own folders are real folders and "
-                    "nothing is written through a link: remove the link (its target stays as "
-                    "it is), or choose another --workdir")
+            refuse_if_link(folder)
 
     @property
     def checkpoint_dir(self):

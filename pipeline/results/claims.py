@@ -70,23 +70,23 @@ DLN_SHOWN = (("final loss", final_value("train", "train/loss")),
              ("rank-k levels passed", levels_passed))
 
 
+# VGG: BN against the standard network at the smallest LR of the runs.
+BN_VGG = dict(family="vgg", variant="batch", reference="none", lr="low")
+
+
 def _landscape(key, text, statistic, measure, paper, headline=False):
     """A landscape claim (BN smoother than standard) and its initial-transient row."""
-    compared = dict(family="vgg", variant="batch", reference="none", lr="low")
-    return [Claim(key=key, text=text, **compared, statistic=statistic, measure=measure,
+    return [Claim(key=key, text=text, **BN_VGG, statistic=statistic, measure=measure,
                   expect="smaller", paper=paper, headline=headline),
             Claim(key=f"{key}_transient",
                   text=f"beyond the paper: BN is rougher during its first 5 % of steps "
                        f"({statistic})",
-                  **compared,
+                  **BN_VGG,
                   statistic=f"median of {statistic} over the initial transient (steps 1 to "
                             "5 % of the run)",
                   measure=transient_median(measure), expect="larger",
                   paper="not measured by the paper")]
 
-
-# VGG: BN against the standard network at the smallest LR of the runs.
-BN_VGG = dict(family="vgg", variant="batch", reference="none", lr="low")
 
 CLAIMS = [
     Claim(key="bn_trains_faster", text="BN trains faster", **BN_VGG, statistic=MILESTONE,

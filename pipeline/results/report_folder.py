@@ -16,7 +16,7 @@ import shutil
 from pathlib import Path
 
 from pipeline.core.errors import InputError
-from pipeline.core.runs import SymlinkRefused, atomic_write_text
+from pipeline.core.runs import atomic_write_text, refuse_if_link
 
 # The files the last build wrote (relative to the output folder): the only files a
 # rebuild removes.
@@ -74,11 +74,7 @@ def check_output(output_dir):
     (they are someone else's), or whose staging folder is not a build's."""
     output_dir = Path(output_dir)
     for name in (*BUILT, "report.html", MANIFEST, STAGING):
-        if (output_dir / name).is_symlink():  # a build would write into its target
-            raise SymlinkRefused(
-                f"{output_dir / name} is a symbolic link; a report is written only inside "
-                "--output, never through a link: remove the link (its target stays as it "
-                "is), or choose another --output")
+        refuse_if_link(output_dir / name, "choose another --output")
     others = sorted(built_files(output_dir)
                     - {str(p.relative_to(output_dir)) for p in _ours(output_dir)})
     if others:

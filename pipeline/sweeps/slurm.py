@@ -21,7 +21,7 @@ from typing import Optional
 
 from pipeline.core import interrupts
 from pipeline.core.config import ConfigError
-from pipeline.core.runs import RunBusyError, SymlinkRefused, open_no_follow, refuse_if_busy
+from pipeline.core.runs import RunBusyError, open_no_follow, refuse_if_busy, refuse_if_link
 from pipeline.sweeps.sweep import STOP_SECONDS, runs_to_do, start_logged, summarize
 
 EXECUTORS = {"slurm": "slurm", "submitit_local": "local"}  # --executor -> submitit's cluster
@@ -128,10 +128,8 @@ def submit(runs, sweep_dir, executor="slurm", options=SlurmOptions(),
     if not todo:
         return summarize(runs)
     folder = Path(options.log_dir or Path(sweep_dir) / "slurm")
-    if not options.log_dir and folder.is_symlink():  # submitit would write into its target
-        raise SymlinkRefused(f"{folder} is a symbolic link; a sweep's own folders are real "
-                             "folders and nothing is written through a link: remove the link "
-                             "(its target stays as it is), or give --log-dir")
+    if not options.log_dir:  # submitit would write into a linked folder's target
+        refuse_if_link(folder, "give --log-dir")
     try:
         cluster = submitit.AutoExecutor(folder=folder / "%j", cluster=EXECUTORS[executor])
     except RuntimeError as error:  # no sbatch on this machine
