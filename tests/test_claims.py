@@ -6,6 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from pipeline.core.runs import LoadedRun
 from pipeline.results import matched
 from pipeline.results.claims import CLAIMS, HEADLINE, claims_table, speedup_kept
 from pipeline.results.claims_format import format_answer, format_claims, to_json
@@ -45,7 +46,7 @@ def _run(norm, seed, reach_step=10, lr=0.1, steps=100, family="vgg", loss=None, 
             "curvature/top_eigenvalue": [curvature(s) for s in probe_steps]})
     config = {"seed": seed, "model": {"family": family, "norm": norm}, "optim": {"lr": lr},
               "train": {"steps": steps}}
-    return {"path": f"{norm}-{seed}", "config": config, "meta": meta or {}, "records": records}
+    return LoadedRun(path=f"{norm}-{seed}", config=config, meta=meta or {}, records=records)
 
 
 def _rows(runs, key):
@@ -65,7 +66,7 @@ def test_milestones_are_not_floored_by_step_0_or_the_logging_cadence():
     rng = np.random.default_rng(0)
     for reach in (1, 12, 30):
         run = _run("batch", 0, reach_step=reach)
-        train = run["records"]["train"]
+        train = run.records["train"]
         train["train/accuracy"] = np.clip(train["train/accuracy"] + rng.normal(0, 0.03, len(train)), 0, 1)
         expected = _brute_force_crossing(train["step"].tolist(), train["train/accuracy"].tolist(),
                                          0.9, 9)
@@ -74,7 +75,7 @@ def test_milestones_are_not_floored_by_step_0_or_the_logging_cadence():
     # Records every 10 steps (the paper's cadence is 100): the window holds one record,
     # so the crossing is the first record at 90 %, not 4 records after the jump.
     sparse = _run("batch", 0, reach_step=30)
-    sparse["records"]["train"] = sparse["records"]["train"].iloc[::10]
+    sparse.records["train"] = sparse.records["train"].iloc[::10]
     assert measure(sparse) == 30
 
 
@@ -220,7 +221,7 @@ def test_dln_rows_compare_the_whole_loss_curve_paired_by_seed():
         assert row["verdict"] == "reproduced" and row["pairs"] == 6
         assert row["p_value"] == pytest.approx(2 / 64)  # all 6 pairs one way: exact two-sided p
     # The statistic is the mean log10 loss: NumPy's geometric mean of the records.
-    losses = runs[0]["records"]["train"]["train/loss"]
+    losses = runs[0].records["train"]["train/loss"]
     assert 10 ** mean_log_loss(runs[0]) == pytest.approx(np.exp(np.log(losses).mean()))
     # A seed that goes the other way: the paired test no longer reaches 0.05.
     runs[1] = _dln("batch", 0, 3.0)

@@ -62,7 +62,7 @@ def test_frames_label_variants_and_summaries(runs, tmp_path):
     assert set(train["variant"]) == {"standard", "BN"} and len(train) == 16
     write_fake_run(tmp_path / "none-lr", "none", 0.5, 0, diverged=True)
     mixed = analysis.load_runs(tmp_path)
-    assert "standard, LR 0.5" in {r["variant"] for r in mixed}
+    assert "standard, LR 0.5" in {r.variant for r in mixed}
     summary = analysis.runs_summary(mixed)
     assert (summary["status"] == "diverged").sum() == 1
     assert "seeds per variant" in analysis.describe_scale(runs) and "synthetic" in analysis.describe_scale(runs)
@@ -219,7 +219,7 @@ def test_every_figure_gives_a_network_one_colour_and_name_and_captions_say_what_
     assert "BN, LR 0.5 / standard, LR 0.5: 6 steps; " in scale and ": 15000 steps;" in scale, scale
     assert "standard, LR 0.5: 1 (1 diverged)" in scale, scale
     # The same colour for the standard network whichever networks a figure shows.
-    two = analysis.records_frame([r for r in runs if r["config"]["model"]["norm"] != "noisy_batch"], "train")
+    two = analysis.records_frame([r for r in runs if r.norm != "noisy_batch"], "train")
     three = analysis.records_frame(runs, "train")
     for frame in (two, three):
         _, palette, _ = plots.per_learning_rate(frame)

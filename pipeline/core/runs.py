@@ -17,6 +17,7 @@ import fcntl
 import json
 import os
 import tempfile
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from pipeline.core.errors import InputError, UserError
@@ -368,19 +369,51 @@ def read_saved_config(path):
     return config
 
 
+@dataclass(frozen=True)
+class LoadedRun:
+    """A run read back for analysis. `path`: its folder; `config`: its resolved config
+    (config.yaml, nested dicts); `meta`: its meta.json; `records`: {stream: DataFrame},
+    one row per record; `variant`: the label tables and figures show (set when runs are
+    loaded together, `results.analysis.load_runs`). Frozen: a reader cannot change what
+    another reads; a relabelled run is a new object (`dataclasses.replace`)."""
+    path: str
+    config: dict
+    meta: dict
+    records: dict = field(default_factory=dict)
+    variant: str = ""
+
+    @property
+    def seed(self):
+        return self.config["seed"]
+
+    @property
+    def norm(self):
+        return self.config["model"]["norm"]
+
+    @property
+    def lr(self):
+        return self.config["optim"]["lr"]
+
+    @property
+    def steps(self):
+        """The steps the run was configured for (its length, not how far it got)."""
+        return self.config["train"]["steps"]
+
+    @property
+    def status(self):
+        return self.meta.get("status")
+
+
 def load_run(path):
-    """A run as plain data: {'path', 'config' (dict), 'meta' (dict), 'records' {stream: DataFrame}}."""
+    """The run directory at `path` as a `LoadedRun`."""
     import pandas as pd
     run = RunDirectory(path)
     config_path = run.path / CONFIG_FILE
     if not config_path.exists():
         raise FileNotFoundError(f"{run.path} is not a run directory: it has no {CONFIG_FILE}")
-    return {
-        "path": str(run.path),
-        "config": read_saved_config(config_path),
-        "meta": run.read_meta(),
-        "records": {s: pd.DataFrame(run.records(s)) for s in run.streams()},
-    }
+    return LoadedRun(path=str(run.path), config=read_saved_config(config_path),
+                     meta=run.read_meta(),
+                     records={s: pd.DataFrame(run.records(s)) for s in run.streams()})
 
 
 def summary_row(meta, last_train=None, last_eval=None):

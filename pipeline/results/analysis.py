@@ -1,6 +1,7 @@
 """From run directories to tidy pandas frames for plotting: one row per record, with
 the run's variant label, seed and settings attached."""
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -34,13 +35,13 @@ class DuplicateRunsError(InputError):
 def _refuse_copies(runs):
     seen = {}
     for run in runs:
-        key = repr(sorted(_flatten(run["config"]).items()))
+        key = repr(sorted(_flatten(run.config).items()))
         if key in seen:
             raise DuplicateRunsError(
-                f"{seen[key]} and {run['path']} hold the same run (the same resolved config, "
-                f"seed {run['config'].get('seed')}): a copy would count as another seed; give "
+                f"{seen[key]} and {run.path} hold the same run (the same resolved config, "
+                f"seed {run.config.get('seed')}): a copy would count as another seed; give "
                 "each run once (leave one of them out, or move it elsewhere)")
-        seen[key] = run["path"]
+        seen[key] = run.path
 
 
 def _flatten(config, prefix=""):
@@ -71,19 +72,16 @@ def load_runs(paths):
                 loaded.add(run_path.resolve())
                 runs.append(load_run(run_path))
     _refuse_copies(runs)
-    _label(runs)
-    return runs
+    return _labelled(runs)
 
 
-def _label(runs):
-    """Variant label = norm name, with the LR when the runs use several LRs."""
-    several_lrs = len({r["config"]["optim"]["lr"] for r in runs}) > 1
-    for run in runs:
-        config = run["config"]
-        label = NORM_NAMES.get(config["model"]["norm"], config["model"]["norm"])
-        if several_lrs:
-            label += f", LR {config['optim']['lr']:g}"
-        run["variant"] = label
+def _labelled(runs):
+    """The runs with their variant labels: the norm's name, with the LR when the runs
+    use several LRs."""
+    several_lrs = len({run.lr for run in runs}) > 1
+    return [dataclasses.replace(run, variant=NORM_NAMES.get(run.norm, run.norm)
+                                + (f", LR {run.lr:g}" if several_lrs else ""))
+            for run in runs]
 
 
 def records_frame(runs, stream):
@@ -91,13 +89,11 @@ def records_frame(runs, stream):
     norm, lr, status plus the record's own columns. Empty if no run has the stream."""
     frames = []
     for run in runs:
-        frame = run["records"].get(stream)
+        frame = run.records.get(stream)
         if frame is None or frame.empty:
             continue
-        config = run["config"]
-        frames.append(frame.assign(variant=run.get("variant", ""), run=run["path"], seed=config["seed"],
-                                   norm=config["model"]["norm"], lr=config["optim"]["lr"],
-                                   status=run["meta"].get("status", "unknown")))
+        frames.append(frame.assign(variant=run.variant, run=run.path, seed=run.seed,
+                                   norm=run.norm, lr=run.lr, status=run.status or "unknown"))
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
 
@@ -139,10 +135,9 @@ def runs_summary(runs):
     step it diverged at, final test accuracy and loss."""
     rows = []
     for run in runs:
-        evals = run["records"].get("eval", pd.DataFrame())
-        row = summary_row(run["meta"], None, evals.iloc[-1].to_dict() if not evals.empty else None)
-        rows.append({"variant": run["variant"], "norm": run["config"]["model"]["norm"],
-                     "lr": run["config"]["optim"]["lr"], "seed": run["config"]["seed"],
+        evals = run.records.get("eval", pd.DataFrame())
+        row = summary_row(run.meta, None, evals.iloc[-1].to_dict() if not evals.empty else None)
+        rows.append({"variant": run.variant, "norm": run.norm, "lr": run.lr, "seed": run.seed,
                      **pick(row, ("status", "diverged_at", "test_accuracy", "test_loss"))})
     return pd.DataFrame(rows)
 
@@ -150,8 +145,7 @@ def runs_summary(runs):
 def require_stream(runs, stream, probe_hint=None):
     """Raise a clear error naming the runs that lack records of `stream`. A diverged run
     may have ended before its first record of a stream; it is not counted."""
-    missing = [r["path"] for r in runs if r["records"].get(stream) is None
-               and r["meta"].get("status") != "diverged"]
+    missing = [r.path for r in runs if r.records.get(stream) is None and r.status != "diverged"]
     if missing:
         if stream in ("train", "eval"):  # every run writes these; no probe adds them
             raise MissingRecordsError(
@@ -166,7 +160,7 @@ def require_stream(runs, stream, probe_hint=None):
 def runs_with(runs, stream, probe_hint=None, echo=print):
     """The runs that have records of `stream`; the others (trained without that probe)
     are left out, and said so. If none has them, the error of `require_stream`."""
-    having = [r for r in runs if r["records"].get(stream) is not None]
+    having = [r for r in runs if r.records.get(stream) is not None]
     if not having:
         require_stream(runs, stream, probe_hint)
         raise NothingToPlot(f"none of the {len(runs)} run(s) has {stream} records")
@@ -182,16 +176,16 @@ def describe_scale(runs):
     3; standard: 3 (1 diverged)' for figure captions, from the runs drawn: their steps
     (per variant where variants differ: 'BN at LR 0.5: 200 steps; ...'), their seeds,
     and how many diverged."""
-    config = runs[0]["config"]
+    config = runs[0].config
     model = config["model"]
     if model["family"] == "vgg":
         arch = f"VGG{model['depth']}" + (f" x{model['width_multiplier']:g} width"
                                          if model["width_multiplier"] != 1 else "")
     else:
         arch = f"{model['depth']}-layer linear network"
-    frame = pd.DataFrame({"variant": [r["variant"] for r in runs],
-                          "steps": [r["config"]["train"]["steps"] for r in runs],
-                          "diverged": [r["meta"].get("status") == "diverged" for r in runs]})
+    frame = pd.DataFrame({"variant": [r.variant for r in runs],
+                          "steps": [r.steps for r in runs],
+                          "diverged": [r.status == "diverged" for r in runs]})
     by_steps = frame.groupby("steps", sort=True)["variant"].unique()
     steps = (f"{by_steps.index[0]} steps" if len(by_steps) == 1 else
              "; ".join(f"{' / '.join(variants)}: {count} steps" for count, variants in by_steps.items()))
@@ -210,8 +204,8 @@ class NothingToPlot(LookupError):
 def select(runs, family=None, norms=None, what="runs"):
     """The runs of a model family and/or norms; NothingToPlot if there are none."""
     chosen = [r for r in runs
-              if (family is None or r["config"]["model"]["family"] == family)
-              and (norms is None or r["config"]["model"]["norm"] in norms)]
+              if (family is None or r.config["model"]["family"] == family)
+              and (norms is None or r.norm in norms)]
     if not chosen:
         raise NothingToPlot(f"no {what} among the {len(runs)} run(s) given")
     _label(chosen)

@@ -175,10 +175,10 @@ def _groups(runs):
     """{(family, norm, lr): [run, ...]} and the sorted LRs of each family."""
     groups, lrs = {}, {}
     for run in runs:
-        config = run["config"]
-        key = (config["model"]["family"], config["model"]["norm"], config["optim"]["lr"])
+        config = run.config
+        key = (config["model"]["family"], run.norm, run.lr)
         groups.setdefault(key, []).append(run)
-        lrs.setdefault(config["model"]["family"], set()).add(config["optim"]["lr"])
+        lrs.setdefault(config["model"]["family"], set()).add(run.lr)
     return groups, {family: sorted(v) for family, v in lrs.items()}
 
 
@@ -272,7 +272,7 @@ def _trains_like_bn_row(claim, chosen, standard, rng):
 
 
 def _paired_row(claim, chosen, rng):
-    by_seed = {norm: {r["config"]["seed"]: r for r in runs} for norm, runs in chosen.items()}
+    by_seed = {norm: {r.seed: r for r in runs} for norm, runs in chosen.items()}
     seeds = sorted(set(by_seed[claim.variant]) & set(by_seed[claim.reference]))
     log10 = {norm: np.array([claim.measure.measure(by_seed[norm][s]) for s in seeds])
              for norm in (claim.variant, claim.reference)}

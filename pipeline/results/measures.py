@@ -20,11 +20,7 @@ PAPER_GRID_FROM = 0.5
 
 
 def _frame(run, stream):
-    return run["records"].get(stream, pd.DataFrame())
-
-
-def _steps(run):
-    return run["config"]["train"]["steps"]
+    return run.records.get(stream, pd.DataFrame())
 
 
 # --- run-level statistics ------------------------------------------------------------
@@ -39,7 +35,7 @@ def steps_to_accuracy(level):
         if "train/accuracy" not in train:
             return float("nan")
         step = first_crossing(train["step"], train["train/accuracy"], level, MILESTONE_WINDOW)
-        return float(_steps(run)) if step is None else float(step)
+        return float(run.steps) if step is None else float(step)
     return measure
 
 
@@ -49,7 +45,7 @@ def final_value(stream, key, tail=0.1):
         frame = _frame(run, stream)
         if key not in frame or frame.empty:
             return float("nan")
-        last = frame[frame["step"] >= (1 - tail) * _steps(run)]
+        last = frame[frame["step"] >= (1 - tail) * run.steps]
         return float(np.median(last[key] if not last.empty else frame[key].iloc[-1:]))
     return measure
 
@@ -72,7 +68,7 @@ def levels_passed(run, margin=0.98):
     """DLN: how many of the best rank-k fit errors of the training data (meta.json
     `loss_levels`, rank 0 first) the final training loss lies below: the number of A's
     singular directions learned (shown beside the DLN rows; PROTOCOL.md section 8)."""
-    levels = run["meta"].get("loss_levels")
+    levels = run.meta.get("loss_levels")
     loss = final_value("train", "train/loss")(run)
     if not levels or not np.isfinite(loss):
         return float("nan")
@@ -128,7 +124,7 @@ class ProbeMeasure:
         try:
             return pd.DataFrame({
                 "seed": frame["seed"], "step": frame["step"],
-                "fraction": frame["step"] / _steps(run), "loss": frame[self.loss],
+                "fraction": frame["step"] / run.steps, "loss": frame[self.loss],
                 "value": np.asarray(value(frame), float),
                 "layer": frame[f"{self.stream}/layer"] if self.per_layer else np.nan})
         except KeyError:  # no such records in this run
@@ -230,10 +226,10 @@ def edge_of_stability(run):
     frame = _frame(run, "curvature")
     if "curvature/top_eigenvalue" not in frame or frame.empty:
         return float("nan")
-    late = frame[frame["step"] >= _steps(run) / 2]["curvature/top_eigenvalue"]
+    late = frame[frame["step"] >= run.steps / 2]["curvature/top_eigenvalue"]
     if late.empty:
         return float("nan")
-    return float(np.median(np.abs(late)) * run["config"]["optim"]["lr"] / 2)
+    return float(np.median(np.abs(late)) * run.lr / 2)
 
 
 def beta_over_curvature(run):

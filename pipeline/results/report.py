@@ -128,11 +128,11 @@ def run_inventory(loaded):
     wall time, versions."""
     rows = []
     for run in loaded:
-        row = summary_row(run["meta"])
-        rows.append({"path": run["path"], "seed": run["config"]["seed"],
-                     "steps": f"{run['meta'].get('step', '?')} of {run['config']['train']['steps']}",
+        row = summary_row(run.meta)
+        rows.append({"path": run.path, "seed": run.seed,
+                     "steps": f"{run.meta.get('step', '?')} of {run.steps}",
                      "status": row["status"],
-                     "wall_time": f"{row['wall_s']:.0f} s" if "wall_time_s" in run["meta"] else "",
+                     "wall_time": f"{row['wall_s']:.0f} s" if "wall_time_s" in run.meta else "",
                      "versions": row["versions"]})
     return rows
 
