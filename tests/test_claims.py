@@ -231,6 +231,29 @@ def test_dln_rows_compare_the_whole_loss_curve_paired_by_seed():
     assert "median final loss" in text and "signed-rank p" in text
 
 
+def test_a_longer_run_set_feeds_the_probe_rows_and_the_plans_length_the_loss_rows():
+    # PROTOCOL.md section 8: the standard DLN also trains 4x longer, with ICS, so that it
+    # reaches the losses BN passes; the loss rows still compare the 100-step runs.
+    def loss(scale):
+        return lambda step: scale * (1e4 * 0.97 ** step + 1e2)
+
+    def cosine(value):
+        return lambda step, layer: (1.0, 1.0, value)
+    runs = []
+    for s in range(6):
+        runs += [_run("batch", s, family="dln", lr=1e-6, loss=loss(0.5), ics=cosine(0.5)),
+                 _run("none", s, family="dln", lr=1e-6, loss=loss(1.0), ics=cosine(0.99)),
+                 _run("none", s, family="dln", lr=1e-6, steps=400, loss=loss(1.0),
+                      ics=cosine(0.9))]
+    [row] = _rows(runs, "dln_batch_lower_loss")
+    assert row["pairs"] == 6 and row["ratio"] == pytest.approx(0.5)  # the 100-step runs
+    rows = _rows(runs, "dln_batch_ics_cosine")
+    assert [r["layer"] for r in rows] == [5, 10]
+    for row in rows:  # 1 - cos: BN 0.5 against the long runs' 0.1, not the short runs' 0.01
+        assert row["seeds"] == 6 and len(row["matched_bins"]) >= 2
+        assert row["ratio"] == pytest.approx(5.0) and row["verdict"] == "reproduced"
+
+
 def test_trains_like_bn_reads_the_share_of_the_speed_up_kept_and_test_accuracy():
     def runs(variant_step, variant_accuracy):
         return ([_run("none", s, 300 + s, steps=400, test_accuracy=0.95) for s in range(5)]

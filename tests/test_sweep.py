@@ -156,7 +156,7 @@ def test_the_demo_plan_is_valid_and_puts_its_longest_runs_first():
     header = path.read_text().split("\nsweeps:")[0]
     assert "python -m pipeline sweep --plan" in header and "Runtime" in header and "Expected" in header
     runs = sweep.plan_file(path, "runs/demo")
-    assert len(runs) == 64
+    assert len(runs) == 70
     names = [str(r.workdir) for r in runs]
     # The DLN's l1 runs (the longest) first, the 200-step VGG runs without probes last.
     assert names[0] == "runs/demo/dln/lr-1e-6__norm-l1__seed-0"
@@ -169,6 +169,10 @@ def test_the_demo_plan_is_valid_and_puts_its_longest_runs_first():
             variant = str(run.workdir.name).rsplit("__seed-", 1)[0]
             seeds.setdefault(variant, set()).add(int(run.workdir.name.rsplit("-", 1)[1]))
     assert len(seeds) == 5 and all(s == set(range(6)) for s in seeds.values())
+    # The standard DLN's longer runs (PROTOCOL.md section 9): their own folder, 4x the steps.
+    long = [r for r in runs if "/dln_long/" in str(r.workdir)]
+    assert len(long) == 6 and {r.backend for r in long} == {"jax"}
+    assert all("train.steps=40000" in r.overrides for r in long)
     # The confirmation set (make demo-confirm): the same runs on seeds + 100, disjoint.
     confirm = sweep.plan_file(path, "runs/demo_confirm", seed_offset=100)
     assert [r.name.replace("seed-10", "seed-") for r in confirm] == [r.name for r in runs]

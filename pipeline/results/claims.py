@@ -336,6 +336,22 @@ def _probe_row(claim, frames, paper, rng):
     return row
 
 
+def _of_one_length(claim, runs):
+    """The runs of one variant at one LR that `claim` reads, all of one length (PROTOCOL.md
+    section 8). A probe claim compares at matched training loss, which needs no equal
+    lengths: it reads the longest runs that hold its probe's records (a longer run reaches
+    losses the other variant passes). Every other claim reads the shortest runs, the length
+    the plan gives every variant (the DLN's 10,000 steps), so that run-level statistics
+    describe the same stretch of training."""
+    if isinstance(claim.measure, ProbeMeasure):
+        stream = claim.measure.stream
+        runs = [r for r in runs if not r.records.get(stream, pd.DataFrame()).empty] or runs
+        length = max((r.steps for r in runs), default=None)
+    else:
+        length = min((r.steps for r in runs), default=None)
+    return [r for r in runs if r.steps == length]
+
+
 def evaluate_claim(claim, groups, lrs, rng):
     """The table rows of `claim` (one per LR it is read at, and per probed layer)."""
     base = {"claim": claim.text, "key": claim.key, "statistic": claim.statistic,
@@ -344,7 +360,8 @@ def evaluate_claim(claim, groups, lrs, rng):
     norms = [n for n in (claim.variant, claim.reference) if n is not None]
     rows = []
     for lr in _claim_lrs(claim, lrs) or [None]:
-        chosen = {norm: groups.get((claim.family, norm, lr), []) for norm in norms}
+        chosen = {norm: _of_one_length(claim, groups.get((claim.family, norm, lr), []))
+                  for norm in norms}
         if lr is None or not all(chosen.values()):
             rows.append({**base, "verdict": "missing runs", "command": "make demo"})
             continue
@@ -352,7 +369,7 @@ def evaluate_claim(claim, groups, lrs, rng):
         if isinstance(claim.measure, ProbeMeasure):
             rows += [{**where, **row} for row in _probe_rows(claim, chosen, rng)]
         elif isinstance(claim.measure, TrainsLikeBN):
-            standard = groups.get((claim.family, "none", lr), [])
+            standard = _of_one_length(claim, groups.get((claim.family, "none", lr), []))
             rows.append({**where, **_trains_like_bn_row(claim, chosen, standard, rng)})
         elif isinstance(claim.measure, Paired):
             rows.append({**where, **_paired_row(claim, chosen, rng)})
