@@ -167,8 +167,7 @@ def runs_with(runs, stream, probe_hint=None, echo=print):
     if len(having) < len(runs):
         echo(f"left out {len(runs) - len(having)} run(s) without {stream} records (trained "
              "without that probe)")
-    _label(having)
-    return having
+    return _labelled(having)
 
 
 def describe_scale(runs):
@@ -208,8 +207,7 @@ def select(runs, family=None, norms=None, what="runs"):
               and (norms is None or r.norm in norms)]
     if not chosen:
         raise NothingToPlot(f"no {what} among the {len(runs)} run(s) given")
-    _label(chosen)
-    return chosen
+    return _labelled(chosen)
 
 
 # PROTOCOL.md section 6, VGG on CIFAR-10 at LR 0.1 (read off the paper's figures, one seed).
