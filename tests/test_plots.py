@@ -233,3 +233,10 @@ def test_every_figure_gives_a_network_one_colour_and_name_and_captions_say_what_
     assert lines["standard"] == "C5" and lines["BN"] == "C0"
     cross = next(c for c in ax.collections if c.get_label() == "standard: 1 diverged")
     assert list(cross.get_offsets()[0]) == [0.5, 0.0]
+    # A variant trained for two lengths (the demo's long standard DLN) counts its seeds
+    # once and says how many runs it drew.
+    write_fake_run(tmp_path / "none-0.1-long", "none", 0.1, 0)
+    config = make_config("model.norm=none", "optim.lr=0.1", "seed=0", "train.steps=60")
+    (tmp_path / "none-0.1-long" / "config.yaml").write_text(to_yaml(config))
+    scale = analysis.describe_scale(analysis.load_runs(tmp_path))
+    assert "standard, LR 0.1: 1 (2 runs);" in scale and "LR 0.1: 60 steps" in scale, scale

@@ -182,15 +182,16 @@ def describe_scale(runs):
                                          if model["width_multiplier"] != 1 else "")
     else:
         arch = f"{model['depth']}-layer linear network"
-    frame = pd.DataFrame({"variant": [r.variant for r in runs],
+    frame = pd.DataFrame({"variant": [r.variant for r in runs], "seed": [r.seed for r in runs],
                           "steps": [r.steps for r in runs],
                           "diverged": [r.status == "diverged" for r in runs]})
     by_steps = frame.groupby("steps", sort=True)["variant"].unique()
     steps = (f"{by_steps.index[0]} steps" if len(by_steps) == 1 else
              "; ".join(f"{' / '.join(variants)}: {count} steps" for count, variants in by_steps.items()))
-    counts = "; ".join(
-        f"{variant}: {len(rows)}" + (f" ({int(rows['diverged'].sum())} diverged)"
-                                     if rows["diverged"].any() else "")
+    counts = "; ".join(  # a variant trained for two lengths has two runs per seed
+        f"{variant}: {rows['seed'].nunique()}"
+        + (f" ({len(rows)} runs)" if len(rows) > rows["seed"].nunique() else "")
+        + (f" ({int(rows['diverged'].sum())} diverged)" if rows["diverged"].any() else "")
         for variant, rows in frame.groupby("variant", sort=False))
     return (f"data set {config['data']['name']}, {arch}, batch {config['data']['batch_size']}; "
             f"{steps}; seeds per variant: {counts}")
