@@ -164,7 +164,7 @@ def plot_landscape(landscape, logy=False):
                                                     high=(f"{prefix}_max", "median"))
                 ax.fill_between(per_step.index, per_step["low"], per_step["high"], alpha=0.4,
                                 color=palette[name], label=name)
-            ax.set(title=f"LR {lr:g}: {title} (band over step sizes, median over seeds)",
+            ax.set(title=f"LR {lr:g}: {title}\n(band over step sizes, median over seeds)",
                    xlabel="training step",
                    ylabel=ylabel)
             if logy:
