@@ -18,6 +18,7 @@ parallel over the devices with `keras.distribution.DataParallel`.
   model's step time (the BN DLN: ~4.9 ms a step dispatched one by one, ~3 ms of it XLA).
 """
 
+import collections
 import os
 from pathlib import Path
 
@@ -208,13 +209,21 @@ class Engine:
         """`(count) -> (losses, corrects)` as NumPy arrays of the steps taken (up to and
         including the first non-finite loss): step k's values are those of its batch
         before its update."""
-        batches = iter(make_dataset(self.config, "train", arrays=arrays, start_step=start_step))
+        # The stream is read `CHUNK` batches per tf.data element: read one batch at a time
+        # it cost ~0.3-0.4 ms of Python a step (the iterator and the conversion), a
+        # quarter of a standard DLN step. The same batches in the same order; a call
+        # that ends inside a stack leaves the rest for the next call.
+        stacks = iter(make_dataset(self.config, "train", arrays=arrays,
+                                   start_step=start_step).batch(CHUNK))
+        pending = collections.deque()
         run = self._chunked(model, optimizer, task)
         variables = self._state(model, optimizer)
 
         def next_batch():
-            x, y = next(batches)
-            return np.asarray(x), np.asarray(y)
+            if not pending:
+                xs, ys = next(stacks)
+                pending.extend(zip(np.asarray(xs), np.asarray(ys)))
+            return pending.popleft()
 
         def steps(count):
             state = tuple(self.values(group) for group in variables)
