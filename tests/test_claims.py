@@ -93,6 +93,16 @@ def test_a_claim_that_holds_over_five_seeds_is_reproduced_with_a_rank_test():
     assert row["interval"][0] < 1 < row["interval"][1] and row["verdict"] == "inconclusive"
 
 
+def test_an_interval_across_the_boundary_is_inconclusive_and_says_what_would_decide_it():
+    # Medians 30 against 35 steps from overlapping seeds: the interval straddles 1.
+    runs = [_run(norm, s, reach_step=reach + 10 * s) for s in range(5)
+            for norm, reach in (("batch", 10), ("none", 15))]
+    [row] = _rows(runs, "bn_trains_faster")
+    assert row["interval"][0] < 1 < row["interval"][1] and row["verdict"] == "inconclusive"
+    assert "more seeds" in row["note"]
+    assert "INCONCLUSIVE: the interval crosses the rule's boundary" in format_claims([row])
+
+
 def test_ics_rows_read_the_l2_of_every_probed_layer():
     # BN's ||G - G'|| is 3x the standard network's in both layers, while its *relative*
     # l2 is 10x smaller: reading the relative column (or only the deepest layer, or

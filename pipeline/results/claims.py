@@ -378,9 +378,21 @@ def evaluate_claim(claim, groups, lrs, rng):
     return rows
 
 
+# An interval across its rule's boundary is thin evidence, not a finding either way.
+UNDECIDED = ("the interval crosses the rule's boundary: more seeds (their number fixed "
+             "before the runs, on both seed sets) would narrow it")
+
+
+def _say_what_would_decide(row):
+    if row["verdict"] == "inconclusive" and "note" not in row:
+        return {**row, "note": UNDECIDED}
+    return row
+
+
 def claims_table(runs, claims=CLAIMS, seed=0):
     """The table rows (dicts of plain Python values), from runs as
     `pipeline.results.analysis.load_runs` gives them."""
     groups, lrs = _groups(runs)
     rng = np.random.default_rng(seed)
-    return [row for claim in claims for row in evaluate_claim(claim, groups, lrs, rng)]
+    return [_say_what_would_decide(row)
+            for claim in claims for row in evaluate_claim(claim, groups, lrs, rng)]
