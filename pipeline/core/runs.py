@@ -122,16 +122,20 @@ def keep_records(path, keep):
         atomic_write_text(path, "".join(json.dumps(r) + "\n" for r in kept))
 
 
+# What a run command's user can do instead of removing a link (a report's: another --output).
+ANOTHER_WORKDIR = "choose another --workdir"
+
+
 class SymlinkRefused(InputError):
     """A file or folder to be written is a symbolic link: writing would change its target."""
 
-    def __init__(self, path, instead="choose another --workdir"):
+    def __init__(self, path, instead=ANOTHER_WORKDIR):
         super().__init__(f"{path} is a symbolic link, and nothing is written through a link "
                          f"(its target may be anyone's): remove the link (its target stays as "
                          f"it is), or {instead}")
 
 
-def refuse_if_link(path, instead="choose another --workdir"):
+def refuse_if_link(path, instead=ANOTHER_WORKDIR):
     """Raise `SymlinkRefused` if `path`, a place a command writes, is a symbolic link."""
     if Path(path).is_symlink():
         raise SymlinkRefused(path, instead)
@@ -385,6 +389,10 @@ class LoadedRun:
     @property
     def seed(self):
         return self.config["seed"]
+
+    @property
+    def family(self):
+        return self.config["model"]["family"]
 
     @property
     def norm(self):

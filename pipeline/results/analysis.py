@@ -204,7 +204,7 @@ class NothingToPlot(LookupError):
 def select(runs, family=None, norms=None, what="runs"):
     """The runs of a model family and/or norms; NothingToPlot if there are none."""
     chosen = [r for r in runs
-              if (family is None or r.config["model"]["family"] == family)
+              if (family is None or r.family == family)
               and (norms is None or r.norm in norms)]
     if not chosen:
         raise NothingToPlot(f"no {what} among the {len(runs)} run(s) given")

@@ -175,10 +175,8 @@ def _groups(runs):
     """{(family, norm, lr): [run, ...]} and the sorted LRs of each family."""
     groups, lrs = {}, {}
     for run in runs:
-        config = run.config
-        key = (config["model"]["family"], run.norm, run.lr)
-        groups.setdefault(key, []).append(run)
-        lrs.setdefault(config["model"]["family"], set()).add(run.lr)
+        groups.setdefault((run.family, run.norm, run.lr), []).append(run)
+        lrs.setdefault(run.family, set()).add(run.lr)
     return groups, {family: sorted(v) for family, v in lrs.items()}
 
 
