@@ -161,11 +161,10 @@ def _run(args):
 
 
 def _train(args, verbose):
-    from pipeline.core.runs import is_done
     from pipeline.training.train import train_from_file
     meta = train_from_file(args.config, args.set, args.workdir, echo=print)
-    print(f"{meta['status']}: step {meta['step']} of {meta['steps']}")
-    return 0 if is_done(meta["status"]) else 1
+    print(f"{meta.status}: step {meta.step} of {meta.steps}")
+    return 0 if meta.done else 1
 
 
 def _figures(args, verbose):

@@ -96,8 +96,8 @@ def test_same_weights_and_batches_give_the_same_losses_and_probes_on_both_backen
     run_cli("--backend", "jax", "train", SMOKE, *_overrides(overrides),
             "--workdir", folders["jax"], timeout=600)
     runs = {backend: RunDirectory(folder) for backend, folder in folders.items()}
-    assert runs["jax"].read_meta()["backend"] == "jax"
-    assert runs["jax"].read_meta()["start_step"] == 0  # it started from the shared weights
+    assert runs["jax"].read_meta().backend == "jax"
+    assert runs["jax"].read_meta().start_step == 0  # it started from the shared weights
     tf_losses, jax_losses = ([r["train/loss"] for r in runs[b].records("train")] for b in folders)
     assert len(tf_losses) == len(jax_losses) == steps
     np.testing.assert_allclose(jax_losses, tf_losses, rtol=1e-4)
@@ -157,8 +157,8 @@ def test_jax_data_parallel_on_two_devices_matches_one_device(tmp_path):
                             env=env, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     one, two = RunDirectory(tmp_path / "one"), RunDirectory(tmp_path / "two")
-    assert two.read_meta()["replicas"] == 2 and two.read_meta()["strategy"] == "DataParallel"
-    assert one.read_meta()["replicas"] == 1
+    assert two.read_meta().replicas == 2 and two.read_meta().strategy == "DataParallel"
+    assert one.read_meta().replicas == 1
     # One program over the global batch either way: BN statistics are the global batch's.
     for stream, key in (("train", "train/loss"), ("eval", "test/loss")):
         np.testing.assert_allclose([r[key] for r in two.records(stream)],

@@ -6,6 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from pipeline.core.run_meta import RunMeta
 from pipeline.core.runs import LoadedRun
 from pipeline.results import matched
 from pipeline.results.claims import CLAIMS, HEADLINE, claims_table, speedup_kept
@@ -46,7 +47,8 @@ def _run(norm, seed, reach_step=10, lr=0.1, steps=100, family="vgg", loss=None, 
             "curvature/top_eigenvalue": [curvature(s) for s in probe_steps]})
     config = {"seed": seed, "model": {"family": family, "norm": norm}, "optim": {"lr": lr},
               "train": {"steps": steps}}
-    return LoadedRun(path=f"{norm}-{seed}", config=config, meta=meta or {}, records=records)
+    return LoadedRun(path=f"{norm}-{seed}", config=config, meta=meta or RunMeta(),
+                     records=records)
 
 
 def _rows(runs, key):
@@ -217,7 +219,7 @@ def test_a_bin_against_the_verdict_is_named_not_a_veto():
 
 
 def _dln(norm, seed, scale, lr=1e-6):
-    meta = {"loss_levels": [9e4, 3e4, 1e4, 3e3, 1e3]}
+    meta = RunMeta(loss_levels=[9e4, 3e4, 1e4, 3e3, 1e3])
     return _run(norm, seed, family="dln", lr=lr, steps=100, meta=meta,
                 loss=lambda step: scale * (1e4 * 0.95 ** step + 1e3 * (1 + 0.1 * seed)))
 

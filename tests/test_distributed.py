@@ -66,7 +66,7 @@ def test_two_worker_processes_match_one_worker(tmp_path):
             p.kill()
     assert all(p.returncode == 0 for p in processes), outputs[0][-2000:] + outputs[1][-2000:]
     meta = RunDirectory(tmp_path / "multi").read_meta()
-    assert meta["strategy"] == "MultiWorkerMirroredStrategy" and meta["replicas"] == 2
+    assert meta.strategy == "MultiWorkerMirroredStrategy" and meta.replicas == 2
     _assert_same_training(tmp_path / "single", tmp_path / "multi")
 
 
@@ -86,7 +86,7 @@ def test_mirrored_strategy_on_two_replicas_matches_one_device_with_every_probe(t
                     "--set", "train.strategy=mirrored", "--workdir", str(tmp_path / "two")],
                    cwd=REPO, check=True, capture_output=True, timeout=300)
     meta = RunDirectory(tmp_path / "two").read_meta()
-    assert meta["strategy"] == "MirroredStrategy" and meta["replicas"] == 2
+    assert meta.strategy == "MirroredStrategy" and meta.replicas == 2
     _assert_same_training(tmp_path / "one", tmp_path / "two")
     for stream in ("landscape", "ics", "distributions", "curvature"):
         one, two = (RunDirectory(tmp_path / n).records(stream) for n in ("one", "two"))

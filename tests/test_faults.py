@@ -399,11 +399,11 @@ def test_ctrl_c_during_start_up_and_as_training_starts_ends_with_one_line(tmp_pa
 
     def training():
         deadline = time.time() + 120
-        while RunDirectory(started).read_meta().get("status") != "running" and time.time() < deadline:
+        while RunDirectory(started).read_meta().status != "running" and time.time() < deadline:
             time.sleep(0.02)
     interrupted(started, training)
     meta = RunDirectory(started).read_meta()
-    assert meta["status"] == "interrupted" and meta["error"] == "interrupted (Ctrl-C)"
+    assert meta.status == "interrupted" and meta.error == "interrupted (Ctrl-C)"
 
 
 def test_run_files_that_are_symlinks_are_refused_and_their_targets_untouched(tmp_path):

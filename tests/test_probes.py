@@ -165,7 +165,7 @@ def test_training_with_every_probe_gives_the_same_training_records(tmp_path):
         expected = log_steps if stream == "landscape" else [0, 3, 6, 9]
         assert [r["step"] for r in records] == expected, stream
         assert all(np.isfinite(_numbers(r)).all() for r in records), stream
-    assert probed.read_meta()["probe_steps"]["landscape"] == log_steps
+    assert probed.read_meta().probe_steps["landscape"] == log_steps
     [layer3] = [e for e in probed.records("distributions")[0]["distributions/per_layer"]
                 if e["layer"] == 3]
     assert len(layer3["sample"]) == 256

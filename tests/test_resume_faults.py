@@ -2,6 +2,7 @@
 are named and never trained over; a run killed at any moment, or that failed, resumes to
 the records of a run never stopped (issue: reliability)."""
 
+import dataclasses
 import json
 
 import pytest
@@ -123,6 +124,25 @@ def test_damaged_run_files_refuse_the_resume_naming_the_file(
     assert after == before
 
 
+def test_meta_json_reads_back_as_written_keeping_fields_it_does_not_know(tmp_path):
+    from pipeline.core.run_meta import RunMeta
+    from pipeline.core.runs import RunDirectory
+    run = RunDirectory(tmp_path)
+    assert run.read_meta() == RunMeta() and not RunMeta().done  # before the first start
+    written = {"status": "diverged", "step": 7, "diverged_step": 7, "wall_time_s": 1.5,
+               "runtime": {"threads": None}, "from_a_newer_version": [1, 2]}
+    (tmp_path / "meta.json").write_text(json.dumps(written))
+    meta = run.read_meta()
+    assert (meta.status, meta.diverged_step, meta.done, meta.error) == ("diverged", 7, True, None)
+    assert meta.extra == {"from_a_newer_version": [1, 2]}
+    # Written back: the same object; a field set to None leaves the file.
+    run.write_meta(meta.with_(wall_time_s=None))
+    assert json.loads((tmp_path / "meta.json").read_text()) == {
+        key: value for key, value in written.items() if key != "wall_time_s"}
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        meta.status = "finished"
+
+
 def test_a_resumed_run_forgets_the_error_of_the_failed_attempt(tmp_path):
     from pipeline.core.runs import RunDirectory
     from pipeline.training.train import train_and_evaluate
@@ -138,9 +158,9 @@ def test_a_resumed_run_forgets_the_error_of_the_failed_attempt(tmp_path):
     with pytest.raises(KeyboardInterrupt):
         train_and_evaluate(config, tmp_path, probes_factory=lambda *args: [Interrupting()])
     meta = RunDirectory(tmp_path).read_meta()
-    assert meta["status"] == "interrupted" and meta["error"] == "interrupted (Ctrl-C)"
-    assert train_and_evaluate(config, tmp_path)["status"] == "finished"
-    assert "error" not in RunDirectory(tmp_path).read_meta()
+    assert meta.status == "interrupted" and meta.error == "interrupted (Ctrl-C)"
+    assert train_and_evaluate(config, tmp_path).status == "finished"
+    assert RunDirectory(tmp_path).read_meta().error is None
 
 
 @pytest.mark.slow
@@ -177,8 +197,8 @@ def test_killed_at_random_moments_and_resumed_each_time_gives_the_uninterrupted_
         os.kill(process.pid, signal.SIGKILL)
         process.wait()
     killed_meta = killed.read_meta()
-    assert killed_meta.get("status") == "running", "a run ended before it was killed"
-    assert killed_meta["wall_time_s"] > 0  # written at checkpoints, so a killed run has it
+    assert killed_meta.status == "running", "a run ended before it was killed"
+    assert killed_meta.wall_time_s > 0  # written at checkpoints, so a killed run has it
     # The resume and the clean run need no process of their own.
     call_cli("train", SMOKE, *settings, "--workdir", killed.path)
     call_cli("train", SMOKE, *settings, "--workdir", tmp_path / "clean")
@@ -186,7 +206,7 @@ def test_killed_at_random_moments_and_resumed_each_time_gives_the_uninterrupted_
         assert (killed.records_path(stream).read_bytes()
                 == (tmp_path / "clean" / "records" / f"{stream}.jsonl").read_bytes()), stream
     meta = killed.read_meta()
-    assert meta["status"] == "finished" and meta["restarts"] == 2 and meta["start_step"] > 0
+    assert meta.status == "finished" and meta.restarts == 2 and meta.start_step > 0
 
 
 def _trained(tmp_path, *overrides):
@@ -212,7 +232,7 @@ def test_a_garbage_line_inside_a_records_file_is_reported_never_dropped(clean_an
         with pytest.raises(BrokenRunError, match="train.jsonl, line 2, is not a record"):
             read_records(path)
     meta = RunDirectory(tmp_path).read_meta()
-    (tmp_path / "meta.json").write_text(json.dumps({**meta, "status": "running"}))
+    (tmp_path / "meta.json").write_text(json.dumps({**meta.to_json(), "status": "running"}))
     with pytest.raises(BrokenRunError, match="line 2"):  # a resume would rewrite the file
         train_and_evaluate(config, tmp_path)
     assert len(path.read_text().splitlines()) == len(lines) + 1  # nothing dropped
@@ -243,8 +263,9 @@ def test_a_run_resumed_on_another_backend_records_the_switch(tmp_path):
     meta = RunDirectory(tmp_path).read_meta()
     # As if steps 0-1 ran on JAX: the run resumes from its checkpoint at step 2.
     (tmp_path / "checkpoints" / "ckpt-00000004.npz").unlink()
-    (tmp_path / "meta.json").write_text(json.dumps({**meta, "status": "running", "backend": "jax"}))
+    (tmp_path / "meta.json").write_text(
+        json.dumps({**meta.to_json(), "status": "running", "backend": "jax"}))
     said = []
     meta = train_and_evaluate(config, tmp_path, echo=said.append)
-    assert meta["backend_changes"] == [{"step": 2, "from": "jax", "to": "tensorflow"}]
-    assert meta["backend"] == "tensorflow" and any("continuing on tensorflow" in s for s in said)
+    assert meta.backend_changes == [{"step": 2, "from": "jax", "to": "tensorflow"}]
+    assert meta.backend == "tensorflow" and any("continuing on tensorflow" in s for s in said)

@@ -211,7 +211,7 @@ def test_a_parallel_sweep_continues_past_divergence_and_its_runs_equal_runs_laun
     assert "\r" not in runs[0].log_path.read_text()
     assert _records(tmp_path / "alone") == _records(sweep_dir / "lr-0.05__seed-0")
     meta = RunDirectory(tmp_path / "alone").read_meta()
-    assert meta["runtime"]["threads"] == 1
+    assert meta.runtime["threads"] == 1
     # A quiet console: which run, where, how it ended; no framework start-up logging.
     lines = (alone.stdout + alone.stderr).splitlines()
     assert not [line for line in lines if line.startswith(STARTUP_NOISE)], lines
@@ -274,7 +274,7 @@ def test_sigterm_stops_a_sweep_and_marks_its_runs_interrupted(executor, how, tmp
     for run in runs:
         refuse_if_busy(run)  # raises if a process still trains into it
         meta = RunDirectory(run).read_meta()
-        assert meta["status"] == "interrupted" and meta["error"] == f"interrupted ({how})", meta
+        assert meta.status == "interrupted" and meta.error == f"interrupted ({how})", meta
         assert "Traceback" not in (run / "train.log").read_text()
 
 

@@ -29,13 +29,13 @@ def test_smoke_run_writes_every_run_directory_file(tmp_path):
     config = load_config(SMOKE)
     meta = train_and_evaluate(config, tmp_path)
     run = RunDirectory(tmp_path)
-    assert meta["status"] == "finished" and meta["step"] == 12
+    assert meta.status == "finished" and meta.step == 12
     assert load_config(tmp_path / "config.yaml") == config
     saved = run.read_meta()
     for key in ("versions", "git_revision", "seed", "devices", "strategy", "replicas",
                 "status", "wall_time_s", "sync_batch_norm"):
-        assert key in saved, key
-    assert saved["versions"]["tensorflow"] and saved["replicas"] == 1
+        assert getattr(saved, key) is not None, key
+    assert saved.versions["tensorflow"] and saved.replicas == 1
     assert [r["step"] for r in run.records("train")] == [0, 2, 4, 6, 8, 10]
     assert [r["step"] for r in run.records("eval")] == [6, 12]
     assert 0.0 <= run.records("eval")[-1]["test/accuracy"] <= 1.0
@@ -44,7 +44,7 @@ def test_smoke_run_writes_every_run_directory_file(tmp_path):
                                                                       "ckpt-00000012.npz"]
     assert any(run.tensorboard_dir.iterdir())
     # Running it again is a no-op: the run is finished.
-    assert train_and_evaluate(config, tmp_path)["restarts"] == 0
+    assert train_and_evaluate(config, tmp_path).restarts == 0
     assert len(run.records("train")) == 6
 
 
@@ -66,7 +66,7 @@ def test_same_seed_same_records_other_seed_other_records(tmp_path):
 def test_mixed_precision_and_xla_switches_train(switches, tmp_path):
     config = load_config(SMOKE, ["train.steps=4", "model.norm=noisy_batch", *switches])
     meta = train_and_evaluate(config, tmp_path)
-    assert meta["status"] == "finished"
+    assert meta.status == "finished"
     losses = [r["train/loss"] for r in RunDirectory(tmp_path).records("train")]
     assert all(np.isfinite(losses)) and losses[-1] < losses[0]
 
@@ -103,7 +103,7 @@ def test_sigkill_then_rerun_gives_the_uninterrupted_records(tmp_path):
     # Killed past a checkpoint (step 14) and an evaluation (step 10), before the end.
     assert 15 <= interrupted_at < 30, "the run was not killed mid-way"
     killed_meta = RunDirectory(killed).read_meta()
-    assert killed_meta["status"] == "running" and killed_meta["wall_time_s"] > 0
+    assert killed_meta.status == "running" and killed_meta.wall_time_s > 0
     # The resume and the uninterrupted run need no process of their own (the kill did).
     call_cli("train", SMOKE, *overrides, "--workdir", killed)
     call_cli("train", SMOKE, *overrides, "--workdir", tmp_path / "clean")
@@ -113,7 +113,7 @@ def test_sigkill_then_rerun_gives_the_uninterrupted_records(tmp_path):
         assert _strip(resumed) == _strip(clean), stream
     assert [r["step"] for r in RunDirectory(killed).records("train")] == list(range(30))
     meta = RunDirectory(killed).read_meta()
-    assert meta["status"] == "finished" and meta["restarts"] == 1 and meta["start_step"] > 0
+    assert meta.status == "finished" and meta.restarts == 1 and meta.start_step > 0
 
 
 @pytest.mark.both_backends
@@ -121,10 +121,10 @@ def test_non_finite_loss_ends_the_run_as_diverged(tmp_path):
     config = load_config(SMOKE, ["model.norm=none", "optim.lr=1000", "train.steps=30",
                                  "train.log_every=10"])
     meta = train_and_evaluate(config, tmp_path)
-    assert meta["status"] == "diverged" and 0 < meta["diverged_step"] < 30
+    assert meta.status == "diverged" and 0 < meta.diverged_step < 30
     last = RunDirectory(tmp_path).records("train")[-1]
-    assert last["step"] == meta["diverged_step"] and not np.isfinite(last["train/loss"])
-    assert RunDirectory(tmp_path).read_meta()["status"] == "diverged"
+    assert last["step"] == meta.diverged_step and not np.isfinite(last["train/loss"])
+    assert RunDirectory(tmp_path).read_meta().status == "diverged"
     assert call_cli("train", SMOKE, "--set", "model.norm=none", "--set", "optim.lr=1000",
                     "--set", "train.steps=30", "--set", "train.log_every=10",
                     "--workdir", tmp_path).stdout.startswith("diverged")
@@ -144,10 +144,10 @@ def test_an_exception_is_recorded_as_failed_and_the_run_resumes_later(tmp_path):
     with pytest.raises(RuntimeError, match="probe broke"):
         train_and_evaluate(config, tmp_path, probes_factory=lambda *args: [_FailingProbe()])
     meta = RunDirectory(tmp_path).read_meta()
-    assert meta["status"] == "failed" and "probe broke" in meta["error"] and meta["step"] == 4
+    assert meta.status == "failed" and "probe broke" in meta.error and meta.step == 4
     assert [r["step"] for r in RunDirectory(tmp_path).records("failing")] == [0, 1, 2, 3, 4]
     resumed = train_and_evaluate(config, tmp_path)
-    assert resumed["status"] == "finished" and resumed["start_step"] == 4
+    assert resumed.status == "finished" and resumed.start_step == 4
     # Records beyond the checkpoint were dropped, then written again once.
     assert [r["step"] for r in RunDirectory(tmp_path).records("train")] == [0, 2, 4, 6]
 
@@ -174,10 +174,10 @@ def test_records_are_identical_for_one_and_several_steps_per_call(tmp_path):
     assert _records(tmp_path / "five") == one
     meta = RunDirectory(tmp_path / "five").read_meta()
     backend = keras.backend.backend()
-    assert meta["backend"] == backend
-    assert meta["runtime"] == {"accelerator": "cpu", "xla": backend == "jax",
-                               "deterministic": True, "steps_per_call": 5, "backend": backend,
-                               "threads": int(backend == "tensorflow")}
+    assert meta.backend == backend
+    assert meta.runtime == {"accelerator": "cpu", "xla": backend == "jax",
+                            "deterministic": True, "steps_per_call": 5, "backend": backend,
+                            "threads": int(backend == "tensorflow")}
 
 
 @pytest.mark.slow
@@ -207,10 +207,10 @@ def test_divergence_inside_a_multi_step_call_is_reported_at_its_own_step(tmp_pat
     one = train_and_evaluate(load_config(SMOKE, [*common, "train.steps_per_call=1"]), tmp_path / "a")
     many = train_and_evaluate(load_config(SMOKE, [*common, "train.steps_per_call=30"]),
                               tmp_path / "b")
-    step = one["diverged_step"]
+    step = one.diverged_step
     # Not at a call boundary: the call of 30 steps stopped inside, at the first bad loss.
     assert 0 < step < 29 and step % 10 != 0
-    assert many["status"] == "diverged" and many["diverged_step"] == step
+    assert many.status == "diverged" and many.diverged_step == step
     assert _records(tmp_path / "a") == _records(tmp_path / "b")
     assert RunDirectory(tmp_path / "b").records("train")[-1]["step"] == step
 

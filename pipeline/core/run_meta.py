@@ -1,4 +1,5 @@
-"""meta.json's fields and their types, checked as a whole whenever the file is read.
+"""meta.json as a typed object (`RunMeta`), its fields checked as a whole whenever the
+file is read.
 
 meta.json says how a run was produced and where it stands (its status, the step its
 last checkpoint holds); commands act on it (resume, skip, summarize), so a field of the
@@ -7,6 +8,7 @@ worse, after they have marked the run `running`. Fields not listed here are kept
 they are (a newer version may add some)."""
 
 import numbers
+from dataclasses import dataclass, field, fields, replace
 
 STATUSES = ("running", "finished", "diverged", "interrupted", "failed")
 # A run with one of these ended with a result (a diverged run's result is its divergence):
@@ -64,7 +66,19 @@ FIELDS = {
         "an object of step lists"),
     "backend_changes": (lambda v: isinstance(v, list) and all(
         isinstance(c, dict) and _count(c.get("step")) for c in v), "a list of changes"),
+    "strategy": (_text, "text"),
+    "replicas": (_count, "a whole number >= 0"),
+    "processes": (_count, "a whole number >= 0"),
+    "sync_batch_norm": (lambda v: isinstance(v, bool), "true or false"),
+    "host": (_text, "text"),
+    "user": (_text, "text"),
+    "platform": (_text, "text"),
 }
+
+
+def is_done(status):
+    """Whether a run with `status` (its meta.json's) has its result: no resume."""
+    return status in DONE
 
 
 def meta_problem(meta):
@@ -72,7 +86,73 @@ def meta_problem(meta):
     of the wrong type, named, with what it must be."""
     if not isinstance(meta, dict):
         return "it holds no JSON object"
-    for field, (valid, expected) in FIELDS.items():
-        if field in meta and not valid(meta[field]):
-            return f"its {field} is {meta[field]!r}, which must be {expected}"
+    for name, (valid, expected) in FIELDS.items():
+        if name in meta and not valid(meta[name]):
+            return f"its {name} is {meta[name]!r}, which must be {expected}"
     return ""
+
+
+@dataclass(frozen=True)
+class RunMeta:
+    """A run's meta.json, typed: where the run stands and how it was produced.
+
+    `RunDirectory.read_meta` builds it (checking every field, `from_json`) and
+    `RunDirectory.write_meta` writes it (`to_json`); nothing else reads or writes the
+    file. Frozen: the training loop makes each change a new object (`with_`), so a
+    meta.json written at a checkpoint cannot be changed afterwards by the loop going on.
+    A field that is None is absent from the file (a run never started has none)."""
+    # Where the run stands.
+    status: str | None = None           # one of STATUSES; None before the first start
+    step: int = 0                       # the last checkpoint's step (a diverged run's: that step)
+    steps: int | None = None            # the steps the run was configured for
+    start_step: int | None = None       # where the latest attempt began
+    restarts: int | None = None         # attempts after the first
+    diverged_step: int | None = None
+    error: str | None = None            # a failed or interrupted attempt's
+    wall_time_s: float | None = None    # seconds, all attempts together
+    steps_per_second: float | None = None
+    probe_steps: dict | None = None     # {probe: [steps it probes]}
+    loss_levels: list | None = None     # the DLN's rank-k plateaus (pipeline.inputs.tasks)
+    backend_changes: list | None = None  # [{step, from, to}] where a resume switched backend
+    # How it was produced.
+    seed: int | None = None
+    backend: str | None = None
+    devices: list | None = None
+    strategy: str | None = None
+    replicas: int | None = None
+    processes: int | None = None        # JAX's process count (several workers)
+    sync_batch_norm: bool | None = None
+    runtime: dict | None = None         # threads (None: all cores), steps_per_call, ...
+    versions: dict | None = None
+    git_revision: str | None = None
+    command: str | None = None
+    host: str | None = None
+    user: str | None = None
+    platform: str | None = None
+    # Fields this version does not know (a newer one may add some): kept as they are.
+    extra: dict = field(default_factory=dict)
+
+    @classmethod
+    def from_json(cls, obj):
+        """The RunMeta of meta.json's parsed object `obj`; a ValueError saying what is
+        wrong (the first field of the wrong type, named, with what it must be)."""
+        problem = meta_problem(obj)
+        if problem:
+            raise ValueError(problem)
+        known = {f.name for f in fields(cls)} - {"extra"}
+        return cls(**{k: v for k, v in obj.items() if k in known},
+                   extra={k: v for k, v in obj.items() if k not in known})
+
+    def to_json(self):
+        """meta.json's object: every field that is set, and the unknown ones kept."""
+        obj = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "extra"}
+        return {**self.extra, **{k: v for k, v in obj.items() if v is not None}}
+
+    def with_(self, **changes):
+        """A copy with `changes` (None removes a field from the file)."""
+        return replace(self, **changes)
+
+    @property
+    def done(self):
+        """Whether the run has its result: nothing resumes it."""
+        return is_done(self.status)

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from pipeline.core.errors import InputError, UserError
-from pipeline.core.run_meta import DONE, meta_problem
+from pipeline.core.run_meta import RunMeta
 
 CONFIG_FILE = "config.yaml"
 META_FILE = "meta.json"
@@ -290,25 +290,25 @@ class RunDirectory:
         return sorted(p.stem for p in (self.path / "records").glob("*.jsonl"))
 
     def read_meta(self):
-        """meta.json as a dict ({} before the first start); a `BrokenRunError` naming
-        the file if it is not a JSON object."""
+        """meta.json as a `RunMeta` (an empty one before the first start); a
+        `BrokenRunError` naming the file if it is not JSON or a field has the wrong type."""
         path = self.path / META_FILE
         if not path.exists():
-            return {}
+            return RunMeta()
         try:
-            meta = json.loads(path.read_text())
+            return RunMeta.from_json(json.loads(path.read_text()))
         except (json.JSONDecodeError, UnicodeDecodeError) as error:
             raise BrokenRunError(f"{path} is not valid JSON ({error}); restore it, or delete "
                                  f"{self.path} to start that run over") from None
-        problem = meta_problem(meta)
-        if problem:
+        except ValueError as problem:
             raise BrokenRunError(f"{path} is damaged: {problem}; restore it, or delete "
-                                 f"{self.path} to start that run over")
-        return meta
+                                 f"{self.path} to start that run over") from None
 
     def write_meta(self, meta):
+        """Write the `RunMeta` `meta` as meta.json (atomically)."""
         if self.writable:
-            atomic_write_text(self.path / META_FILE, json.dumps(meta, indent=2, sort_keys=True))
+            atomic_write_text(self.path / META_FILE,
+                              json.dumps(meta.to_json(), indent=2, sort_keys=True))
 
     def write_text(self, name, text):
         if self.writable:
@@ -376,13 +376,13 @@ def read_saved_config(path):
 @dataclass(frozen=True)
 class LoadedRun:
     """A run read back for analysis. `path`: its folder; `config`: its resolved config
-    (config.yaml, nested dicts); `meta`: its meta.json; `records`: {stream: DataFrame},
+    (config.yaml, nested dicts); `meta`: its meta.json (`RunMeta`); `records`: {stream: DataFrame},
     one row per record; `variant`: the label tables and figures show (set when runs are
     loaded together, `results.analysis.load_runs`). Frozen: a reader cannot change what
     another reads; a relabelled run is a new object (`dataclasses.replace`)."""
     path: str
     config: dict
-    meta: dict
+    meta: RunMeta
     records: dict = field(default_factory=dict)
     variant: str = ""
 
@@ -409,7 +409,7 @@ class LoadedRun:
 
     @property
     def status(self):
-        return self.meta.get("status")
+        return self.meta.status
 
 
 def load_run(path):
@@ -424,31 +424,28 @@ def load_run(path):
                      records={s: pd.DataFrame(run.records(s)) for s in run.streams()})
 
 
-def summary_row(meta, last_train=None, last_eval=None):
+def summary_row(meta, last_train=None, last_eval=None, broken=None):
     """A run's one-row summary, which every table of runs (the sweep's, the notebooks',
     the report's) selects from: status, steps done and planned, the step it diverged at
     ('' if it did not), the last train loss, the last test loss and accuracy, wall time
-    (s), versions, and the error of a failed or broken run. `meta`: its meta.json;
-    `last_train`, `last_eval`: its last train and eval records (None if it has none)."""
+    (s), versions, and the error of a failed or broken run. `meta`: its `RunMeta`;
+    `last_train`, `last_eval`: its last train and eval records (None if it has none);
+    `broken`: why its files could not be read, if they could not (status `broken`)."""
     nan = float("nan")
-    status = meta.get("status", "not started")
-    return {"status": status, "step": meta.get("step", 0), "steps": meta.get("steps"),
-            "diverged_at": meta.get("diverged_step", ""),
+    status = "broken" if broken else meta.status or "not started"
+    error = broken or ((meta.error or "") if status == "failed" else "")
+    return {"status": status, "step": meta.step, "steps": meta.steps,
+            "diverged_at": "" if meta.diverged_step is None else meta.diverged_step,
             "train_loss": (last_train or {}).get("train/loss", nan),
             "test_loss": (last_eval or {}).get("test/loss", nan),
             "test_accuracy": (last_eval or {}).get("test/accuracy", nan),
-            "wall_s": round(meta.get("wall_time_s", 0.0), 1),
-            "versions": ", ".join(f"{k} {v}" for k, v in meta.get("versions", {}).items()),
-            "error": meta.get("error", "") if status in ("failed", "broken") else ""}
+            "wall_s": round(meta.wall_time_s or 0.0, 1),
+            "versions": ", ".join(f"{k} {v}" for k, v in (meta.versions or {}).items()),
+            "error": error}
 
 
 def pick(row, columns):
     return {column: row[column] for column in columns}
-
-
-def is_done(status):
-    """Whether a run with `status` (its meta.json's) has its result: no resume."""
-    return status in DONE
 
 
 def default_workdir(config_path):

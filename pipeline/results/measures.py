@@ -68,7 +68,7 @@ def levels_passed(run, margin=0.98):
     """DLN: how many of the best rank-k fit errors of the training data (meta.json
     `loss_levels`, rank 0 first) the final training loss lies below: the number of A's
     singular directions learned (shown beside the DLN rows; PROTOCOL.md section 8)."""
-    levels = run.meta.get("loss_levels")
+    levels = run.meta.loss_levels
     loss = final_value("train", "train/loss")(run)
     if not levels or not np.isfinite(loss):
         return float("nan")

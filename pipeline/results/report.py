@@ -130,9 +130,10 @@ def run_inventory(loaded):
     for run in loaded:
         row = summary_row(run.meta)
         rows.append({"path": run.path, "seed": run.seed,
-                     "steps": f"{run.meta.get('step', '?')} of {run.steps}",
+                     "steps": f"{run.meta.step} of {run.steps}",
                      "status": row["status"],
-                     "wall_time": f"{row['wall_s']:.0f} s" if "wall_time_s" in run.meta else "",
+                     "wall_time": (f"{row['wall_s']:.0f} s" if run.meta.wall_time_s is not None
+                                   else ""),
                      "versions": row["versions"]})
     return rows
 

@@ -46,7 +46,7 @@ def whole_loop_steps_per_second(config_path, overrides, steps):
     which traces: what `train_and_evaluate` records as meta.json's `steps_per_second`."""
     config = _quiet(config_path, [*overrides, f"train.steps={steps}"])
     with tempfile.TemporaryDirectory() as folder:
-        return train_and_evaluate(config, Path(folder) / "run")["steps_per_second"]
+        return train_and_evaluate(config, Path(folder) / "run").steps_per_second
 
 
 def _fresh_state(config):

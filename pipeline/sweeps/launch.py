@@ -23,7 +23,8 @@ from typing import Any
 
 from pipeline.core import interrupts
 from pipeline.core.config import AUTO, ConfigError
-from pipeline.core.runs import BrokenRunError, is_done
+from pipeline.core.run_meta import is_done
+from pipeline.core.runs import BrokenRunError
 from pipeline.sweeps.sweep import STOP_SECONDS, log_tail, run_status, runs_to_do, start_logged, summarize
 
 POLL_SECONDS = 0.5

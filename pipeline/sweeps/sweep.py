@@ -21,8 +21,9 @@ from typing import Optional
 from pipeline.core import interrupts
 from pipeline.core.backend import BACKENDS
 from pipeline.core.config import AUTO, ConfigError, load_config, read_yaml_file, to_yaml
-from pipeline.core.runs import (BrokenRunError, RunDirectory, default_workdir, is_done,
-                           open_no_follow, pick, summary_row)
+from pipeline.core.run_meta import RunMeta, is_done
+from pipeline.core.runs import (BrokenRunError, RunDirectory, default_workdir, open_no_follow,
+                                pick, summary_row)
 
 LOG_FILE = "train.log"   # a sweep's copy of each run's console output, in its run directory
 NAME_LENGTH = 48         # longest value in a run name; longer ones are cut and hashed
@@ -261,7 +262,7 @@ def plan_file(path, sweep_dir=None, seed_offset=0):
 def run_status(run):
     """The run's status from its meta.json (None before its first start); a
     `BrokenRunError` if meta.json cannot be read."""
-    return RunDirectory(run.workdir).read_meta().get("status")
+    return RunDirectory(run.workdir).read_meta().status
 
 
 def runs_to_do(runs, echo=print):
@@ -301,11 +302,12 @@ def summarize(runs):
     for run in runs:
         directory = RunDirectory(run.workdir)
         try:
-            meta = directory.read_meta()
+            meta, broken = directory.read_meta(), None
             train, evals = directory.records("train"), directory.records("eval")
         except BrokenRunError as error:
-            meta, train, evals = {"status": "broken", "error": str(error)}, [], []
-        row = summary_row(meta, train[-1] if train else None, evals[-1] if evals else None)
+            meta, broken, train, evals = RunMeta(), str(error), [], []
+        row = summary_row(meta, train[-1] if train else None, evals[-1] if evals else None,
+                          broken)
         rows.append({"run": run.name, **pick(row, SUMMARY_COLUMNS)})
     return rows
 

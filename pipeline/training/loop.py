@@ -20,16 +20,16 @@ from pipeline.core.config import AUTO
 
 @dataclasses.dataclass
 class TrainingState:
-    """What one attempt at a run works on. `meta` is the run's meta.json as the loop
-    keeps it up to date (status, step, probe steps, speed); `wall_time()` the seconds
-    of all attempts so far."""
+    """What one attempt at a run works on. `meta` is the run's meta.json (a frozen
+    `RunMeta`, replaced at each change) as the loop keeps it up to date (status, step,
+    probe steps, speed); `wall_time()` the seconds of all attempts so far."""
     config: Any
     run: Any        # pipeline.core.runs.RunDirectory
     engine: Any     # pipeline.engines: the backend's Engine
     model: Any
     optimizer: Any
     arrays: Any     # pipeline.inputs.data.Arrays
-    meta: dict
+    meta: Any       # pipeline.core.run_meta.RunMeta
     wall_time: Callable[[], float]
 
 

@@ -25,7 +25,7 @@ from pipeline import engines
 from pipeline.core import interrupts
 from pipeline.core.config import load_config, to_yaml
 from pipeline.core.errors import InputError
-from pipeline.core.runs import CONFIG_FILE, RunDirectory, default_workdir, is_done, read_saved_config
+from pipeline.core.runs import CONFIG_FILE, RunDirectory, default_workdir, read_saved_config
 from pipeline.engines import make_engine
 from pipeline.inputs.data import load_arrays, make_dataset
 from pipeline.inputs.tasks import task_of
@@ -139,7 +139,7 @@ def train_and_evaluate(config, workdir, probes_factory=None, echo=None):
     before steps; `echo(line)`, if given, is told where and how the run starts.
     """
     # A resumed run keeps the runtime it recorded (thread count: its numerics).
-    recorded = RunDirectory(workdir).read_meta().get("runtime") if Path(workdir).is_dir() else None
+    recorded = RunDirectory(workdir).read_meta().runtime if Path(workdir).is_dir() else None
     runtime = configure_runtime(config, recorded)
     engine = make_engine(config, runtime)
     run = RunDirectory(workdir, writable=engine.is_chief)
@@ -152,17 +152,17 @@ def train_and_evaluate(config, workdir, probes_factory=None, echo=None):
 
 
 def _announce(echo, run, meta, start):
-    devices = ", ".join(meta.get("devices", [])) or "?"
-    threads = meta["runtime"].get("threads")
+    devices = ", ".join(meta.devices or []) or "?"
+    threads = meta.runtime.get("threads")
     threads = f", {threads} thread(s)" if threads else ""
-    echo(f"{run.path}: {meta['backend']} on {devices}{threads}, "
-         + (f"resuming at step {start} of {meta['steps']}" if start else f"{meta['steps']} steps"))
+    echo(f"{run.path}: {meta.backend} on {devices}{threads}, "
+         + (f"resuming at step {start} of {meta.steps}" if start else f"{meta.steps} steps"))
 
 
 def _resume_and_train(config, runtime, engine, run, probes_factory, echo=None):
     _check_same_config(run, config)
     meta = run.read_meta()
-    if is_done(meta.get("status")):
+    if meta.done:
         return meta
     run.write_text(CONFIG_FILE, to_yaml(config))
 
@@ -170,64 +170,64 @@ def _resume_and_train(config, runtime, engine, run, probes_factory, echo=None):
     model, optimizer = build_training_state(config, arrays.num_classes, engine)
     start = restore_latest(run.checkpoint_dir, model, optimizer)
     if run.writable:
-        run.check_resumable(start, meta.get("step", 0), config.train.log_every)
+        run.check_resumable(start, meta.step, config.train.log_every)
     run.drop_records_after(start)
-    meta.pop("error", None)  # an earlier attempt's; this one starts clean
-    previous = meta.get("backend")
+    previous = meta.backend
     if previous and previous != engine.backend and start > 0:
         # Allowed (checkpoints are keyed by variable path) and kept in the run's history:
         # the records from `step` on come from another backend's kernels.
-        meta["backend_changes"] = meta.get("backend_changes", []) + [
-            {"step": start, "from": previous, "to": engine.backend}]
+        meta = meta.with_(backend_changes=(meta.backend_changes or []) + [
+            {"step": start, "from": previous, "to": engine.backend}])
         if echo:
             echo(f"{run.path}: trained on {previous} up to step {start}, continuing on "
                  f"{engine.backend} (recorded in meta.json, backend_changes)")
-    meta = {**meta, **describe_environment(engine), "seed": config.seed,
-            "sync_batch_norm": config.model.sync_batch_norm, "status": "running",
-            "runtime": {**dataclasses.asdict(runtime), "steps_per_call": config.train.steps_per_call},
-            "start_step": start, "step": start, "steps": config.train.steps,
-            "restarts": meta.get("restarts", -1) + 1}
-    levels = task_of(config).reference_levels(arrays)
-    if levels is not None:
-        meta["loss_levels"] = levels  # the DLN's plateaus (pipeline.inputs.tasks), for the claims
+    meta = meta.with_(
+        **describe_environment(engine), seed=config.seed,
+        sync_batch_norm=config.model.sync_batch_norm, status="running",
+        error=None,  # an earlier attempt's; this one starts clean
+        runtime={**dataclasses.asdict(runtime), "steps_per_call": config.train.steps_per_call},
+        start_step=start, step=start, steps=config.train.steps,
+        restarts=0 if meta.restarts is None else meta.restarts + 1,
+        # The DLN's plateaus (pipeline.inputs.tasks), for the claims; None elsewhere.
+        loss_levels=task_of(config).reference_levels(arrays))
     run.write_meta(meta)
     if echo:
         _announce(echo, run, meta, start)
-    began, wall_before = time.time(), meta.get("wall_time_s", 0.0)
+    began, wall_before = time.time(), meta.wall_time_s or 0.0
 
     def wall_time():
         """Seconds of all attempts so far (earlier ones as their meta.json recorded)."""
         return wall_before + time.time() - began
     state = TrainingState(config, run, engine, model, optimizer, arrays, meta, wall_time)
     try:
-        meta = _train_loop(state, start, probes_factory(config, engine, model, optimizer, arrays)
-                           if probes_factory else [])
+        _train_loop(state, start, probes_factory(config, engine, model, optimizer, arrays)
+                    if probes_factory else [])
     except BaseException as error:
         if interrupts.is_interrupt(error):
-            meta.update(status="interrupted", error=f"interrupted ({interrupts.describe(error)})")
+            state.meta = state.meta.with_(
+                status="interrupted", error=f"interrupted ({interrupts.describe(error)})")
         else:
-            meta.update(status="failed", error=f"{type(error).__name__}: {error}")
+            state.meta = state.meta.with_(status="failed", error=f"{type(error).__name__}: {error}")
         raise
     finally:
-        meta["wall_time_s"] = wall_time()
-        run.write_meta(meta)
+        state.meta = state.meta.with_(wall_time_s=wall_time())
+        run.write_meta(state.meta)
         run.close()
-    return meta
+    return state.meta
 
 
 def _train_loop(state, start, probes):
     """Train from `start` to the last step (or the first non-finite loss), probing,
     recording, evaluating and checkpointing as the config says; keeps `state.meta` up to
-    date and returns it."""
-    config, engine, meta = state.config, state.engine, state.meta
+    date (its status `running` until the loop ends)."""
+    config, engine = state.config, state.engine
     t, task = config.train, task_of(config)
     train_steps = engine.train_steps(state.model, state.optimizer, task, state.arrays, start)
     evaluate = make_evaluate(engine, config, state.model,
                              make_dataset(config, "test", arrays=state.arrays), state.arrays)
     events = Events(t, probes, engine.multi_worker)
     recorder, speed = Recorder(state, start), SpeedMeter()
-    meta.update(probe_steps={probe.name: probe.schedule.steps for probe in probes},
-                status="finished")
+    state.meta = state.meta.with_(probe_steps={p.name: p.schedule.steps for p in probes})
     step = start
     while step < t.steps:
         for probe in events.probes_due(step):
@@ -241,7 +241,8 @@ def _train_loop(state, start, probes):
                 recorder.record("train", step + offset, values)
                 recorder.show(values)
         if bad is not None:
-            meta.update(status="diverged", diverged_step=step + bad, step=step + bad)
+            state.meta = state.meta.with_(status="diverged", diverged_step=step + bad,
+                                          step=step + bad)
             recorder.say(f"diverged: training loss {losses[bad]} at step {step + bad}")
             break
         step += len(losses)
@@ -253,10 +254,11 @@ def _train_loop(state, start, probes):
         if events.checkpoint_due(step):
             _checkpoint(state, step)
     recorder.close()
-    steps_per_second = speed.steps_per_second(step)
+    steps_per_second = speed.steps_per_second(step)  # None for a run too short to time
     if steps_per_second is not None:
-        meta["steps_per_second"] = steps_per_second
-    return meta
+        state.meta = state.meta.with_(steps_per_second=steps_per_second)
+    if state.meta.status == "running":
+        state.meta = state.meta.with_(status="finished")
 
 
 def _checkpoint(state, step):
@@ -264,9 +266,9 @@ def _checkpoint(state, step):
     if state.run.writable:
         save_checkpoint(state.run.checkpoint_dir, step, state.model, state.optimizer,
                         t.keep_checkpoints)
-    state.meta["step"] = step
     # Wall time so far, so a killed run's meta.json still says how long it ran.
-    state.run.write_meta({**state.meta, "status": "running", "wall_time_s": state.wall_time()})
+    state.meta = state.meta.with_(step=step, wall_time_s=state.wall_time())
+    state.run.write_meta(state.meta)
 
 
 def train_from_file(path, overrides=(), workdir=None, echo=None):
