@@ -283,3 +283,12 @@ def test_the_bench_floor_runs_the_training_step_in_one_compiled_loop():
             step = engine.step_function(model, optimizer, task_of(config))
             losses.append([float(step(*batch)[0]) for _ in range(5)][-1])
     np.testing.assert_allclose(losses[1], losses[0], rtol=1e-5)
+
+
+def test_the_bench_slowdown_counts_only_the_probes_the_config_enables():
+    # The demo's VGG enables no curvature probe: its cost must not enter the demo's
+    # slowdown. Landscape: 5 steps a call, 10 calls; ICS: 2 steps, 20 calls; 100 steps.
+    from pipeline.speed.bench import schedule_slowdown
+    costs = {"landscape": (5.0, 10), "ics": (2.0, 20), "curvature": (24.0, 2)}
+    assert schedule_slowdown(costs, {"landscape", "ics"}, 100) == pytest.approx(0.9)
+    assert schedule_slowdown(costs, set(costs), 100) == pytest.approx(1.38)
