@@ -52,7 +52,7 @@ def _run(norm, seed, reach_step=10, lr=0.1, steps=100, family="vgg", loss=None, 
 
 
 def _rows(runs, key):
-    return [r for r in claims_table(runs) if r["key"] == key]
+    return [r for r in claims_table(runs) if r.key == key]
 
 
 def _brute_force_crossing(steps, values, level, window):
@@ -86,13 +86,13 @@ def test_a_claim_that_holds_over_five_seeds_is_reproduced_with_a_rank_test():
             + [_run("none", s, 50 + s) for s in range(5)])
     [row] = _rows(runs, "bn_trains_faster")
     # The centred 9-step mean reaches 90 % once the whole window has jumped: 4 steps on.
-    assert row["variant_median"] == 12 + 4 and row["reference_median"] == 52 + 4
-    assert row["interval"][1] < 1 and row["verdict"] == "reproduced" and row["seeds"] == 5
-    assert row["p_value"] == pytest.approx(2 / 252)  # all 5 below all 5: exact two-sided p
+    assert row.measured["variant_median"] == 12 + 4 and row.measured["reference_median"] == 52 + 4
+    assert row.interval[1] < 1 and row.verdict == "reproduced" and row.seeds == 5
+    assert row.p_value == pytest.approx(2 / 252)  # all 5 below all 5: exact two-sided p
     mixed = [_run("batch", s, [20, 60, 30][s]) for s in range(3)] + [_run("none", s, 40)
                                                                      for s in range(3)]
     [row] = _rows(mixed, "bn_trains_faster")
-    assert row["interval"][0] < 1 < row["interval"][1] and row["verdict"] == "inconclusive"
+    assert row.interval[0] < 1 < row.interval[1] and row.verdict == "inconclusive"
 
 
 def test_an_interval_across_the_boundary_is_inconclusive_and_says_what_would_decide_it():
@@ -100,8 +100,8 @@ def test_an_interval_across_the_boundary_is_inconclusive_and_says_what_would_dec
     runs = [_run(norm, s, reach_step=reach + 10 * s) for s in range(5)
             for norm, reach in (("batch", 10), ("none", 15))]
     [row] = _rows(runs, "bn_trains_faster")
-    assert row["interval"][0] < 1 < row["interval"][1] and row["verdict"] == "inconclusive"
-    assert "more seeds" in row["note"]
+    assert row.interval[0] < 1 < row.interval[1] and row.verdict == "inconclusive"
+    assert "more seeds" in row.note
     assert "INCONCLUSIVE: the interval crosses the rule's boundary" in format_claims([row])
 
 
@@ -118,12 +118,12 @@ def test_ics_rows_read_the_l2_of_every_probed_layer():
     runs = ([_run("batch", s, loss=loss, ics=bn) for s in range(3)]
             + [_run("none", s, loss=loss, ics=standard) for s in range(3)])
     rows = _rows(runs, "ics_l2_not_smaller")
-    assert [r["layer"] for r in rows] == [5, 10]
+    assert [r.layer for r in rows] == [5, 10]
     for row in rows:
-        assert row["ratio"] == pytest.approx(3.0) and row["verdict"] == "reproduced"
-        assert row["claim"].endswith(f"layer #{row['layer']}")
+        assert row.ratio == pytest.approx(3.0) and row.verdict == "reproduced"
+        assert row.claim.endswith(f"layer #{row.layer}")
     cosine = _rows(runs, "ics_cosine_not_larger")
-    assert all(r["ratio"] == pytest.approx(0.8 / 0.1) and r["verdict"] == "reproduced"
+    assert all(r.ratio == pytest.approx(0.8 / 0.1) and r.verdict == "reproduced"
                for r in cosine)
 
 
@@ -139,10 +139,11 @@ def test_probe_claims_compare_at_matched_training_loss_with_coverage():
           for s in range(3)]
     standard = [_run("none", s, loss=standard_loss, band=lambda step: 0.5) for s in range(3)]
     [row] = _rows(bn + standard, "loss_band_narrower")
-    assert row["ratio"] == pytest.approx(2.0) and row["verdict"] == "not reproduced"
-    assert all(b["loss_range"][0] >= 0.1 for b in row["matched_bins"])  # BN's converged bins unmatched
+    assert row.ratio == pytest.approx(2.0) and row.verdict == "not reproduced"
+    bins = row.measured["matched_bins"]
+    assert all(b["loss_range"][0] >= 0.1 for b in bins)  # BN's converged bins unmatched
     # Training regime only (steps >= 5 of 100): standard steps 6..22 lie in 1-3.16, BN none.
-    assert row["coverage"]["1-3.16"] == {"batch": "0/0", "none": "3/27"}  # seeds/records
+    assert row.measured["coverage"]["1-3.16"] == {"batch": "0/0", "none": "3/27"}  # seeds/records
     text = format_claims([row])
     assert "coverage in the training regime (seeds/records per loss bin)" in text
     assert "NOT REPRODUCED" in text
@@ -152,13 +153,13 @@ def test_too_few_matched_records_is_inconclusive_with_the_reason():
     bn = [_run("batch", s, loss=lambda step: 0.001, band=lambda step: 0.01) for s in range(3)]
     standard = [_run("none", s, loss=lambda step: 2.0, band=lambda step: 0.5) for s in range(3)]
     [row] = _rows(bn + standard, "loss_band_narrower")
-    assert row["verdict"] == "inconclusive" and "too few matched records" in row["note"]
-    assert "ratio" not in row and row["coverage"]  # coverage still shown
+    assert row.verdict == "inconclusive" and "too few matched records" in row.note
+    assert row.ratio is None and row.measured["coverage"]  # coverage still shown
     # Two seeds of each variant are not enough for a bin (3 are needed).
     two = [_run(n, s, loss=lambda step: 2.0 * 0.97 ** step, band=lambda step: 1.0)
            for n in ("batch", "none") for s in range(2)]
     [row] = _rows(two, "loss_band_narrower")
-    assert row["verdict"] == "inconclusive" and "0 loss bin(s) with >= 3 seeds" in row["note"]
+    assert row.verdict == "inconclusive" and "0 loss bin(s) with >= 3 seeds" in row.note
 
 
 def test_matched_comparison_is_the_geometric_mean_of_per_bin_ratios():
@@ -199,10 +200,10 @@ def test_the_initial_transient_has_its_own_row_and_vetoes_nothing():
           for s in range(3)]
     standard = [_run("none", s, loss=loss, band=lambda step: 1.0) for s in range(3)]
     [row] = _rows(bn + standard, "loss_band_narrower")
-    assert row["ratio"] == pytest.approx(0.5) and row["verdict"] == "reproduced"
-    assert "note" not in row
+    assert row.ratio == pytest.approx(0.5) and row.verdict == "reproduced"
+    assert row.note is None
     [row] = _rows(bn + standard, "loss_band_narrower_transient")
-    assert row["variant_median"] == pytest.approx(300.0) and row["verdict"] == "reproduced"
+    assert row.measured["variant_median"] == pytest.approx(300.0) and row.verdict == "reproduced"
 
 
 def test_a_bin_against_the_verdict_is_named_not_a_veto():
@@ -214,8 +215,8 @@ def test_a_bin_against_the_verdict_is_named_not_a_veto():
     bn = [_run("batch", s, loss=loss, band=bn_band) for s in range(3)]
     standard = [_run("none", s, loss=loss, band=lambda step: 1.0) for s in range(3)]
     [row] = _rows(bn + standard, "loss_band_narrower")
-    assert row["verdict"] == "reproduced" and row["interval"][1] < 1
-    assert row["note"].startswith("loss bin(s) where the interval says otherwise: 1-3.2")
+    assert row.verdict == "reproduced" and row.interval[1] < 1
+    assert row.note.startswith("loss bin(s) where the interval says otherwise: 1-3.2")
 
 
 def _dln(norm, seed, scale, lr=1e-6):
@@ -229,16 +230,16 @@ def test_dln_rows_compare_the_whole_loss_curve_paired_by_seed():
                                                                       ("l1", 0.1))]
     for key, ratio in (("dln_batch_lower_loss", 0.5), ("dln_l1_lower_loss", 0.1)):
         [row] = _rows(runs, key)
-        assert row["ratio"] == pytest.approx(ratio) and row["interval"] == pytest.approx([ratio] * 2)
-        assert row["verdict"] == "reproduced" and row["pairs"] == 6
-        assert row["p_value"] == pytest.approx(2 / 64)  # all 6 pairs one way: exact two-sided p
+        assert row.ratio == pytest.approx(ratio) and row.interval == pytest.approx([ratio] * 2)
+        assert row.verdict == "reproduced" and row.measured["pairs"] == 6
+        assert row.p_value == pytest.approx(2 / 64)  # all 6 pairs one way: exact two-sided p
     # The statistic is the mean log10 loss: NumPy's geometric mean of the records.
     losses = runs[0].records["train"]["train/loss"]
     assert 10 ** mean_log_loss(runs[0]) == pytest.approx(np.exp(np.log(losses).mean()))
     # A seed that goes the other way: the paired test no longer reaches 0.05.
     runs[1] = _dln("batch", 0, 3.0)
     [row] = _rows(runs, "dln_batch_lower_loss")
-    assert row["p_value"] > 0.05 and row["verdict"] in ("inconclusive", "reproduced")
+    assert row.p_value > 0.05 and row.verdict in ("inconclusive", "reproduced")
     text = format_claims([row])
     assert "median final loss" in text and "signed-rank p" in text
 
@@ -258,12 +259,12 @@ def test_a_longer_run_set_feeds_the_probe_rows_and_the_plans_length_the_loss_row
                  _run("none", s, family="dln", lr=1e-6, steps=400, loss=loss(1.0),
                       ics=cosine(0.9))]
     [row] = _rows(runs, "dln_batch_lower_loss")
-    assert row["pairs"] == 6 and row["ratio"] == pytest.approx(0.5)  # the 100-step runs
+    assert row.measured["pairs"] == 6 and row.ratio == pytest.approx(0.5)  # the 100-step runs
     rows = _rows(runs, "dln_batch_ics_cosine")
-    assert [r["layer"] for r in rows] == [5, 10]
+    assert [r.layer for r in rows] == [5, 10]
     for row in rows:  # 1 - cos: BN 0.5 against the long runs' 0.1, not the short runs' 0.01
-        assert row["seeds"] == 6 and len(row["matched_bins"]) >= 2
-        assert row["ratio"] == pytest.approx(5.0) and row["verdict"] == "reproduced"
+        assert row.seeds == 6 and len(row.measured["matched_bins"]) >= 2
+        assert row.ratio == pytest.approx(5.0) and row.verdict == "reproduced"
 
 
 def test_trains_like_bn_reads_the_share_of_the_speed_up_kept_and_test_accuracy():
@@ -274,12 +275,15 @@ def test_trains_like_bn_reads_the_share_of_the_speed_up_kept_and_test_accuracy()
                         test_accuracy=variant_accuracy) for s in range(5)])
     [row] = _rows(runs(60, 0.985), "noisy_bn_trains_like_bn")
     expected = np.log(306 / 66) / np.log(306 / 46)  # medians, 4 steps for the centred window
-    assert row["ratio"] == pytest.approx(expected) and row["verdict"] == "reproduced"
-    assert row["accuracy_step"] == 400 and row["accuracy_difference"] == pytest.approx(-0.005)
+    assert row.ratio == pytest.approx(expected) and row.verdict == "reproduced"
+    m = row.measured
+    assert m["accuracy_step"] == 400 and m["accuracy_difference"] == pytest.approx(-0.005)
     [row] = _rows(runs(250, 0.99), "noisy_bn_trains_like_bn")
-    assert row["parts"]["keeps speed-up"] == "not reproduced" and row["verdict"] == "not reproduced"
+    parts = row.measured["parts"]
+    assert parts["keeps speed-up"] == "not reproduced" and row.verdict == "not reproduced"
     [row] = _rows(runs(60, 0.90), "noisy_bn_trains_like_bn")
-    assert row["parts"] == {"keeps speed-up": "reproduced", "accuracy near BN": "not reproduced"}
+    assert row.measured["parts"] == {"keeps speed-up": "reproduced",
+                                     "accuracy near BN": "not reproduced"}
 
 
 # The paper's own numbers (PROTOCOL.md sections 6 and 8), one run each, as ratios of the
@@ -315,9 +319,9 @@ def test_edge_of_stability_and_beta_against_curvature_rows_read_the_dln():
     runs = [_run("none", s, family="dln", lr=1e-6, curvature=lambda step: 2e6 if step else 5e7,
                  band=lambda step: 2e6) for s in range(3)]
     [row] = _rows(runs, "dln_edge_of_stability_none")
-    assert row["variant_median"] == pytest.approx(1.0) and row["verdict"] == "reproduced"
+    assert row.measured["variant_median"] == pytest.approx(1.0) and row.verdict == "reproduced"
     [row] = _rows(runs, "dln_beta_is_curvature_none")
-    assert row["variant_median"] == pytest.approx(1.0) and row["verdict"] == "reproduced"
+    assert row.measured["variant_median"] == pytest.approx(1.0) and row.verdict == "reproduced"
     assert levels_passed(_dln("none", 0, 1.0)) == 4  # final loss ~1.1e3: below 4 of 5 levels
 
 
@@ -342,11 +346,17 @@ def test_bootstrap_interval_and_rules():
 def test_missing_runs_say_how_to_make_them_and_the_table_is_strict_json(tmp_path, capsys):
     from pipeline.__main__ import main
     rows = claims_table([_run("batch", np.int64(0)), _run("none", np.int64(0))])
-    large_lr = next(r for r in rows if r["key"] == "large_lr")
-    assert large_lr["verdict"] == "missing runs" and large_lr["command"] == "make demo"
-    one_seed = next(r for r in rows if r["key"] == "bn_trains_faster")
-    assert one_seed["verdict"] == "inconclusive" and one_seed["note"] == "one seed: no interval"
-    assert json.loads(to_json(rows))[0]["key"] == "bn_trains_faster"
+    large_lr = next(r for r in rows if r.key == "large_lr")
+    assert large_lr.verdict == "missing runs" and large_lr.command == "make demo"
+    one_seed = next(r for r in rows if r.key == "bn_trains_faster")
+    assert one_seed.verdict == "inconclusive" and one_seed.note == "one seed: no interval"
+    decoded = json.loads(to_json(rows))
+    assert decoded[0]["key"] == "bn_trains_faster" and decoded[0]["kind"] == "run level"
+    # One flat object per row: every field present (null where unset), beside the numbers
+    # of its kind of comparison.
+    assert all({"verdict", "ratio", "interval", "note", "command", "lr"} <= set(r) for r in decoded)
+    assert decoded[0]["variant_median"] == one_seed.measured["variant_median"] == 14
+    assert next(r for r in decoded if r["key"] == "large_lr")["ratio"] is None
     answer = format_answer(rows)
     assert answer.splitlines()[1].startswith("  BN trains faster (LR 0.1) -> INCONCLUSIVE")
     assert main(["claims", str(tmp_path / "nowhere")]) == 1

@@ -24,6 +24,7 @@ import numpy as np
 import pandas as pd
 
 from pipeline.results import matched, rules
+from pipeline.results.claim_row import ClaimRow
 from pipeline.results.measures import (BETA, CURVATURE, GRAD_CHANGE, ICS_COSINE, ICS_L2, ICS_RELATIVE,
                                LOSS_BAND, RELATIVE_GRAD_CHANGE, ProbeMeasure, activation_shift,
                                beta_over_curvature, edge_of_stability, final_value,
@@ -351,7 +352,8 @@ def _of_one_length(claim, runs):
 
 
 def evaluate_claim(claim, groups, lrs, rng):
-    """The table rows of `claim` (one per LR it is read at, and per probed layer)."""
+    """The table rows (`ClaimRow`) of `claim`: one per LR it is read at, and per probed
+    layer."""
     base = {"claim": claim.text, "key": claim.key, "statistic": claim.statistic,
             "variant": claim.variant, "reference": claim.reference, "paper": claim.paper,
             "rule": RULES[claim.expect].text, "headline": claim.headline}
@@ -361,18 +363,21 @@ def evaluate_claim(claim, groups, lrs, rng):
         chosen = {norm: _of_one_length(claim, groups.get((claim.family, norm, lr), []))
                   for norm in norms}
         if lr is None or not all(chosen.values()):
-            rows.append({**base, "verdict": "missing runs", "command": "make demo"})
+            rows.append(ClaimRow.of("", {**base, "verdict": "missing runs",
+                                         "command": "make demo"}))
             continue
         where = {**base, "lr": lr}
         if isinstance(claim.measure, ProbeMeasure):
-            rows += [{**where, **row} for row in _probe_rows(claim, chosen, rng)]
+            found = [("probe", row) for row in _probe_rows(claim, chosen, rng)]
         elif isinstance(claim.measure, TrainsLikeBN):
             standard = _of_one_length(claim, groups.get((claim.family, "none", lr), []))
-            rows.append({**where, **_trains_like_bn_row(claim, chosen, standard, rng)})
+            found = [("trains like BN", _trains_like_bn_row(claim, chosen, standard, rng))]
         elif isinstance(claim.measure, Paired):
-            rows.append({**where, **_paired_row(claim, chosen, rng)})
+            found = [("paired", _paired_row(claim, chosen, rng))]
         else:
-            rows.append({**where, **_run_level_row(claim, chosen, rng)})
+            found = [("run level", _run_level_row(claim, chosen, rng))]
+        rows += [ClaimRow.of(kind if "command" not in row else "", {**where, **row})
+                 for kind, row in found]
     return rows
 
 
@@ -382,14 +387,14 @@ UNDECIDED = ("the interval crosses the rule's boundary: more seeds (their number
 
 
 def _say_what_would_decide(row):
-    if row["verdict"] == "inconclusive" and "note" not in row:
-        return {**row, "note": UNDECIDED}
+    if row.verdict == "inconclusive" and row.note is None:
+        return dataclasses.replace(row, note=UNDECIDED)
     return row
 
 
 def claims_table(runs, claims=CLAIMS, seed=0):
-    """The table rows (dicts of plain Python values), from runs as
-    `pipeline.results.analysis.load_runs` gives them."""
+    """The table rows (`ClaimRow`s), from runs as `pipeline.results.analysis.load_runs`
+    gives them."""
     groups, lrs = _groups(runs)
     rng = np.random.default_rng(seed)
     return [_say_what_would_decide(row)

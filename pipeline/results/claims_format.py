@@ -3,9 +3,6 @@
 report shows above its full table."""
 
 import json
-import math
-
-import numpy as np
 
 # The figure (pipeline/results/report.py: figures/<name>.png) that shows each headline row.
 FIGURES = {
@@ -19,27 +16,31 @@ FIGURES = {
 }
 
 
-def _interval(row, key="interval"):
-    if row.get(key):
-        return f"[{row[key][0]:.3g}, {row[key][1]:.3g}]"
-    return row.get("note", "")
+def _interval(interval, note=None):
+    if interval:
+        return f"[{interval[0]:.3g}, {interval[1]:.3g}]"
+    return note or ""
 
 
 def _where(row):
-    if "lr" not in row:
+    if row.lr is None:
         return ""
-    return f"LR {row['lr']:g}, {row.get('seeds', 0)} seed(s) per variant"
+    return f"LR {row.lr:g}, {row.seeds or 0} seed(s) per variant"
+
+
+def _ratio(row):
+    return f"ratio {row.ratio:.3g} {_interval(row.interval, row.note)}"
 
 
 def _probe_lines(row):
-    ratio = f": ratio {row['ratio']:.3g} {_interval(row)}" if "ratio" in row else ""
+    m = row.measured
+    ratio = f": {_ratio(row)}" if row.ratio is not None else ""
     bins = ", ".join(f"{b['loss_range'][0]:.2g}-{b['loss_range'][1]:.2g}: {b['ratio']:.3g} "
-                     f"[{b['interval'][0]:.3g}, {b['interval'][1]:.3g}]"
-                     for b in row["matched_bins"])
+                     f"{_interval(b['interval'])}" for b in m["matched_bins"])
     cover = "; ".join(f"{k} {' | '.join(f'{n} {c}' for n, c in v.items())}"
-                      for k, v in row["coverage"].items())
-    reading = ", ".join(f"{k} {v:.4g}" for k, v in row["paper_reading"].items())
-    return [f"{row['statistic']} at matched training loss (training regime: after the "
+                      for k, v in m["coverage"].items())
+    reading = ", ".join(f"{k} {v:.4g}" for k, v in m["paper_reading"].items())
+    return [f"{row.statistic} at matched training loss (training regime: after the "
             f"first 5 % of steps), {_where(row)}{ratio}",
             f"per loss bin (variant / reference): {bins or 'no bin matched'}",
             f"coverage in the training regime (seeds/records per loss bin): {cover}",
@@ -47,56 +48,54 @@ def _probe_lines(row):
 
 
 def _like_bn_lines(row):
-    t = row["steps_medians"]
-    lines = [f"{_where(row)}: steps to 90 % {row['variant']} {t['variant']:.4g}, BN "
+    m = row.measured
+    t = m["steps_medians"]
+    lines = [f"{_where(row)}: steps to 90 % {row.variant} {t['variant']:.4g}, BN "
              f"{t['batch']:.4g}, standard {t['none']:.4g}; share of BN's speed-up kept "
-             f"{row['ratio']:.3g} {_interval(row)} ({row['parts']['keeps speed-up']})"]
-    if "accuracy_difference" in row:
-        lines.append(f"test accuracy at step {row['accuracy_step']}: "
-                     + ", ".join(f"{k} {v:.4g}" for k, v in row["accuracy_medians"].items())
-                     + f"; difference {row['accuracy_difference']:+.3g} "
-                     f"{_interval(row, 'accuracy_interval')} ({row['parts']['accuracy near BN']})")
+             f"{row.ratio:.3g} {_interval(row.interval, row.note)} "
+             f"({m['parts']['keeps speed-up']})"]
+    if "accuracy_difference" in m:
+        lines.append(f"test accuracy at step {m['accuracy_step']}: "
+                     + ", ".join(f"{k} {v:.4g}" for k, v in m["accuracy_medians"].items())
+                     + f"; difference {m['accuracy_difference']:+.3g} "
+                     f"{_interval(m['accuracy_interval'])} ({m['parts']['accuracy near BN']})")
     return lines
 
 
 def _paired_lines(row):
     lines = []
-    if "ratio" in row:
-        p = f", signed-rank p = {row['p_value']:.3g}" if row.get("p_value") is not None else ""
-        lines.append(f"{row['statistic']}, {_where(row)}: ratio {row['ratio']:.3g} "
-                     f"{_interval(row)}{p}")
-    for name, medians in row.get("shown", {}).items():
+    if row.ratio is not None:
+        p = f", signed-rank p = {row.p_value:.3g}" if row.p_value is not None else ""
+        lines.append(f"{row.statistic}, {_where(row)}: {_ratio(row)}{p}")
+    for name, medians in row.measured["shown"].items():
         lines.append(f"median {name}: " + ", ".join(f"{k} {v:.4g}" for k, v in medians.items()))
     return lines
 
 
 def _run_level_lines(row):
-    if row["reference"] is None:
-        return [f"{row['statistic']}, {_where(row)}: {row['variant']} median "
-                f"{row['variant_median']:.4g} {_interval(row)}"]
-    p = f", rank test p = {row['p_value']:.3g}" if row.get("p_value") is not None else ""
-    return [f"{row['statistic']}, {_where(row)}: {row['variant']} {row['variant_median']:.4g}"
-            f" vs {row['reference']} {row['reference_median']:.4g}, ratio {row['ratio']:.3g} "
-            f"{_interval(row)}{p}"]
+    m = row.measured
+    if row.ratio is None:
+        return []
+    if row.reference is None:
+        return [f"{row.statistic}, {_where(row)}: {row.variant} median "
+                f"{m['variant_median']:.4g} {_interval(row.interval, row.note)}"]
+    p = f", rank test p = {row.p_value:.3g}" if row.p_value is not None else ""
+    return [f"{row.statistic}, {_where(row)}: {row.variant} {m['variant_median']:.4g}"
+            f" vs {row.reference} {m['reference_median']:.4g}, {_ratio(row)}{p}"]
+
+
+LINES = {"probe": _probe_lines, "trains like BN": _like_bn_lines, "paired": _paired_lines,
+         "run level": _run_level_lines, "": lambda row: []}
 
 
 def details(row):
-    """What a row measured, as lines: its numbers, the paper's, and how to measure it if
-    its runs are missing. The one rendering of a row's details: the text table indents
-    them, the HTML report shows them in its table."""
-    if "coverage" in row:
-        lines = _probe_lines(row)
-    elif "steps_medians" in row:
-        lines = _like_bn_lines(row)
-    elif "shown" in row:
-        lines = _paired_lines(row)
-    elif "ratio" in row:
-        lines = _run_level_lines(row)
-    else:
-        lines = []
-    lines.append(f"paper: {row['paper']}")
-    if "command" in row:
-        lines.append(f"to measure: {row['command']}")
+    """What the `ClaimRow` `row` measured, as lines: its numbers, the paper's, and how to
+    measure it if its runs are missing. The one rendering of a row's details: the text
+    table indents them, the HTML report shows them in its table."""
+    lines = LINES[row.kind](row)
+    lines.append(f"paper: {row.paper}")
+    if row.command:
+        lines.append(f"to measure: {row.command}")
     return lines
 
 
@@ -104,16 +103,16 @@ def format_claims(rows):
     """The table as text, one block per row."""
     lines = []
     for row in rows:
-        note = f": {row['note']}" if "note" in row else ""
-        lines.append(f"{row['claim']}\n  -> {row['verdict'].upper()}{note}")
+        note = f": {row.note}" if row.note else ""
+        lines.append(f"{row.claim}\n  -> {row.verdict.upper()}{note}")
         lines += [f"    {line}" for line in details(row)]
     return "\n".join(lines)
 
 
 def answer(rows):
     """The headline rows as (claim, LR, verdict, figure) tuples, in table order."""
-    return [(row["claim"], row.get("lr"), row["verdict"], FIGURES.get(row["key"], ""))
-            for row in rows if row.get("headline")]
+    return [(row.claim, row.lr, row.verdict, FIGURES.get(row.key, ""))
+            for row in rows if row.headline]
 
 
 def format_answer(rows):
@@ -125,19 +124,6 @@ def format_answer(rows):
     return "\n".join(lines)
 
 
-def _plain(value):
-    """A JSON-ready copy: NumPy scalars as Python numbers, NaN and infinities as None."""
-    if isinstance(value, dict):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    if isinstance(value, np.generic):
-        value = value.item()
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
-
-
 def to_json(rows):
     """The rows as strict JSON (no NaN), ready for other tools."""
-    return json.dumps(_plain(rows), indent=2, allow_nan=False)
+    return json.dumps([row.to_json() for row in rows], indent=2, allow_nan=False)
