@@ -1,6 +1,8 @@
-"""The training loop's parts (pipeline.training.train runs them): the schedule of compiled calls
-around probes, evaluations and checkpoints; the recorder of a run's records; the
-speed meter; and the training state they share.
+"""The training loop, `run_loop` (pipeline.training.train starts or resumes a run and
+hands it over), and its parts: the schedule of compiled calls around probes, evaluations
+and checkpoints; the recorder of a run's records; the speed meter; and the training
+state they share. Probes run before the step they are due at and see exactly the batch
+and weights that step uses.
 
 Step convention: step t is the t-th update (0-based). Train and probe records at step t
 describe the weights after t updates on batch t; evaluation records at step s describe
@@ -15,7 +17,12 @@ from typing import Any, Callable
 import numpy as np
 
 from pipeline import engines
+from pipeline.core import interrupts
 from pipeline.core.config import AUTO
+from pipeline.inputs.data import make_dataset
+from pipeline.inputs.tasks import task_of
+from pipeline.training.checkpoint import save_checkpoint
+from pipeline.training.evaluation import make_evaluate
 
 
 @dataclasses.dataclass
@@ -180,3 +187,58 @@ class SpeedMeter:
 def first_nonfinite(losses):
     """Index of the first non-finite loss of a call, or None."""
     return next((k for k, loss in enumerate(losses) if not math.isfinite(loss)), None)
+
+
+def run_loop(state, start, probes):
+    """Train from `start` to the last step (or the first non-finite loss), probing,
+    recording, evaluating and checkpointing as the config says; keeps `state.meta` up to
+    date (its status `running` until the loop ends)."""
+    config, engine = state.config, state.engine
+    t, task = config.train, task_of(config)
+    train_steps = engine.train_steps(state.model, state.optimizer, task, state.arrays, start)
+    evaluate = make_evaluate(engine, config, state.model,
+                             make_dataset(config, "test", arrays=state.arrays), state.arrays)
+    events = Events(t, probes, engine.multi_worker)
+    recorder, speed = Recorder(state, start), SpeedMeter()
+    state.meta = state.meta.with_(probe_steps={p.name: p.schedule.steps for p in probes})
+    step = start
+    while step < t.steps:
+        for probe in events.probes_due(step):
+            recorder.record(probe.name, step, probe(step))
+        losses, corrects = (values.tolist() for values in events.run_call(train_steps, step))
+        interrupts.raise_pending()
+        bad = first_nonfinite(losses)  # the call's last step, if any
+        for offset, (loss, correct) in enumerate(zip(losses, corrects)):
+            values = task.train_metrics(loss, correct, config.data.batch_size)
+            if offset == bad or (step + offset) % t.log_every == 0:
+                recorder.record("train", step + offset, values)
+                recorder.show(values)
+        if bad is not None:
+            state.meta = state.meta.with_(status="diverged", diverged_step=step + bad,
+                                          step=step + bad)
+            recorder.say(f"diverged: training loss {losses[bad]} at step {step + bad}")
+            break
+        step += len(losses)
+        recorder.advance(len(losses))
+        speed.after_call(step)
+        if events.evaluation_due(step):
+            recorder.record("eval", step, evaluate())
+            speed.after_evaluation(step, t.steps)
+        if events.checkpoint_due(step):
+            _checkpoint(state, step)
+    recorder.close()
+    steps_per_second = speed.steps_per_second(step)  # None for a run too short to time
+    if steps_per_second is not None:
+        state.meta = state.meta.with_(steps_per_second=steps_per_second)
+    if state.meta.status == "running":
+        state.meta = state.meta.with_(status="finished")
+
+
+def _checkpoint(state, step):
+    t = state.config.train
+    if state.run.writable:
+        save_checkpoint(state.run.checkpoint_dir, step, state.model, state.optimizer,
+                        t.keep_checkpoints)
+    # Wall time so far, so a killed run's meta.json still says how long it ran.
+    state.meta = state.meta.with_(step=step, wall_time_s=state.wall_time())
+    state.run.write_meta(state.meta)

@@ -1,11 +1,9 @@
-"""The training loop: `train_and_evaluate(config, workdir)`.
+"""Training a run: `train_and_evaluate(config, workdir)`.
 
 One loop for both backends: the engine (pipeline.engines) runs the compiled steps, the
-evaluation and the probes' primitives; this module starts or resumes a run in its run
-directory and runs the loop, whose parts (the schedule of calls, probes, evaluations
-and checkpoints; the recorder; the speed meter; the step convention) are in
-pipeline.training.loop. Probes plug in before each step and see exactly the batch and weights
-that step uses.
+evaluation and the probes' primitives. This module starts or resumes a run in its run
+directory (the config check, the model, the checkpoint to resume from, meta.json and
+the run's status) and hands it to the loop, `pipeline.training.loop.run_loop`.
 """
 
 import dataclasses
@@ -27,12 +25,11 @@ from pipeline.core.config import load_config, to_yaml
 from pipeline.core.errors import InputError
 from pipeline.core.runs import CONFIG_FILE, RunDirectory, default_workdir, read_saved_config
 from pipeline.engines import make_engine
-from pipeline.inputs.data import load_arrays, make_dataset
+from pipeline.inputs.data import load_arrays
 from pipeline.inputs.tasks import task_of
 from pipeline.nets.models import build_dln, build_vgg
-from pipeline.training.checkpoint import checkpoints, restore_latest, save_checkpoint
-from pipeline.training.evaluation import make_evaluate
-from pipeline.training.loop import Events, Recorder, SpeedMeter, TrainingState, first_nonfinite
+from pipeline.training.checkpoint import checkpoints, restore_latest
+from pipeline.training.loop import TrainingState, run_loop
 from pipeline.training.runtime import configure_runtime
 
 
@@ -200,8 +197,8 @@ def _resume_and_train(config, runtime, engine, run, probes_factory, echo=None):
         return wall_before + time.time() - began
     state = TrainingState(config, run, engine, model, optimizer, arrays, meta, wall_time)
     try:
-        _train_loop(state, start, probes_factory(config, engine, model, optimizer, arrays)
-                    if probes_factory else [])
+        run_loop(state, start, probes_factory(config, engine, model, optimizer, arrays)
+                 if probes_factory else [])
     except BaseException as error:
         if interrupts.is_interrupt(error):
             state.meta = state.meta.with_(
@@ -214,61 +211,6 @@ def _resume_and_train(config, runtime, engine, run, probes_factory, echo=None):
         run.write_meta(state.meta)
         run.close()
     return state.meta
-
-
-def _train_loop(state, start, probes):
-    """Train from `start` to the last step (or the first non-finite loss), probing,
-    recording, evaluating and checkpointing as the config says; keeps `state.meta` up to
-    date (its status `running` until the loop ends)."""
-    config, engine = state.config, state.engine
-    t, task = config.train, task_of(config)
-    train_steps = engine.train_steps(state.model, state.optimizer, task, state.arrays, start)
-    evaluate = make_evaluate(engine, config, state.model,
-                             make_dataset(config, "test", arrays=state.arrays), state.arrays)
-    events = Events(t, probes, engine.multi_worker)
-    recorder, speed = Recorder(state, start), SpeedMeter()
-    state.meta = state.meta.with_(probe_steps={p.name: p.schedule.steps for p in probes})
-    step = start
-    while step < t.steps:
-        for probe in events.probes_due(step):
-            recorder.record(probe.name, step, probe(step))
-        losses, corrects = (values.tolist() for values in events.run_call(train_steps, step))
-        interrupts.raise_pending()
-        bad = first_nonfinite(losses)  # the call's last step, if any
-        for offset, (loss, correct) in enumerate(zip(losses, corrects)):
-            values = task.train_metrics(loss, correct, config.data.batch_size)
-            if offset == bad or (step + offset) % t.log_every == 0:
-                recorder.record("train", step + offset, values)
-                recorder.show(values)
-        if bad is not None:
-            state.meta = state.meta.with_(status="diverged", diverged_step=step + bad,
-                                          step=step + bad)
-            recorder.say(f"diverged: training loss {losses[bad]} at step {step + bad}")
-            break
-        step += len(losses)
-        recorder.advance(len(losses))
-        speed.after_call(step)
-        if events.evaluation_due(step):
-            recorder.record("eval", step, evaluate())
-            speed.after_evaluation(step, t.steps)
-        if events.checkpoint_due(step):
-            _checkpoint(state, step)
-    recorder.close()
-    steps_per_second = speed.steps_per_second(step)  # None for a run too short to time
-    if steps_per_second is not None:
-        state.meta = state.meta.with_(steps_per_second=steps_per_second)
-    if state.meta.status == "running":
-        state.meta = state.meta.with_(status="finished")
-
-
-def _checkpoint(state, step):
-    t = state.config.train
-    if state.run.writable:
-        save_checkpoint(state.run.checkpoint_dir, step, state.model, state.optimizer,
-                        t.keep_checkpoints)
-    # Wall time so far, so a killed run's meta.json still says how long it ran.
-    state.meta = state.meta.with_(step=step, wall_time_s=state.wall_time())
-    state.run.write_meta(state.meta)
 
 
 def train_from_file(path, overrides=(), workdir=None, echo=None):
