@@ -480,11 +480,11 @@ def test_a_bug_that_raises_value_error_keeps_its_traceback(tmp_path, monkeypatch
     """Only `UserError`s become one `error:` line: a ValueError from a bug (here raised
     in the training loop, as Keras or NumPy would raise one) reaches the top with its
     traceback, and the run records itself as failed with it."""
-    from pipeline.training import train
+    from pipeline.training import loop
 
     def bug(losses):
         raise ValueError("a deliberate bug")
-    monkeypatch.setattr(train, "first_nonfinite", bug)
+    monkeypatch.setattr(loop, "first_nonfinite", bug)
     with pytest.raises(ValueError, match="a deliberate bug") as error:
         call_cli("train", SMOKE, "--set", "train.steps=2", "--workdir", tmp_path / "run")
     assert any(entry.name == "bug" for entry in error.traceback)
