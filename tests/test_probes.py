@@ -209,7 +209,7 @@ def test_hessian_vector_products_through_batchnorm_match_finite_differences():
 def test_curvature_matches_a_dense_eigendecomposition_of_a_two_layer_hessian():
     # L(W1, W2) = ||X W1 W2 - Y||^2 is not quadratic: its Hessian, built here in float64
     # by central differences of the closed-form gradient, has its eigenvalue of largest
-    # magnitude where the probe's power iteration, stopped by its tolerance, finds it.
+    # magnitude where the probe's Lanczos iteration, stopped by its tolerance, finds it.
     config = _linear_config(2, "probes.curvature.tolerance=1e-6")
     model, optimizer, arrays, probes = _setup(config)
     x, y = (np.asarray(t).astype(np.float64) for t in batch_at(config, arrays, 0))
@@ -230,3 +230,28 @@ def test_curvature_matches_a_dense_eigendecomposition_of_a_two_layer_hessian():
     # A loose tolerance stops sooner, with a looser estimate.
     loose = _setup(_linear_config(2, "probes.curvature.tolerance=0.05"))[3]()["curvature"](0)
     assert loose["curvature/iterations"] < record["curvature/iterations"]
+
+
+def test_curvature_finds_the_top_eigenvalue_beside_an_almost_as_large_negative_one():
+    # H with eigenvalues 3 and -2.97 (the rest in [-1, 1]), as a BN network's can be at
+    # initialization: power iteration converges there by 0.99 a product (hundreds of
+    # products for 1e-4); the Lanczos iteration separates both ends in a few.
+    from keras import ops
+    config = _linear_config(2, "probes.curvature.tolerance=1e-6")
+    probe = _setup(config)[3]()["curvature"]
+    rng = np.random.default_rng(0)
+    basis = np.linalg.qr(rng.normal(size=(32, 32)))[0]
+    spectrum = np.concatenate([[3.0, -2.97], np.linspace(-1, 1, 30)])
+    matrix = ops.convert_to_tensor((basis * spectrum) @ basis.T, "float32")
+
+    class FixedHessian:  # the probe's objective, with H v = matrix @ v
+        def __init__(self, objective):
+            self.loss, self.values = objective.loss, objective.values
+
+        def hessian_vector_product(self, trainable, non_trainable, x, y, vector):
+            product = ops.matmul(matrix, ops.concatenate([ops.reshape(v, (-1,)) for v in vector]))
+            return [ops.reshape(product[16 * k:16 * (k + 1)], (4, 4)) for k in range(2)]
+    probe.objective = FixedHessian(probe.objective)
+    record = probe(0)
+    np.testing.assert_allclose(record["curvature/top_eigenvalue"], 3.0, rtol=1e-4)
+    assert record["curvature/iterations"] <= 25 and record["curvature/residual"] < 1e-2

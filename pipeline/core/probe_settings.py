@@ -23,7 +23,7 @@ class ScheduleConfig:
 @dataclass(frozen=True)
 class CurvatureConfig(ScheduleConfig):
     every: int = 500
-    iterations: int = 20            # at most this many power-iteration steps (HVPs)
+    iterations: int = 20            # at most this many Lanczos steps (Hessian-vector products)
     # ... stopping once the eigenvalue changes by less than this fraction in one step
     tolerance: float = 1e-3
 

@@ -237,8 +237,9 @@ def probe_costs(config_path, overrides=(), steps=30, repeats=5):
 
 
 def format_probe_costs(rows, slowdown):
-    lines = [f"{'what':38s} {'seconds':>9s} {'steps':>7s}  note"]
-    lines += [f"{what:38s} {seconds:9.4f} {steps:7.2f}  {note}" for what, seconds, steps, note in rows]
+    lines = [f"{'what':42s} {'seconds':>9s} {'steps':>7s}  note"]
+    lines += [f"{what:42s} {seconds:9.4f} {steps:7.2f}  {note}"
+              for what, seconds, steps, note in rows]
     lines.append(f"run slowdown at this config's probe schedule (the probes it enables): "
                  f"{100 * slowdown:.1f} % (target <= 15 %)")
     return "\n".join(lines)
