@@ -76,6 +76,10 @@ FIELDS = {
 }
 
 
+class DamagedMeta(ValueError):
+    """A meta.json field of the wrong type (the message names it and what it must be)."""
+
+
 def is_done(status):
     """Whether a run with `status` (its meta.json's) has its result: no resume."""
     return status in DONE
@@ -134,11 +138,11 @@ class RunMeta:
 
     @classmethod
     def from_json(cls, obj):
-        """The RunMeta of meta.json's parsed object `obj`; a ValueError saying what is
+        """The RunMeta of meta.json's parsed object `obj`; a `DamagedMeta` saying what is
         wrong (the first field of the wrong type, named, with what it must be)."""
         problem = meta_problem(obj)
         if problem:
-            raise ValueError(problem)
+            raise DamagedMeta(problem)
         known = {f.name for f in fields(cls)} - {"extra"}
         return cls(**{k: v for k, v in obj.items() if k in known},
                    extra={k: v for k, v in obj.items() if k not in known})

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from pipeline.core.errors import InputError, UserError
-from pipeline.core.run_meta import RunMeta
+from pipeline.core.run_meta import DamagedMeta, RunMeta
 
 CONFIG_FILE = "config.yaml"
 META_FILE = "meta.json"
@@ -300,7 +300,7 @@ class RunDirectory:
         except (json.JSONDecodeError, UnicodeDecodeError) as error:
             raise BrokenRunError(f"{path} is not valid JSON ({error}); restore it, or delete "
                                  f"{self.path} to start that run over") from None
-        except ValueError as problem:
+        except DamagedMeta as problem:
             raise BrokenRunError(f"{path} is damaged: {problem}; restore it, or delete "
                                  f"{self.path} to start that run over") from None
 
