@@ -2,6 +2,7 @@
 
 import argparse
 import os
+import re
 import sys
 from pathlib import Path
 
@@ -15,10 +16,9 @@ CONFIGS = Path(__file__).resolve().parent.parent / "configs"  # the repository's
 def _whole(minimum):
     """An argparse type: a whole number >= `minimum` (argparse names the option)."""
     def parse(text):
-        try:
-            value = int(text)
-        except ValueError:
-            value = None
+        # Matched rather than parsed inside a ValueError handler: the CLI has none (a
+        # ValueError from a bug keeps its traceback).
+        value = int(text) if re.fullmatch(r"\s*[+-]?\d+\s*", text) else None
         if value is None or value < minimum:
             raise argparse.ArgumentTypeError(f"{text!r} is not valid; use a whole number >= {minimum}")
         return value
