@@ -41,39 +41,18 @@ def _runtime(value):
             and _optional_text(value.get("backend")))
 
 
-# field: (test, what it must be)
-FIELDS = {
-    "status": (lambda v: v in STATUSES, f"one of {', '.join(STATUSES)}"),
-    "step": (_count, "a whole number >= 0"),
-    "steps": (_count, "a whole number >= 0"),
-    "start_step": (_count, "a whole number >= 0"),
-    "restarts": (_count, "a whole number >= 0"),
-    "diverged_step": (_count, "a whole number >= 0"),
-    "seed": (lambda v: isinstance(v, int) and not isinstance(v, bool), "a whole number"),
-    "wall_time_s": (_number, "a number of seconds"),
-    "steps_per_second": (_number, "a number"),
-    "backend": (lambda v: v in ("tensorflow", "jax"), "tensorflow or jax"),
-    "error": (_text, "text"),
-    "git_revision": (_optional_text, "text or null"),
-    "command": (_text, "text"),
-    "devices": (_texts, "a list of device names"),
-    "versions": (lambda v: isinstance(v, dict) and all(map(_text, v.values())),
-                 "an object of version strings"),
-    "runtime": (_runtime, "an object whose threads is a whole number (or null)"),
-    "loss_levels": (lambda v: isinstance(v, list) and all(map(_number, v)), "a list of numbers"),
-    "probe_steps": (lambda v: isinstance(v, dict) and all(
-        isinstance(s, list) and all(map(_count, s)) for s in v.values()),
-        "an object of step lists"),
-    "backend_changes": (lambda v: isinstance(v, list) and all(
-        isinstance(c, dict) and _count(c.get("step")) for c in v), "a list of changes"),
-    "strategy": (_text, "text"),
-    "replicas": (_count, "a whole number >= 0"),
-    "processes": (_count, "a whole number >= 0"),
-    "sync_batch_norm": (lambda v: isinstance(v, bool), "true or false"),
-    "host": (_text, "text"),
-    "user": (_text, "text"),
-    "platform": (_text, "text"),
-}
+def _whole(value):
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+COUNT = (_count, "a whole number >= 0")
+TEXT = (_text, "text")
+
+
+def _checked(check, default=None):
+    """A RunMeta field whose value in the file must pass `check`, a (test, what it must
+    be) pair: the one place that says a field's type."""
+    return field(default=default, metadata={"check": check})
 
 
 class DamagedMeta(ValueError):
@@ -83,17 +62,6 @@ class DamagedMeta(ValueError):
 def is_done(status):
     """Whether a run with `status` (its meta.json's) has its result: no resume."""
     return status in DONE
-
-
-def meta_problem(meta):
-    """What is wrong with the meta.json object `meta` ('' if nothing): the first field
-    of the wrong type, named, with what it must be."""
-    if not isinstance(meta, dict):
-        return "it holds no JSON object"
-    for name, (valid, expected) in FIELDS.items():
-        if name in meta and not valid(meta[name]):
-            return f"its {name} is {meta[name]!r}, which must be {expected}"
-    return ""
 
 
 @dataclass(frozen=True)
@@ -106,33 +74,42 @@ class RunMeta:
     meta.json written at a checkpoint cannot be changed afterwards by the loop going on.
     A field that is None is absent from the file (a run never started has none)."""
     # Where the run stands.
-    status: str | None = None           # one of STATUSES; None before the first start
-    step: int = 0                       # the last checkpoint's step (a diverged run's: that step)
-    steps: int | None = None            # the steps the run was configured for
-    start_step: int | None = None       # where the latest attempt began
-    restarts: int | None = None         # attempts after the first
-    diverged_step: int | None = None
-    error: str | None = None            # a failed or interrupted attempt's
-    wall_time_s: float | None = None    # seconds, all attempts together
-    steps_per_second: float | None = None
-    probe_steps: dict | None = None     # {probe: [steps it probes]}
-    loss_levels: list | None = None     # the DLN's rank-k plateaus (pipeline.inputs.tasks)
-    backend_changes: list | None = None  # [{step, from, to}] where a resume switched backend
+    status: str | None = _checked(           # None before the first start
+        (lambda v: v in STATUSES, f"one of {', '.join(STATUSES)}"))
+    step: int = _checked(COUNT, 0)           # the last checkpoint's (a diverged run's: that step)
+    steps: int | None = _checked(COUNT)      # the steps the run was configured for
+    start_step: int | None = _checked(COUNT)  # where the latest attempt began
+    restarts: int | None = _checked(COUNT)   # attempts after the first
+    diverged_step: int | None = _checked(COUNT)
+    error: str | None = _checked(TEXT)       # a failed or interrupted attempt's
+    wall_time_s: float | None = _checked((_number, "a number of seconds"))  # all attempts
+    steps_per_second: float | None = _checked((_number, "a number"))
+    probe_steps: dict | None = _checked(     # {probe: [steps it probes]}
+        (lambda v: isinstance(v, dict) and all(isinstance(s, list) and all(map(_count, s))
+                                               for s in v.values()), "an object of step lists"))
+    loss_levels: list | None = _checked(     # the DLN's rank-k plateaus (pipeline.inputs.tasks)
+        (lambda v: isinstance(v, list) and all(map(_number, v)), "a list of numbers"))
+    backend_changes: list | None = _checked(  # [{step, from, to}] where a resume switched backend
+        (lambda v: isinstance(v, list) and all(isinstance(c, dict) and _count(c.get("step"))
+                                               for c in v), "a list of changes"))
     # How it was produced.
-    seed: int | None = None
-    backend: str | None = None
-    devices: list | None = None
-    strategy: str | None = None
-    replicas: int | None = None
-    processes: int | None = None        # JAX's process count (several workers)
-    sync_batch_norm: bool | None = None
-    runtime: dict | None = None         # threads (None: all cores), steps_per_call, ...
-    versions: dict | None = None
-    git_revision: str | None = None
-    command: str | None = None
-    host: str | None = None
-    user: str | None = None
-    platform: str | None = None
+    seed: int | None = _checked((_whole, "a whole number"))
+    backend: str | None = _checked((lambda v: v in ("tensorflow", "jax"), "tensorflow or jax"))
+    devices: list | None = _checked((_texts, "a list of device names"))
+    strategy: str | None = _checked(TEXT)
+    replicas: int | None = _checked(COUNT)
+    processes: int | None = _checked(COUNT)  # JAX's process count (several workers)
+    sync_batch_norm: bool | None = _checked((lambda v: isinstance(v, bool), "true or false"))
+    runtime: dict | None = _checked(         # threads (None: all cores), steps_per_call, ...
+        (_runtime, "an object whose threads is a whole number (or null)"))
+    versions: dict | None = _checked(
+        (lambda v: isinstance(v, dict) and all(map(_text, v.values())),
+         "an object of version strings"))
+    git_revision: str | None = _checked((_optional_text, "text or null"))
+    command: str | None = _checked(TEXT)
+    host: str | None = _checked(TEXT)
+    user: str | None = _checked(TEXT)
+    platform: str | None = _checked(TEXT)
     # Fields this version does not know (a newer one may add some): kept as they are.
     extra: dict = field(default_factory=dict)
 
@@ -160,3 +137,16 @@ class RunMeta:
     def done(self):
         """Whether the run has its result: nothing resumes it."""
         return is_done(self.status)
+
+
+def meta_problem(meta):
+    """What is wrong with the meta.json object `meta` ('' if nothing): the first field
+    of the wrong type, named, with what it must be."""
+    if not isinstance(meta, dict):
+        return "it holds no JSON object"
+    for f in fields(RunMeta):
+        if "check" in f.metadata and f.name in meta:
+            valid, expected = f.metadata["check"]
+            if not valid(meta[f.name]):
+                return f"its {f.name} is {meta[f.name]!r}, which must be {expected}"
+    return ""
