@@ -70,7 +70,8 @@ class Probe:
             product = self.objective.hessian_vector_product(trainable, non_trainable, x, y,
                                                             vector)
             alpha = dot(vector, product)
-            beta_before = ops.where(i > 0, ops.take(betas, ops.maximum(i - 1, 0)), 0.0)
+            # beta_{i-1}; at i = 0 the previous vector is zero, whatever it multiplies.
+            beta_before = ops.take(betas, ops.maximum(i - 1, 0))
             product = [p - alpha * v - beta_before * u
                        for p, v, u in zip(product, vector, previous_vector)]
             beta = global_norm(product)
