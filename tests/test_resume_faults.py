@@ -109,6 +109,10 @@ def _set_meta(run, **fields):
     (lambda run: _set_meta(run, runtime="x"), "meta.json", "its runtime is 'x'"),
     (lambda run: _set_meta(run, runtime={"threads": "lots"}), "meta.json", "its runtime is"),
     (lambda run: _set_meta(run, wall_time_s="s"), "meta.json", "its wall_time_s is 's'"),
+    (lambda run: _set_meta(run, wall_time_s=float("nan")), "meta.json", "its wall_time_s is nan"),
+    (lambda run: _set_meta(run, loss_levels=[1.0, float("inf")]), "meta.json", "its loss_levels"),
+    (lambda run: _set_meta(run, step=99), "meta.json", "its step is 99, beyond its steps (12)"),
+    (lambda run: _set_meta(run, start_step=9), "meta.json", "its start_step is 9, beyond its step"),
 ])
 def test_damaged_run_files_refuse_the_resume_naming_the_file(
         damage, named, phrase, clean_and_cut, tmp_path):

@@ -7,6 +7,7 @@ wrong type must stop them with the file named, not deep inside with a traceback 
 worse, after they have marked the run `running`. Fields not listed here are kept as
 they are (a newer version may add some)."""
 
+import math
 import numbers
 from dataclasses import dataclass, field, fields, replace
 
@@ -20,8 +21,11 @@ def _count(value):
     return isinstance(value, int) and not isinstance(value, bool) and value >= 0
 
 
-def _number(value):
-    return isinstance(value, numbers.Real) and not isinstance(value, bool)
+def _amount(value):
+    """A finite number >= 0: seconds, steps a second, a loss (NaN or inf in one of them
+    would reach a summary or a loss-level measure as a value)."""
+    return (isinstance(value, numbers.Real) and not isinstance(value, bool)
+            and math.isfinite(value) and value >= 0)
 
 
 def _text(value):
@@ -82,13 +86,13 @@ class RunMeta:
     restarts: int | None = _checked(COUNT)   # attempts after the first
     diverged_step: int | None = _checked(COUNT)
     error: str | None = _checked(TEXT)       # a failed or interrupted attempt's
-    wall_time_s: float | None = _checked((_number, "a number of seconds"))  # all attempts
-    steps_per_second: float | None = _checked((_number, "a number"))
+    wall_time_s: float | None = _checked((_amount, "a finite number of seconds >= 0"))  # all attempts
+    steps_per_second: float | None = _checked((_amount, "a finite number >= 0"))
     probe_steps: dict | None = _checked(     # {probe: [steps it probes]}
         (lambda v: isinstance(v, dict) and all(isinstance(s, list) and all(map(_count, s))
                                                for s in v.values()), "an object of step lists"))
     loss_levels: list | None = _checked(     # the DLN's rank-k plateaus (pipeline.inputs.tasks)
-        (lambda v: isinstance(v, list) and all(map(_number, v)), "a list of numbers"))
+        (lambda v: isinstance(v, list) and all(map(_amount, v)), "a list of finite numbers >= 0"))
     backend_changes: list | None = _checked(  # [{step, from, to}] where a resume switched backend
         (lambda v: isinstance(v, list) and all(isinstance(c, dict) and _count(c.get("step"))
                                                for c in v), "a list of changes"))
@@ -141,7 +145,8 @@ class RunMeta:
 
 def meta_problem(meta):
     """What is wrong with the meta.json object `meta` ('' if nothing): the first field
-    of the wrong type, named, with what it must be."""
+    of the wrong type, named, with what it must be; then steps that contradict each
+    other (a run never goes past its configured steps, nor starts after where it is)."""
     if not isinstance(meta, dict):
         return "it holds no JSON object"
     for f in fields(RunMeta):
@@ -149,4 +154,10 @@ def meta_problem(meta):
             valid, expected = f.metadata["check"]
             if not valid(meta[f.name]):
                 return f"its {f.name} is {meta[f.name]!r}, which must be {expected}"
+    step, steps = meta.get("step", 0), meta.get("steps")
+    for name in ("step", "diverged_step"):
+        if steps is not None and meta.get(name, 0) > steps:
+            return f"its {name} is {meta[name]}, beyond its steps ({steps})"
+    if meta.get("start_step", 0) > step:
+        return f"its start_step is {meta['start_step']}, beyond its step ({step})"
     return ""

@@ -190,11 +190,12 @@ def _resume_and_train(config, runtime, engine, run, probes_factory, echo=None):
     run.write_meta(meta)
     if echo:
         _announce(echo, run, meta, start)
-    began, wall_before = time.time(), meta.wall_time_s or 0.0
+    # The monotonic clock: a wall clock set back during a run would make this negative.
+    began, wall_before = time.monotonic(), meta.wall_time_s or 0.0
 
     def wall_time():
         """Seconds of all attempts so far (earlier ones as their meta.json recorded)."""
-        return wall_before + time.time() - began
+        return wall_before + time.monotonic() - began
     state = TrainingState(config, run, engine, model, optimizer, arrays, meta, wall_time)
     try:
         run_loop(state, start, probes_factory(config, engine, model, optimizer, arrays)
