@@ -55,6 +55,18 @@ def test_a_seed_given_with_set_is_honoured_and_two_seed_axes_are_refused(tmp_pat
         sweep.plan_sweep(SMOKE, ["seed=1,2"], seeds=2, sweep_dir=tmp_path)
 
 
+@pytest.mark.parametrize("count", [sweep.MAX_SEEDS + 1, 10 ** 20])
+def test_a_seed_count_past_the_limit_is_refused_before_any_run_is_planned(count, tmp_path):
+    # 10**20 overflowed range() with a traceback; a count in the billions would fill the
+    # memory with planned runs before checking any.
+    with pytest.raises(ConfigError, match=f"--seeds {count} is more than 10,000 seeds"):
+        sweep.plan_sweep(SMOKE, [], seeds=count, sweep_dir=tmp_path)
+    plan = tmp_path / "plan.yaml"
+    plan.write_text(f"sweeps:\n  - config: {SMOKE}\n    seeds: {count}\n")
+    with pytest.raises(ConfigError, match=f"sweep 1: seeds={count} must be a whole number from 1"):
+        sweep.plan_file(plan)
+
+
 @pytest.mark.parametrize("item", ["=1,2", "optim.lr=", "optim.lr", " = 1"])
 def test_a_grid_axis_without_a_key_or_values_names_the_grid_option(item, tmp_path):
     with pytest.raises(ConfigError, match=f"--grid {item!r} must look like section.key=value1"):

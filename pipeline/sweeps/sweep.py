@@ -118,6 +118,12 @@ def _short(key, value):
     return safe_name(f"{key.split('.')[-1]}-{value}")
 
 
+# More seeds per combination than this is taken for a typo: the plan holds one validated
+# config per run, so a count like 10**20 would exhaust memory (or overflow) before any
+# run's config was checked. The paper uses 5; a study of seed variance, hundreds.
+MAX_SEEDS = 10_000
+
+
 def _seeds(grid, seeds, overrides):
     """The seed axis: `--grid seed=...`, or a `--set seed=S` (that one seed), or 0..seeds-1.
     Given two ways at once, refused: one would silently override the other."""
@@ -133,6 +139,9 @@ def _seeds(grid, seeds, overrides):
         return from_grid[-1]
     if from_set:
         return from_set[-1:]
+    if seeds > MAX_SEEDS:
+        raise ConfigError(f"--seeds {seeds} is more than {MAX_SEEDS:,} seeds per combination; "
+                          "give a smaller count, or several sweeps with --seed-offset")
     return list(range(seeds))
 
 
@@ -240,8 +249,9 @@ def plan_file(path, sweep_dir=None, seed_offset=0):
                 raise ConfigError(f"{where}: '{key}' must be a list of 'key=value' strings, "
                                   "one per line (in a YAML block list, as commas split values)")
         seeds = entry.get("seeds", 1)
-        if not isinstance(seeds, int) or seeds < 1:
-            raise ConfigError(f"{where}: seeds={seeds!r} must be a whole number >= 1")
+        if not isinstance(seeds, int) or isinstance(seeds, bool) or not 1 <= seeds <= MAX_SEEDS:
+            raise ConfigError(f"{where}: seeds={seeds!r} must be a whole number from 1 to "
+                              f"{MAX_SEEDS:,}")
         if entry.get("backend", BACKENDS[0]) not in BACKENDS:
             raise ConfigError(f"{where}: backend={entry['backend']!r} must be one of "
                               f"{', '.join(BACKENDS)}")
