@@ -332,7 +332,15 @@ def test_bootstrap_interval_and_rules():
     assert low == pytest.approx(0.5) and high == pytest.approx(1.5)
     assert verdict("smaller", (0.2, 0.9)) == "reproduced"
     assert verdict("smaller", (1.0, 3.0)) == "not reproduced"
-    assert verdict("larger", (0.5, 1.5)) == "inconclusive"
+    # Not below 1, and a reduction of 1.5x or more excluded: decided, not reproduced; a
+    # reduction of 1.5x or more still possible: inconclusive; wholly below 1: reproduced,
+    # however small the reduction.
+    assert verdict("smaller", (0.85, 1.3)) == "not reproduced"
+    assert verdict("smaller", (0.6, 1.3)) == "inconclusive"
+    assert verdict("smaller", (0.7, 0.95)) == "reproduced"
+    assert verdict("larger", (0.5, 1.5)) == "not reproduced"
+    assert verdict("larger", (0.5, 1.6)) == "inconclusive"
+    assert verdict("larger", (1.05, 1.4)) == "reproduced"
     assert verdict("about equal", (0.8, 1.3)) == "reproduced"
     assert verdict("about equal", (2.0, 3.0)) == "not reproduced"
     assert verdict("not smaller", (0.9, 5.0)) == "reproduced"
