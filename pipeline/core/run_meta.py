@@ -86,7 +86,8 @@ class RunMeta:
     restarts: int | None = _checked(COUNT)   # attempts after the first
     diverged_step: int | None = _checked(COUNT)
     error: str | None = _checked(TEXT)       # a failed or interrupted attempt's
-    wall_time_s: float | None = _checked((_amount, "a finite number of seconds >= 0"))  # all attempts
+    wall_time_s: float | None = _checked(    # all attempts
+        (_amount, "a finite number of seconds >= 0"))
     steps_per_second: float | None = _checked((_amount, "a finite number >= 0"))
     probe_steps: dict | None = _checked(     # {probe: [steps it probes]}
         (lambda v: isinstance(v, dict) and all(isinstance(s, list) and all(map(_count, s))
