@@ -184,9 +184,9 @@ def test_the_demo_plan_is_valid_and_puts_its_longest_runs_first():
     assert seeds.pop("lr-1e-6__norm-batch") == set(range(10))
     assert len(seeds) == 4 and all(s == set(range(6)) for s in seeds.values())
     # The standard DLN's longer runs (PROTOCOL.md section 9): their own folder, 4x the
-    # steps, BN's 10 seeds.
+    # steps, BN's 10 seeds, on TensorFlow (matched by loss, not paired by seed).
     long = [r for r in runs if "/dln_long/" in str(r.workdir)]
-    assert len(long) == 10 and {r.backend for r in long} == {"jax"}
+    assert len(long) == 10 and {r.backend for r in long} == {"tensorflow"}
     assert all("train.steps=40000" in r.overrides for r in long)
     # The confirmation set (make demo-confirm): the same runs on seeds + 100, disjoint.
     confirm = sweep.plan_file(path, "runs/demo_confirm", seed_offset=100)
