@@ -90,7 +90,8 @@ reproduce: $(STAMP)
 
 # Speed of the whole training loop against its floor (the same step in a compiled loop)
 # on each backend, the input pipeline, time to first step, probe costs in training
-# steps, and sweeps' wall time, as ratios measured in one process (16 min on the 2-core machine with the VGG11/8 demo, measured; 23 min with VGG11/4).
+# steps, and sweeps' wall time, as ratios measured in one process (9 min on the project's
+# second 2-core machine, 16 on the first, slower one; measured).
 bench: $(STAMP)
 	$(PY) -m pipeline bench configs/demo.yaml --norms none,batch,noisy_batch
 	$(PY) -m pipeline --backend jax bench configs/demo_dln.yaml --norms none,batch,l1
