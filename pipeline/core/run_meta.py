@@ -17,8 +17,12 @@ STATUSES = ("running", "finished", "diverged", "interrupted", "failed")
 DONE = ("finished", "diverged")
 
 
+def _whole(value):
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
 def _count(value):
-    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+    return _whole(value) and value >= 0
 
 
 def _amount(value):
@@ -43,10 +47,6 @@ def _texts(value):
 def _runtime(value):
     return (isinstance(value, dict) and (value.get("threads") is None or _count(value["threads"]))
             and _optional_text(value.get("backend")))
-
-
-def _whole(value):
-    return isinstance(value, int) and not isinstance(value, bool)
 
 
 COUNT = (_count, "a whole number >= 0")
