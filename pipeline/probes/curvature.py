@@ -84,7 +84,7 @@ class Probe:
 
         def going(i, previous_vector, vector, alphas, betas, eigenvalue, before, residual):
             changed = ops.abs(eigenvalue - before) > self.tolerance * ops.abs(eigenvalue)
-            exhausted = ops.logical_and(i > 0, residual <= 1e-6)  # an exact eigenvector
+            exhausted = residual <= 1e-6  # an exact eigenvector (inf before the first product)
             room = ops.logical_and(i < self.iterations, ops.logical_not(exhausted))
             return ops.logical_and(room, ops.logical_or(i < 2, changed))
 
