@@ -28,8 +28,13 @@ def _where(row):
     return f"LR {row.lr:g}, {row.seeds or 0} seed(s) per variant"
 
 
+def _value(row):
+    """The row's statistic and its interval (or, without one, why not)."""
+    return f"{row.ratio:.3g} {_interval(row.interval, row.note)}"
+
+
 def _ratio(row):
-    return f"ratio {row.ratio:.3g} {_interval(row.interval, row.note)}"
+    return f"ratio {_value(row)}"
 
 
 def _probe_lines(row):
@@ -52,8 +57,7 @@ def _like_bn_lines(row):
     t = m["steps_medians"]
     lines = [f"{_where(row)}: steps to 90 % {row.variant} {t['variant']:.4g}, BN "
              f"{t['batch']:.4g}, standard {t['none']:.4g}; share of BN's speed-up kept "
-             f"{row.ratio:.3g} {_interval(row.interval, row.note)} "
-             f"({m['parts']['keeps speed-up']})"]
+             f"{_value(row)} ({m['parts']['keeps speed-up']})"]
     if "accuracy_difference" in m:
         lines.append(f"test accuracy at step {m['accuracy_step']}: "
                      + ", ".join(f"{k} {v:.4g}" for k, v in m["accuracy_medians"].items())
