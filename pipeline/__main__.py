@@ -101,6 +101,9 @@ def _parser():
     claims.add_argument("runs", nargs="+", help="run directories or sweep folders")
     claims.add_argument("--json", action="store_true", help="print the table as JSON")
 
+    commands.add_parser("worker", help="used by sweep: train the runs it sends on stdin in "
+                        "one process, which starts the frameworks once (pipeline.sweeps.worker)")
+
     bench = commands.add_parser(
         "bench", help="speed of the training loop against a bare loop and of the input "
                       "pipeline, per norm; probe cost in training steps")
@@ -233,13 +236,18 @@ def _sweep(args, verbose):
     return 0
 
 
+def _worker(args, verbose):
+    from pipeline.sweeps.worker import serve
+    return serve(main)
+
+
 # Subcommand -> function(args, verbose) -> exit code.
 COMMANDS = {"train": _train, "sweep": _sweep, "claims": _claims, "figures": _figures,
-            "bench": _bench}
+            "bench": _bench, "worker": _worker}
 # The commands that compute, and so start TensorFlow (tf.data) and the chosen backend.
 # The others read records, plan runs or start processes: importing a framework would
 # cost them seconds for nothing (tests/test_imports.py).
-FRAMEWORK_COMMANDS = ("train", "bench")
+FRAMEWORK_COMMANDS = ("train", "bench", "worker")
 
 
 def _advice(error):

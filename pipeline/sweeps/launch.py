@@ -1,8 +1,10 @@
 """Running a sweep's runs as local processes, several at once (`sweep --jobs N`).
 
-Each run is its own `python -m pipeline train` process, so a crash stays isolated; its
-console output goes to `train.log` in its run directory, and the sweep shows one
-progress line per active run. How many run at once (`--jobs auto`): with GPUs, one run
+Each job slot trains its runs one after another in a warm worker process
+(pipeline.sweeps.worker), which imports the frameworks once rather than once a run; a run
+that does not end well ends its worker, so a crash stays isolated. A run's console output
+goes to `train.log` in its run directory, and the sweep shows one progress line per
+active run. How many run at once (`--jobs auto`): with GPUs, one run
 per `gpus_per_run` GPUs, each process seeing only its own (CUDA_VISIBLE_DEVICES), so
 runs never share a device by accident; on a CPU, as many as the cores hold at the runs'
 `train.threads` (1 by default; README "Sweeps" gives the measured gain).
@@ -24,8 +26,10 @@ from typing import Any
 from pipeline.core import interrupts
 from pipeline.core.config import AUTO, ConfigError
 from pipeline.core.run_meta import is_done
-from pipeline.core.runs import BrokenRunError
-from pipeline.sweeps.sweep import STOP_SECONDS, log_tail, run_status, runs_to_do, start_logged, summarize
+from pipeline.core.runs import BrokenRunError, open_no_follow
+from pipeline.sweeps.sweep import (STOP_SECONDS, log_tail, run_environment, run_status,
+                                   runs_to_do, summarize)
+from pipeline.sweeps.worker import Worker
 
 POLL_SECONDS = 0.5
 NVIDIA_GPUS = Path("/proc/driver/nvidia/gpus")
@@ -89,18 +93,42 @@ def steps_done(run):
 
 @dataclasses.dataclass
 class Active:
-    """A run being trained by a child process in job slot `slot`."""
+    """A run being trained by the worker process of job slot `slot`."""
     run: Any
     label: str
     slot: int
-    process: subprocess.Popen
+    worker: Worker
     bar: Any
     started: float = dataclasses.field(default_factory=time.monotonic)
 
 
-def _start(run, label, slot, devices, verbose, tqdm, echo):
-    # Its own session: a Ctrl-C in the terminal reaches the sweep, which passes it on once.
-    process = start_logged(run, run.command(verbose), devices, own_session=True)
+def _worker_for(run, devices, verbose, workers, slot):
+    """The slot's worker, sent `run`: the one that trained its last run if it was started
+    with the settings `run` needs (backend, CPU threads) and is still there, else a new
+    one."""
+    run.workdir.mkdir(parents=True, exist_ok=True)
+    with open_no_follow(run.log_path, "a"):  # refused here if it is a link
+        pass
+    key, worker = (run.backend_name, run.cpu_threads, verbose), workers.pop(slot, None)
+    if worker is not None and worker.key == key:
+        try:
+            worker.send(run.arguments(verbose), run.log_path)
+            workers[slot] = worker
+            return worker
+        except BrokenPipeError:  # it has ended while idle
+            pass
+    if worker is not None:
+        worker.close()
+    worker = workers[slot] = Worker(key, run_environment(run, devices), run.log_path)
+    try:
+        worker.send(run.arguments(verbose), run.log_path)
+    except BrokenPipeError:  # it ended as it started: its poll() gives the exit code
+        pass
+    return worker
+
+
+def _start(run, label, slot, devices, verbose, tqdm, echo, workers):
+    worker = _worker_for(run, devices, verbose, workers, slot)
     threads = run.cpu_threads
     where = f"GPU {devices}" if devices is not None else (
         f"CPU, {'1 thread' if threads == 1 else f'{threads} thread(s)'}")
@@ -108,7 +136,7 @@ def _start(run, label, slot, devices, verbose, tqdm, echo):
     # disable=None: no bars when the console is not a terminal (a log, CI).
     bar = tqdm(total=run.steps, position=slot, desc=run.name, unit="step", leave=False,
                dynamic_ncols=True, disable=None)
-    return Active(run, label, slot, process, bar)
+    return Active(run, label, slot, worker, bar)
 
 
 def _ended(active, code):
@@ -129,16 +157,16 @@ def _stop(actives, signal_number):
     """Pass `signal_number` on to every child and wait for them to end (kill stragglers)."""
     for active in actives:
         try:
-            os.killpg(active.process.pid, signal_number)
+            os.killpg(active.worker.pid, signal_number)
         except ProcessLookupError:
             pass
     deadline = time.monotonic() + STOP_SECONDS
     for active in actives:
         try:
-            active.process.wait(max(0.1, deadline - time.monotonic()))
+            active.worker.wait(max(0.1, deadline - time.monotonic()))
         except subprocess.TimeoutExpired:
-            os.killpg(active.process.pid, signal.SIGKILL)
-            active.process.wait()
+            os.killpg(active.worker.pid, signal.SIGKILL)
+            active.worker.wait()
         active.bar.close()
 
 
@@ -152,17 +180,17 @@ def run_local(runs, jobs=AUTO, gpus_per_run=1, verbose=False, echo=None):
     slots = device_slots(min(jobs, max(1, len(todo))), gpus_per_run)
     free = list(range(len(slots)))
     number = {run.workdir: index for index, run in enumerate(runs, 1)}
-    active = []
+    active, workers = [], {}  # workers: slot -> its worker, training or idle
     try:
         while todo or active:
             while todo and free:
                 run, slot = todo.pop(0), free.pop(0)
                 label = f"[{number[run.workdir]}/{len(runs)}] {run.name}"
                 active.append(_start(run, label, slot, slots[slot], verbose,
-                                     tqdm, echo))
+                                     tqdm, echo, workers))
             time.sleep(POLL_SECONDS)
             for child in list(active):
-                code = child.process.poll()
+                code = child.worker.poll()
                 if code is None:
                     child.bar.update(steps_done(child.run) - child.bar.n)
                     continue
@@ -170,7 +198,12 @@ def run_local(runs, jobs=AUTO, gpus_per_run=1, verbose=False, echo=None):
                 echo(_ended(child, code))
                 active.remove(child)
                 free.append(child.slot)
+                if code != 0:  # the worker ends with the run (worker.serve)
+                    workers.pop(child.slot).close()
     except BaseException as error:
         _stop(active, interrupts.signal_of(error))
         raise
+    finally:
+        for worker in workers.values():
+            worker.close()
     return summarize(runs)

@@ -42,13 +42,22 @@ class PlannedRun:
 
     def command(self, verbose=False):
         """The train command, with absolute paths so that it works from any folder."""
-        # The backend, so that a listed command reruns on the same one.
-        backend = self.backend or os.environ.get("KERAS_BACKEND")
-        args = [sys.executable, "-m", "pipeline", *(["--backend", backend] if backend else [])]
-        args += (["--verbose"] if verbose else []) + ["train", str(Path(self.config).resolve())]
+        return [sys.executable, "-m", "pipeline", *self.arguments(verbose)]
+
+    def arguments(self, verbose=False):
+        """The train command's arguments after `python -m pipeline`: with the backend,
+        so that a listed command reruns on the same one."""
+        backend = self.backend_name
+        args = [*(["--backend", backend] if backend else []), *(["--verbose"] if verbose else [])]
+        args += ["train", str(Path(self.config).resolve())]
         for item in self.overrides:
             args += ["--set", item]
         return args + ["--workdir", str(self.workdir.resolve())]
+
+    @property
+    def backend_name(self):
+        """Its backend, or the sweep's own (KERAS_BACKEND; None: the default's)."""
+        return self.backend or os.environ.get("KERAS_BACKEND")
 
     @property
     def log_path(self):
@@ -71,16 +80,23 @@ ONE_CPU_THREAD = "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_thread
 STOP_SECONDS = 60  # how long a stopped run may take to write its last records
 
 
-def start_logged(run, command, devices=None, own_session=False):
-    """Start `command` (a run's train command) with its output appended to the run's
-    log; `devices`: its CUDA_VISIBLE_DEVICES. Returns the process."""
-    run.workdir.mkdir(parents=True, exist_ok=True)
+def run_environment(run, devices=None):
+    """The environment of a process that trains `run`; `devices`: its
+    CUDA_VISIBLE_DEVICES."""
     env = {**os.environ, "TQDM_DISABLE": "1",  # the log keeps lines, not redrawn bars
            interrupts.PARENT_VARIABLE: str(os.getpid())}  # it ends when this process ends
     if devices is not None:
         env["CUDA_VISIBLE_DEVICES"] = devices
-    if run.cpu_threads == 1 and (run.backend or os.environ.get("KERAS_BACKEND")) == "jax":
+    if run.cpu_threads == 1 and run.backend_name == "jax":
         env["XLA_FLAGS"] = f"{env.get('XLA_FLAGS', '')} {ONE_CPU_THREAD}".strip()
+    return env
+
+
+def start_logged(run, command, devices=None, own_session=False):
+    """Start `command` (a run's train command) with its output appended to the run's
+    log; `devices`: its CUDA_VISIBLE_DEVICES. Returns the process."""
+    run.workdir.mkdir(parents=True, exist_ok=True)
+    env = run_environment(run, devices)
     with open_no_follow(run.log_path, "a") as log:  # the child keeps its own copy of the file
         return subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT,
                                 stdin=subprocess.DEVNULL, env=env,

@@ -157,7 +157,7 @@ class Recorder:
     def close(self):
         self.bar.close()
         if self.tensorboard is not None:
-            self.tensorboard.flush()
+            self.tensorboard.close()
 
 
 class SpeedMeter:

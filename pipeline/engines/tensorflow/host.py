@@ -77,5 +77,7 @@ class TensorBoardWriter:
                 if isinstance(value, (int, float)):
                     tf.summary.scalar(key, value)
 
-    def flush(self):
-        self._writer.flush()
+    def close(self):
+        """Write what is pending and release the events file (a sweep's worker process
+        trains many runs: their files must not stay open)."""
+        self._writer.close()

@@ -1,0 +1,145 @@
+"""A warm process for a local sweep's runs: it starts the frameworks once and then
+trains the runs the sweep sends it, one after another, each as its own
+`python -m pipeline train` process would.
+
+Why: a `train` process spends ~5 s of CPU importing TensorFlow (which every run needs for
+tf.data) and Keras before its first step; the demo's 78 runs paid that 78 times, ~3 min
+of its wall time on two cores. A worker pays it once per job slot.
+
+What stays as it was: each run goes through the same code (`pipeline.__main__.main` with
+the run's command line), writes its console output to its own `train.log`, records the
+same `command` in meta.json, and writes the same records to the byte as a process of its
+own (tests/test_sweep.py). Isolation where it matters: a run that does not end well
+(failed, interrupted, a bug) ends its worker with it, so the next run starts in a fresh
+process; so does a SIGKILL of the worker (the sweep sees the process end). A worker
+starts with the settings that hold for a whole process (backend, CPU threads, GPUs,
+verbosity), and the sweep gives each combination its own.
+
+Protocol, one JSON line each way: the sweep writes `{"argv": [...], "log": path}` on
+the worker's stdin; the worker answers with `{"code": N}` on its stdout when the run has
+ended. End of input ends the worker. The process is `python -m pipeline [--backend B]
+[--verbose] worker` (the command line's `main` calls `serve` with itself).
+"""
+
+import gc
+import json
+import os
+import select
+import subprocess
+import sys
+import traceback
+
+from pipeline.core import interrupts
+from pipeline.core.runs import open_no_follow
+
+
+def train_logged(command_line, argv, log_path):
+    """Run `python -m pipeline <argv>` (`command_line`: its `main`) in this process with
+    its output (this process's file descriptors 1 and 2, so the frameworks' own lines too)
+    appended to `log_path`; returns its exit code."""
+    with open_no_follow(log_path, "a") as log:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os.dup2(log.fileno(), 1)
+        os.dup2(log.fileno(), 2)
+    # sys.argv[0] is already what `python -m pipeline` puts there: meta.json's `command`
+    # reads as that of a process of the run's own.
+    sys.argv = [sys.argv[0], *argv]
+    try:
+        return command_line(argv)
+    except SystemExit as stop:  # argparse's, for a command line it refuses
+        return stop.code if isinstance(stop.code, int) else 1
+    except Exception:  # a bug: what Python does with it in a process of its own
+        traceback.print_exc()
+        return 1
+    finally:
+        sys.stdout.flush()
+        sys.stderr.flush()
+
+
+def forget_the_run():
+    """Drop what the last run left in the process: Keras' global state (layer names,
+    seed generators), compiled programs of models that are gone."""
+    import keras
+    keras.backend.clear_session()
+    if keras.backend.backend() == "jax":
+        import jax
+        jax.clear_caches()
+    gc.collect()
+
+
+def serve(command_line, commands=None, answers=None):
+    """Train each run `commands` (lines; default stdin) asks for with `command_line`
+    (pipeline.__main__.main); answer each with its exit code on `answers` (default this
+    process's stdout as it started: descriptor 1 itself becomes each run's log). Returns
+    the worker's exit code: 0, or that of the first run that did not end well (the
+    worker stops there)."""
+    commands = commands or sys.stdin
+    answers = answers or os.fdopen(os.dup(1), "w")
+    try:
+        for line in commands:
+            request = json.loads(line)
+            code = train_logged(command_line, request["argv"], request["log"])
+            answers.write(json.dumps({"code": code}) + "\n")
+            answers.flush()
+            if code != 0:
+                return code
+            interrupts.raise_pending()  # a signal that came as the run ended: stop too
+            forget_the_run()
+    except (KeyboardInterrupt, interrupts.Terminated) as error:  # between runs: no run to record
+        return interrupts.exit_code(error)
+    return 0
+
+
+class Worker:
+    """The sweep's handle on a worker process: `key` (backend, CPU threads, verbose) the
+    settings it was started with, `env` its environment. Its own start-up output (an
+    import that fails) goes to `first_log`, the log of the run it was started for."""
+
+    def __init__(self, key, env, first_log):
+        backend, _, verbose = self.key = key
+        command = [sys.executable, "-m", "pipeline", *(["--backend", backend] if backend else []),
+                   *(["--verbose"] if verbose else []), "worker"]
+        with open_no_follow(first_log, "a") as log:
+            # Its own session: a Ctrl-C in the terminal reaches the sweep, which passes it on.
+            self.process = subprocess.Popen(command, stdin=subprocess.PIPE,
+                                            stdout=subprocess.PIPE, stderr=log, env=env,
+                                            text=True, start_new_session=True)
+
+    @property
+    def pid(self):
+        return self.process.pid
+
+    def send(self, argv, log_path):
+        """Start training `python -m pipeline <argv>` into `log_path`. Raises
+        BrokenPipeError if the worker has ended."""
+        self.process.stdin.write(json.dumps({"argv": argv, "log": str(log_path)}) + "\n")
+        self.process.stdin.flush()
+
+    def poll(self):
+        """The exit code of the run it was sent, once that has ended (the worker's own if
+        it ended first, killed); None while it trains."""
+        readable, _, _ = select.select([self.process.stdout], [], [], 0)
+        if not readable:
+            return None
+        line = self.process.stdout.readline()
+        return json.loads(line)["code"] if line else self.process.wait()
+
+    def wait(self, timeout=None):
+        return self.process.wait(timeout)
+
+    def close(self):
+        """End an idle worker (end of its input), killing it if it does not end in time."""
+        try:
+            self.process.stdin.close()
+        except BrokenPipeError:  # it has ended already
+            pass
+        try:
+            self.process.wait(CLOSE_SECONDS)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+        self.process.stdout.close()
+
+
+CLOSE_SECONDS = 30
