@@ -17,6 +17,7 @@ with the signal's code.
 import dataclasses
 import json
 import os
+import select
 import signal
 import subprocess
 import time
@@ -188,7 +189,8 @@ def run_local(runs, jobs=AUTO, gpus_per_run=1, verbose=False, echo=None):
                 label = f"[{number[run.workdir]}/{len(runs)}] {run.name}"
                 active.append(_start(run, label, slot, slots[slot], verbose,
                                      tqdm, echo, workers))
-            time.sleep(POLL_SECONDS)
+            # Until a run ends (its worker answers) or it is time to update the bars.
+            select.select([child.worker for child in active], [], [], POLL_SECONDS)
             for child in list(active):
                 code = child.worker.poll()
                 if code is None:

@@ -110,6 +110,10 @@ class Worker:
     def pid(self):
         return self.process.pid
 
+    def fileno(self):
+        """Where its answers come from: readable (select) once the run it trains ends."""
+        return self.process.stdout.fileno()
+
     def send(self, argv, log_path):
         """Start training `python -m pipeline <argv>` into `log_path`. Raises
         BrokenPipeError if the worker has ended."""
@@ -119,7 +123,7 @@ class Worker:
     def poll(self):
         """The exit code of the run it was sent, once that has ended (the worker's own if
         it ended first, killed); None while it trains."""
-        readable, _, _ = select.select([self.process.stdout], [], [], 0)
+        readable, _, _ = select.select([self], [], [], 0)
         if not readable:
             return None
         line = self.process.stdout.readline()
