@@ -111,21 +111,22 @@ def _worker_for(run, devices, verbose, workers, slot):
     with open_no_follow(run.log_path, "a"):  # refused here if it is a link
         pass
     key, worker = (run.backend_name, run.cpu_threads, verbose), workers.pop(slot, None)
-    if worker is not None and worker.key == key:
-        try:
-            worker.send(run.arguments(verbose), run.log_path)
-            workers[slot] = worker
-            return worker
-        except BrokenPipeError:  # it has ended while idle
-            pass
-    if worker is not None:
-        worker.close()
-    worker = workers[slot] = Worker(key, run_environment(run, devices), run.log_path)
+    if worker is None or worker.key != key or not _sent(worker, run, verbose):
+        if worker is not None:
+            worker.close()
+        worker = Worker(key, run_environment(run, devices), run.log_path)
+        _sent(worker, run, verbose)  # if it ended as it started, its poll() gives the code
+    workers[slot] = worker
+    return worker
+
+
+def _sent(worker, run, verbose):
+    """Send `run` to `worker`; False if the worker has ended (its input is closed)."""
     try:
         worker.send(run.arguments(verbose), run.log_path)
-    except BrokenPipeError:  # it ended as it started: its poll() gives the exit code
-        pass
-    return worker
+        return True
+    except BrokenPipeError:
+        return False
 
 
 def _start(run, label, slot, devices, verbose, tqdm, echo, workers):
