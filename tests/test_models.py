@@ -109,3 +109,78 @@ def test_plain_dln_computes_the_product_of_its_matrices(rng):
 def test_bad_vgg_arguments_raise_clear_errors(kwargs, message):
     with pytest.raises(ValueError, match=message):
         build_vgg(**kwargs)
+
+
+def _batch_major_dln(depth, norm, seed):
+    """The DLN as it was built before its activations went feature-major: Keras' Dense
+    and the norm layers on the last axis, batch-major throughout (the reference)."""
+    import keras
+    from pipeline.nets.layers import make_norm_layer
+    from pipeline.nets.models import layer_seed
+    inputs = keras.Input((10,))
+    x = inputs
+    for i in range(1, depth + 1):
+        x = keras.layers.Dense(10, use_bias=False, kernel_initializer="glorot_uniform",
+                               name=f"dense{i}")(x)
+        layer = make_norm_layer(norm, 10, f"norm{i}", seed=layer_seed(seed, i)) if i < depth else None
+        x = layer(x) if layer is not None else x
+    return keras.Model(inputs, x)
+
+
+def _loss_and_gradients(model, x, y):
+    """Summed l2 loss of a training-mode call and its gradients, on this backend."""
+    import keras
+    if keras.backend.backend() == "jax":
+        import jax
+        trainable = [v.value for v in model.trainable_variables]
+        frozen = [v.value for v in model.non_trainable_variables]
+
+        def loss(weights):
+            out, _ = model.stateless_call(weights, frozen, x, training=True)
+            return ((out - y) ** 2).sum()
+        value, grads = jax.value_and_grad(loss)(trainable)
+        return float(value), [np.asarray(g) for g in grads]
+    with tf.GradientTape() as tape:
+        value = tf.reduce_sum((model(x, training=True) - y) ** 2)
+    return float(value), [g.numpy() for g in tape.gradient(value, model.trainable_variables)]
+
+
+@pytest.mark.both_backends
+@pytest.mark.parametrize("norm", ["none", "batch", "l1", "l2", "linf", "layer", "group"])
+def test_feature_major_dln_computes_what_the_batch_major_one_does(norm, rng):
+    # Same seed, same kernels (the layout changes no draw); then the same outputs, in
+    # training and inference mode, the same loss, gradients and moving statistics.
+    import keras
+    keras.utils.set_random_seed(4)
+    model = build_dln(4, 10, norm=norm, seed=4)
+    keras.utils.set_random_seed(4)
+    reference = _batch_major_dln(4, norm, seed=4)
+    for ours, theirs in zip(model.get_weights(), reference.get_weights()):
+        np.testing.assert_array_equal(ours, theirs)
+    x = rng.normal(size=(64, 10)).astype("float32")
+    y = rng.normal(size=(64, 10)).astype("float32")
+    assert tuple(model(x).shape) == (64, 10)
+    for training in (False, True):
+        np.testing.assert_allclose(np.asarray(model(x, training=training)),
+                                   np.asarray(reference(x, training=training)),
+                                   rtol=1e-4, atol=1e-5)
+    loss, grads = _loss_and_gradients(model, x, y)
+    ref_loss, ref_grads = _loss_and_gradients(reference, x, y)
+    np.testing.assert_allclose(loss, ref_loss, rtol=1e-5)
+    assert len(grads) == len(ref_grads)
+    # Absolute tolerance on the gradients' scale: some are zero up to rounding (a BN
+    # layer's beta, whose shift the next BN removes).
+    scale = max(np.abs(g).max() for g in ref_grads)
+    for ours, theirs in zip(grads, ref_grads):
+        np.testing.assert_allclose(ours, theirs, rtol=1e-3, atol=1e-5 * scale)
+    for ours, theirs in zip(model.get_weights(), reference.get_weights()):
+        np.testing.assert_allclose(ours, theirs, rtol=1e-5, atol=1e-6)  # moving statistics
+
+
+def test_feature_major_dln_keeps_its_activations_feature_major():
+    # The point of the layout: every layer between the two transposes is (units, batch).
+    model = build_dln(3, 10, norm="batch")
+    inner = [layer for layer in model.layers
+             if layer.name.startswith(("dense", "norm"))]
+    assert inner and all(tuple(layer.output.shape) == (10, None) for layer in inner)
+    assert tuple(model.output.shape) == (None, 10)

@@ -44,7 +44,7 @@ def test_landscape_and_curvature_match_the_quadratic_closed_form():
     model, optimizer, arrays, probes = _setup(config)
     landscape, curvature = probes()["landscape"], probes()["curvature"]
     x, y = (np.asarray(t).astype(np.float64) for t in batch_at(config, arrays, 0))
-    w = model.layers[-1].kernel.numpy().astype(np.float64)
+    w = weight_layers(model)[-1].kernel.numpy().astype(np.float64)
     g = 2 * x.T @ (x @ w - y)
     hg = 2 * x.T @ x @ g
     etas = np.array([0.5, 1, 3]) * config.optim.lr

@@ -300,38 +300,43 @@ def _group(channels, **kw):
                                            epsilon=PAPER_EPSILON, **kw)
 
 
-# name -> builder(channels, seed, synchronized, noise, name). `None` for "none".
+# name -> builder(channels, seed, synchronized, noise, name=..., axis=...). `None` for
+# "none". `axis` is the normalized (unit) axis.
 NORM_LAYERS = {
     "none": None,
-    "batch": lambda c, seed, sync, noise, name: BatchNormalization(synchronized=sync, name=name),
-    "noisy_batch": lambda c, seed, sync, noise, name: NoisyBatchNormalization(
-        seed=seed, synchronized=sync, name=name, **noise),
-    "noise_only": lambda c, seed, sync, noise, name: CovariateShiftNoise(
-        seed=seed, name=name, **noise),
-    "l1": lambda c, seed, sync, noise, name: LpNormalization(p=1, name=name),
-    "l2": lambda c, seed, sync, noise, name: LpNormalization(p=2, name=name),
-    "linf": lambda c, seed, sync, noise, name: LpNormalization(p="inf", name=name),
-    "layer": lambda c, seed, sync, noise, name: keras.layers.LayerNormalization(
-        epsilon=PAPER_EPSILON, name=name),
-    "group": lambda c, seed, sync, noise, name: _group(c, name=name),
+    "batch": lambda c, seed, sync, noise, **kw: BatchNormalization(synchronized=sync, **kw),
+    "noisy_batch": lambda c, seed, sync, noise, **kw: NoisyBatchNormalization(
+        seed=seed, synchronized=sync, **kw, **noise),
+    "noise_only": lambda c, seed, sync, noise, **kw: CovariateShiftNoise(seed=seed, **kw, **noise),
+    "l1": lambda c, seed, sync, noise, **kw: LpNormalization(p=1, **kw),
+    "l2": lambda c, seed, sync, noise, **kw: LpNormalization(p=2, **kw),
+    "linf": lambda c, seed, sync, noise, **kw: LpNormalization(p="inf", **kw),
+    "layer": lambda c, seed, sync, noise, **kw: keras.layers.LayerNormalization(
+        epsilon=PAPER_EPSILON, **kw),
+    "group": lambda c, seed, sync, noise, **kw: _group(c, **kw),
 }
+# Norms whose Keras layer takes the batch on axis 0 whatever its `axis` (GroupNorm
+# reshapes and reduces from axis 1 on): a factory feeds them batch-major tensors.
+BATCH_AXIS_0_ONLY = ("group",)
 
 
 if tuple(sorted(NORM_LAYERS)) != NORMS:
     raise ImportError("pipeline.core.config.NORMS must list the names of NORM_LAYERS, sorted")
 
 
-def make_norm_layer(norm, channels, name, seed=None, synchronized=False, noise=None):
+def make_norm_layer(norm, channels, name, seed=None, synchronized=False, noise=None, axis=-1):
     """Build the normalization layer called `norm` for `channels` units, or None.
 
     Args:
         norm: a key of `NORM_LAYERS`.
-        channels: units of the normalized axis (last axis).
+        channels: units of the normalized axis.
         name: the layer's name (stable names let probes find it).
         seed: noise seed for `noisy_batch` / `noise_only`.
         synchronized: BatchNorm statistics all-reduced across replicas.
         noise: Algorithm-1 settings (dict with n_mu, n_sigma, r_mu, r_sigma and
             optionally noise_at_inference); the paper's when None.
+        axis: the normalized (unit) axis; the others (batch, height, width) are
+            reduced over. Not 0 (the batch) for the norms of `BATCH_AXIS_0_ONLY`.
     """
     if norm not in NORM_LAYERS:
         raise ValueError(
@@ -342,4 +347,7 @@ def make_norm_layer(norm, channels, name, seed=None, synchronized=False, noise=N
     # Where a step is one program over the global batch (JAX), BN statistics are the
     # global batch's already, and Keras refuses the flag.
     synchronized = synchronized and kernels().SYNCHRONIZED_BATCH_NORM
-    return builder(channels, seed, synchronized, dict(PAPER_NOISE, **(noise or {})), name)
+    if norm in BATCH_AXIS_0_ONLY and axis == 0:
+        raise ValueError(f"Norm {norm!r} needs the batch on axis 0; received axis={axis}.")
+    return builder(channels, seed, synchronized, dict(PAPER_NOISE, **(noise or {})),
+                   name=name, axis=axis)

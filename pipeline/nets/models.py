@@ -3,15 +3,17 @@
 Layer names are stable so that probes can find layers by name:
 VGG `block{b}_conv{i}`, `block{b}_norm{i}`, `block{b}_relu{i}`, `block{b}_pool`,
 `head_flatten`, `head_dense` (or `head_dense1..3` for the MLP head);
-DLN `dense{i}` and `norm{i}` (1-based). `weight_layers(model)` lists the conv/dense
-layers in forward order: "layer #i" of PROTOCOL.md is `weight_layers(model)[i - 1]`.
+DLN `dense{i}` and `norm{i}` (1-based; feature-major activations inside,
+pipeline.nets.feature_major). `weight_layers(model)` lists the conv/dense layers in
+forward order: "layer #i" of PROTOCOL.md is `weight_layers(model)[i - 1]`.
 """
 
 import keras
 import numpy as np
 
 from pipeline.core.config import HEADS, VGG_DEPTHS
-from pipeline.nets.layers import make_norm_layer
+from pipeline.nets.feature_major import FeatureMajorDense, Transpose
+from pipeline.nets.layers import BATCH_AXIS_0_ONLY, make_norm_layer
 
 # Channel specs, "M" = 2x2 max-pool (Simonyan & Zisserman 2015, configs A, B, D, E).
 VGG_SPECS = {
@@ -94,21 +96,29 @@ def build_vgg(depth=16, norm="batch", width_multiplier=1.0, num_classes=10,
 def build_dln(depth=25, width=10, norm="none", seed=0, sync_batch_norm=False, noise=None):
     """Deep linear network: `depth` bias-free Dense(width) layers, no non-linearity.
 
-    `norm` follows every layer but the last (PROTOCOL.md section 1 [D]).
+    `norm` follows every layer but the last (PROTOCOL.md section 1 [D]). Inside, the
+    activations are feature-major, (width, batch): XLA's CPU products are several times
+    faster so (pipeline.nets.feature_major says why); inputs and outputs are
+    batch-major, (batch, width), and the kernels are a batch-major Dense's.
     """
     if depth < 1 or width < 1:
         raise ValueError(f"`depth` and `width` must be >= 1. Received: {depth}, {width}")
     inputs = keras.Input((width,), name="x")
-    x = inputs
+    x = Transpose(name="to_feature_major")(inputs)
     for i in range(1, depth + 1):
-        x = keras.layers.Dense(width, use_bias=False, kernel_initializer="glorot_uniform",
-                               name=f"dense{i}")(x)
+        x = FeatureMajorDense(width, use_bias=False, kernel_initializer="glorot_uniform",
+                              name=f"dense{i}")(x)
         if i < depth:
             layer = make_norm_layer(norm, width, f"norm{i}", seed=layer_seed(seed, i),
-                                    synchronized=sync_batch_norm, noise=noise)
-            if layer is not None:
+                                    synchronized=sync_batch_norm, noise=noise,
+                                    axis=-1 if norm in BATCH_AXIS_0_ONLY else 0)
+            if layer is not None and norm in BATCH_AXIS_0_ONLY:
+                x = Transpose(name=f"norm{i}_to_feature_major")(
+                    layer(Transpose(name=f"norm{i}_to_batch_major")(x)))
+            elif layer is not None:
                 x = layer(x)
-    return keras.Model(inputs, x, name=f"dln{depth}_{norm}")
+    outputs = Transpose(name="to_batch_major")(x)
+    return keras.Model(inputs, outputs, name=f"dln{depth}_{norm}")
 
 
 def weight_layers(model):

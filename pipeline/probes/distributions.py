@@ -13,6 +13,7 @@ import keras
 import numpy as np
 
 from pipeline.core.probe_settings import DistributionsConfig
+from pipeline.nets.feature_major import batch_major
 from pipeline.probes.schedule import Schedule
 from pipeline.probes.stateless import resolve_layers, to_python
 
@@ -41,7 +42,9 @@ class Probe:
         chosen = resolve_layers(probe_config.layers, NAME, context.task, model)
         self.indices = [index for index, _ in chosen]
         self.kernels = [layer.kernel for _, layer in chosen]
-        outputs = [normalized_output_layer(model, layer).output for _, layer in chosen]
+        # Batch-major, as the statistics below read them (the DLN's are feature-major).
+        outputs = [batch_major(normalized_output_layer(model, layer).output)
+                   for _, layer in chosen]
         self.taps = keras.Model(model.inputs, outputs)  # shares the model's variables
         rng = np.random.default_rng(config.seed)
         per_example = [int(np.prod(o.shape[1:])) for o in outputs]

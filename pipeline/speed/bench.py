@@ -101,7 +101,9 @@ def noise_draw_seconds(config_path, overrides, repeats=10):
     config = _quiet(config_path, [*overrides, "model.norm=noisy_batch"])
     _, _, _, model, _ = _fresh_state(config)
     noisy = [layer for layer in model.layers if isinstance(layer, NoisyBatchNormalization)]
-    shapes = [(config.data.batch_size, *layer.output.shape[1:]) for layer in noisy]
+    # The unknown axis is the batch (axis 1 in the DLN's feature-major activations).
+    shapes = [tuple(config.data.batch_size if size is None else size
+                    for size in layer.output.shape) for layer in noisy]
     draws = engines.module("noise_floor").noise_draws(noisy, shapes, sample_shift_noise)
     elements = sum(int(np.prod(shape)) for shape in shapes)
     return _median_seconds(draws, repeats, warmup=2), elements

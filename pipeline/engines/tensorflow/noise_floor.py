@@ -15,7 +15,7 @@ def noise_draws(noisy_layers, shapes, sample_shift_noise):
     def draw():
         total = tf.constant(0.0)
         for layer, shape in zip(noisy_layers, shapes):
-            scale, shift = sample_shift_noise(shape, -1, layer.seed_generator, layer.n_mu,
+            scale, shift = sample_shift_noise(shape, layer.axis, layer.seed_generator, layer.n_mu,
                                               layer.n_sigma, layer.r_mu, layer.r_sigma, tf.float32)
             total += scale[(0,) * len(shape)] + shift[(0,) * len(shape)]
         return total
