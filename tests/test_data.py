@@ -242,3 +242,27 @@ def test_streams_of_one_data_set_share_one_preprocessed_training_set():
     arrays = load_arrays(config.data)
     from pipeline.inputs.data import TrainStream
     assert TrainStream(config, arrays).x_train is TrainStream(config, arrays).x_train
+
+
+@pytest.mark.parametrize("augment", [False, True])
+def test_a_full_batch_is_the_training_set_in_stored_order_at_every_step(augment):
+    # Full-batch gradient descent (the DLN): no permutation, from any start step, the
+    # stream, `batch_at` and each input pipeline's share agree; with augmentation the
+    # rows keep their order and only the crops change with the step.
+    config = make_config("data.synthetic_train_size=64", "data.batch_size=64",
+                         f"data.augment={str(augment).lower()}")
+    arrays = load_arrays(config.data)
+    stream = _take(make_dataset(config, "train", arrays=arrays), 3)
+    for step, (x, y) in enumerate(stream):
+        np.testing.assert_array_equal(y, arrays.y_train)
+        assert x.tobytes() == batch_at(config, arrays, step)[0].numpy().tobytes()
+    if not augment:
+        np.testing.assert_allclose(stream[2][0], stream[0][0])
+        standardized = np.asarray(arrays.train_inputs(config.data.standardize))
+        np.testing.assert_array_equal(stream[0][0], standardized)
+    resumed = _take(make_dataset(config, "train", arrays=arrays, start_step=2), 1)[0]
+    assert resumed[0].tobytes() == stream[2][0].tobytes()
+    context = tf.distribute.InputContext(num_input_pipelines=2, input_pipeline_id=1,
+                                         num_replicas_in_sync=2)
+    share = _take(make_dataset(config, "train", arrays=arrays, input_context=context), 1)[0]
+    np.testing.assert_array_equal(share[1], arrays.y_train[32:])
