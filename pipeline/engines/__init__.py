@@ -4,7 +4,8 @@
 - `engine.py`: its `Engine`, honouring the contract of `pipeline.engines.base.Engine`:
   devices, the compiled training step, evaluation sums and the probes' primitives;
 - `host.py`: process settings (accelerator detection, determinism, threads), versions;
-- `kernels.py`: the layers' backend-specific parts (noise draws, fused BatchNorm);
+- `kernels.py`: the layers' backend-specific parts (noise draws, fused BatchNorm, the
+  layout barrier of the DLN's feature-major activations);
 - optional: `noise_floor.py`, what `make bench` times of the noise kernels.
 
 Nothing outside this package (and the tf.data input pipeline, and the backend chooser)
