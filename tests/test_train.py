@@ -285,6 +285,30 @@ def test_the_bench_floor_runs_the_training_step_in_one_compiled_loop():
     np.testing.assert_allclose(losses[1], losses[0], rtol=1e-5)
 
 
+@pytest.mark.both_backends
+def test_full_batch_training_equals_single_steps_on_each_steps_batch():
+    # Full-batch gradient descent: the JAX engine keeps one stack of the batch on the
+    # device for every call. 40 steps (more than a stack of 32) must give, bit for bit,
+    # the losses of single steps fed the batch the stream makes for each step (each loss
+    # is of the weights all earlier updates made).
+    from pipeline.inputs.data import batch_at
+    config = make_config("data.name=linear_regression", "model.family=dln", "model.depth=3",
+                         "model.norm=batch", "data.regression_dim=4",
+                         "data.regression_train_size=32", "data.batch_size=32", "optim.lr=1e-3")
+    losses = []
+    for whole_calls in (True, False):
+        engine, model, optimizer, arrays = training_state(config)
+        if whole_calls:
+            train_steps = engine.train_steps(model, optimizer, task_of(config), arrays, 0)
+            got = np.concatenate([train_steps(count)[0] for count in (1, 39)])
+        else:
+            step = engine.step_function(model, optimizer, task_of(config))
+            got = [step(*batch_at(config, arrays, t))[0] for t in range(40)]
+        losses.append(np.asarray(got, np.float32))
+    np.testing.assert_array_equal(losses[0], losses[1])
+    assert losses[0][-1] < losses[0][0]
+
+
 def test_the_bench_slowdown_counts_only_the_probes_the_config_enables():
     # The demo's VGG enables no curvature probe: its cost must not enter the demo's
     # slowdown. Landscape: 5 steps a call, 10 calls; ICS: 2 steps, 20 calls; 100 steps.
