@@ -16,13 +16,13 @@ from typing import Any, Callable
 
 import numpy as np
 
-from pipeline import engines
 from pipeline.core import interrupts
 from pipeline.core.config import AUTO
 from pipeline.inputs.data import make_dataset
 from pipeline.inputs.tasks import task_of
 from pipeline.training.checkpoint import save_checkpoint
 from pipeline.training.evaluation import make_evaluate
+from pipeline.training.tensorboard_events import TensorBoardWriter
 
 
 @dataclasses.dataclass
@@ -117,8 +117,7 @@ class Recorder:
         from tqdm.auto import tqdm
         run, train = state.run, state.config.train
         self.run, self.name, self.total = run, run.path.name, train.steps
-        self.tensorboard = (engines.host(state.engine.backend).TensorBoardWriter(
-            run.tensorboard_dir) if run.writable else None)
+        self.tensorboard = TensorBoardWriter(run.tensorboard_dir) if run.writable else None
         shown = train.progress and run.writable
         self.plain = shown and not sys.stderr.isatty()
         self.bar = tqdm(total=train.steps, initial=start, disable=not shown or self.plain,

@@ -10,7 +10,6 @@ from pipeline.core.config import AUTO
 from pipeline.engines.tensorflow import host as tensorflow_host
 
 set_op_determinism = tensorflow_host.set_op_determinism
-TensorBoardWriter = tensorflow_host.TensorBoardWriter  # TensorFlow writes the events on JAX too
 
 
 def accelerator():

@@ -62,22 +62,3 @@ def configure(runtime):
 
 def versions():
     return {"tensorflow": tf.__version__}
-
-
-class TensorBoardWriter:
-    """Scalars of the records as TensorBoard events (`tf.summary`), in `folder`."""
-
-    def __init__(self, folder):
-        self._writer = tf.summary.create_file_writer(str(folder))
-
-    def scalars(self, step, values):
-        """The numeric entries of `values` (a record without its step) at `step`."""
-        with self._writer.as_default(step=step):
-            for key, value in values.items():
-                if isinstance(value, (int, float)):
-                    tf.summary.scalar(key, value)
-
-    def close(self):
-        """Write what is pending and release the events file (a sweep's worker process
-        trains many runs: their files must not stay open)."""
-        self._writer.close()
