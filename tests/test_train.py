@@ -271,14 +271,18 @@ def test_calls_end_where_an_event_is_due():
     assert CallLength("auto", multi_worker=True)() == CallLength.MULTI_WORKER_STEPS
 
 
+# A BN DLN of 3 layers trained by full-batch gradient descent on 32 rows.
+SMALL_FULL_BATCH_DLN = ("data.name=linear_regression", "model.family=dln", "model.depth=3",
+                        "model.norm=batch", "data.regression_dim=4",
+                        "data.regression_train_size=32", "data.batch_size=32", "optim.lr=1e-3")
+
+
 @pytest.mark.both_backends
 def test_the_bench_floor_runs_the_training_step_in_one_compiled_loop():
     # The floor of `make bench` must be the same computation as the step it bounds:
     # 5 steps in one compiled loop end where 5 calls of the step end, from the same start.
     from pipeline.inputs.data import batch_at
-    config = make_config("data.name=linear_regression", "model.family=dln", "model.depth=3",
-                         "model.norm=batch", "data.regression_dim=4",
-                         "data.regression_train_size=32", "data.batch_size=32", "optim.lr=1e-3")
+    config = make_config(*SMALL_FULL_BATCH_DLN)
     losses = []
     for use_floor in (False, True):
         engine, model, optimizer, arrays = training_state(config)
@@ -298,9 +302,7 @@ def test_full_batch_training_equals_single_steps_on_each_steps_batch():
     # the losses of single steps fed the batch the stream makes for each step (each loss
     # is of the weights all earlier updates made).
     from pipeline.inputs.data import batch_at
-    config = make_config("data.name=linear_regression", "model.family=dln", "model.depth=3",
-                         "model.norm=batch", "data.regression_dim=4",
-                         "data.regression_train_size=32", "data.batch_size=32", "optim.lr=1e-3")
+    config = make_config(*SMALL_FULL_BATCH_DLN)
     losses = []
     for whole_calls in (True, False):
         engine, model, optimizer, arrays = training_state(config)
