@@ -207,6 +207,45 @@ def test_dln_records_do_not_depend_on_the_steps_per_call(tmp_path):
 
 
 @pytest.mark.both_backends
+@pytest.mark.skipif(keras.backend.backend() != "jax", reason="the JAX engine's programs")
+def test_a_run_on_an_earlier_seeds_programs_writes_the_records_of_a_run_alone(
+        tmp_path, monkeypatch):
+    # A sweep's worker reuses the compiled programs of an earlier run of the same config
+    # but its seed (pipeline.engines.jax.engine.reuse_programs). Noisy BN (seeded noise
+    # states), every probe (the curvature probe's seeded start) and mini-batches (seeded
+    # order): seed 1 on seed 0's programs must write the records of seed 1 alone.
+    from pipeline.engines.jax import engine as jax_engine
+    from pipeline.sweeps.worker import forget_the_run
+    common = ["data.name=linear_regression", "model.family=dln", "model.depth=3",
+              "model.norm=noisy_batch", "data.regression_dim=4", "data.regression_train_size=32",
+              "data.batch_size=16", "data.eval_batch_size=32", "data.regression_test_size=32",
+              "optim.lr=1e-3", "train.steps=12", "train.log_every=1", "train.eval_every=5",
+              "train.checkpoint_every=6", "train.progress=false", "probes.ics.layers=[2,3]",
+              "probes.distributions.layers=[1,3]",
+              *(f"probes.{name}.{key}" for name in ("ics", "landscape", "curvature", "distributions")
+                for key in ("enabled=true", "every=4"))]
+
+    def run(name, *overrides):
+        train_and_evaluate(load_config(SMOKE, [*common, *overrides]), tmp_path / name,
+                           probes_factory=make_probes)
+        forget_the_run()
+        return _records(tmp_path / name)
+    monkeypatch.setattr(jax_engine, "_PROGRAMS", {})
+    alone = run("alone", "seed=1")
+    assert jax_engine._PROGRAMS == {}  # not asked to reuse
+    monkeypatch.setattr(jax_engine, "_REUSE", [True])
+    first = run("first", "seed=0")
+    assert first != alone and sorted(alone) == [
+        "curvature", "distributions", "eval", "ics", "landscape", "train"]
+    programs = dict(jax_engine._PROGRAMS)
+    assert len(programs) >= 6  # training, evaluation (2) and the 4 probes' programs
+    assert run("reused", "seed=1") == alone
+    assert jax_engine._PROGRAMS == programs  # nothing new was made for it
+    run("other", "seed=1", "optim.lr=2e-3")  # another config: programs of its own
+    assert len(jax_engine._PROGRAMS) == 2 * len(programs)
+
+
+@pytest.mark.both_backends
 def test_divergence_inside_a_multi_step_call_is_reported_at_its_own_step(tmp_path):
     common = ["model.norm=none", "optim.lr=1000", "train.steps=30", "train.log_every=10",
               "train.checkpoint_every=30", "train.eval_every=30"]

@@ -60,12 +60,10 @@ def train_logged(command_line, argv, log_path):
 
 def forget_the_run():
     """Drop what the last run left in the process: Keras' global state (layer names,
-    seed generators), compiled programs of models that are gone."""
+    seed generators). The JAX engine's compiled programs stay: a later run of the same
+    config but its seed reuses them (pipeline.engines.jax.engine.reuse_programs)."""
     import keras
     keras.backend.clear_session()
-    if keras.backend.backend() == "jax":
-        import jax
-        jax.clear_caches()
     gc.collect()
 
 
@@ -77,6 +75,9 @@ def serve(command_line, commands=None, answers=None):
     worker stops there)."""
     commands = commands or sys.stdin
     answers = answers or os.fdopen(os.dup(1), "w")
+    from pipeline import engines
+    if engines.backend_in_use() == "jax":
+        engines.module("engine").reuse_programs()
     try:
         for line in commands:
             request = json.loads(line)

@@ -68,8 +68,11 @@ class RecomputedStatistics:
                                                    training=True)
             return [total + updated[k] for total, k in zip(totals, self.slots)]
         count = ops.shape(inputs)[0]
-        totals = ops.fori_loop(0, count, add_batch,
-                               [ops.zeros_like(non_trainable[k]) for k in self.slots])
+        # The mode is read while this traces: entered here, around the trace itself, it
+        # holds for whichever model the traced function belongs to.
+        with batch_statistics_mode(self.model):
+            totals = ops.fori_loop(0, count, add_batch,
+                                   [ops.zeros_like(non_trainable[k]) for k in self.slots])
         return [total / ops.cast(count, total.dtype) for total in totals]
 
     def __call__(self, trainable, non_trainable):
@@ -78,8 +81,7 @@ class RecomputedStatistics:
         recomputed = list(non_trainable)
         if not self.slots:
             return recomputed
-        with batch_statistics_mode(self.model):  # in effect when the function traces
-            averaged = self._averaged_statistics(trainable, non_trainable, self.inputs)
+        averaged = self._averaged_statistics(trainable, non_trainable, self.inputs)
         for slot, value in zip(self.slots, averaged):
             recomputed[slot] = value
         return recomputed

@@ -19,6 +19,7 @@ parallel over the devices with `keras.distribution.DataParallel`.
 """
 
 import collections
+import dataclasses
 import os
 from pathlib import Path
 
@@ -28,7 +29,7 @@ import keras
 import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec
 
-from pipeline.core.config import ConfigError
+from pipeline.core.config import ConfigError, to_yaml
 from pipeline.inputs.data import TrainStream
 
 
@@ -40,6 +41,19 @@ def _use_compilation_cache():
         folder = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "bnlab" / "jax"
         jax.config.update("jax_compilation_cache_dir", str(folder))
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
+
+
+# Programs reused across the runs of this process, when `reuse_programs()` was called
+# (a sweep's worker does): {(config but its seed, devices, place, n-th at that place in
+# the run): jitted function}. See `Engine._jit`.
+_PROGRAMS = {}
+_REUSE = []
+
+
+def reuse_programs():
+    """From now on, a run whose config differs from an earlier run's of this process at
+    most in `seed` reuses that run's compiled programs instead of tracing its own."""
+    _REUSE[:] = [True]
 
 
 # Steps per compiled program: long enough that dispatch is paid once per many steps,
@@ -71,6 +85,36 @@ class Engine:
         self._replicated = NamedSharding(mesh, PartitionSpec())
         self.distribution = (keras.distribution.DataParallel(devices=self.devices)
                              if len(self.devices) > 1 else None)
+        self._fingerprint = (to_yaml(dataclasses.replace(config, seed=0)),
+                             tuple(str(d) for d in self.devices))
+        self._compiled_at = collections.Counter()
+
+    def _jit(self, fn):
+        """`jax.jit(fn)`; with `reuse_programs()`, the jitted function an earlier run of
+        this process made at the same place in its code (`fn`'s module and qualified
+        name, and how many times this run compiled there before) for the same config but
+        its seed. A sweep's worker trains seed after seed of one config: tracing Keras'
+        `stateless_call` and loading the programs from the compilation cache cost a demo
+        BN DLN run ~5 s (15-16 s in a worker on its own programs, 10-11 s on those of
+        the seed before).
+
+        Sound because nothing a program bakes in depends on the seed: the seed only sets
+        values the programs take as arguments (initial weights, noise seed states, the
+        curvature probe's start, the data), and everything they close over (the model's
+        architecture, the optimizer's settings, the probes' settings and learning rates)
+        follows from the rest of the config. The reused function closes over the earlier
+        run's objects; they are only read while tracing, which a run of the same shapes
+        does not repeat (tests/test_train.py: seed 1 on seed 0's programs writes the
+        records of seed 1 alone; `make demo`'s records equal those of runs in processes of
+        their own)."""
+        if not _REUSE:
+            return jax.jit(fn)
+        place = f"{fn.__module__}.{fn.__qualname__}"
+        self._compiled_at[place] += 1
+        key = (self._fingerprint, place, self._compiled_at[place])
+        if key not in _PROGRAMS:
+            _PROGRAMS[key] = jax.jit(fn)
+        return _PROGRAMS[key]
 
     @property
     def replicas(self):
@@ -142,7 +186,7 @@ class Engine:
                 lambda carry: jnp.logical_and(carry[0] < count, carry[4]), body,
                 (jnp.int32(0), state, *empty, go))
             return state, losses, corrects, go
-        return jax.jit(chunk)
+        return self._jit(chunk)
 
     def _state(self, model, optimizer):
         return (model.trainable_variables, model.non_trainable_variables, optimizer.variables)
@@ -259,7 +303,7 @@ class Engine:
         """A function `(*args) -> sum over `dataset` of fn(x, y, *args)` (a float32
         vector, as NumPy), compiled once. Each batch goes to every device whole (test
         batches need not divide evenly)."""
-        compiled = jax.jit(fn)
+        compiled = self._jit(fn)
 
         def total(*args):
             result = 0.0
@@ -272,7 +316,7 @@ class Engine:
     # The probes' primitives.
 
     def compile(self, fn):
-        return jax.jit(fn)
+        return self._jit(fn)
 
     def values(self, variables):
         """The variables' values, replicated over the devices. JAX arrays are immutable,
