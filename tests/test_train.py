@@ -337,7 +337,7 @@ def test_the_bench_floor_runs_the_training_step_in_one_compiled_loop():
 @pytest.mark.both_backends
 def test_full_batch_training_equals_single_steps_on_each_steps_batch():
     # Full-batch gradient descent: the JAX engine keeps one stack of the batch on the
-    # device for every call. 40 steps (more than a stack of 32) must give, bit for bit,
+    # device for every call. 300 steps (more than a stack of 256) must give, bit for bit,
     # the losses of single steps fed the batch the stream makes for each step (each loss
     # is of the weights all earlier updates made).
     from pipeline.inputs.data import batch_at
@@ -347,10 +347,10 @@ def test_full_batch_training_equals_single_steps_on_each_steps_batch():
         engine, model, optimizer, arrays = training_state(config)
         if whole_calls:
             train_steps = engine.train_steps(model, optimizer, task_of(config), arrays, 0)
-            got = np.concatenate([train_steps(count)[0] for count in (1, 39)])
+            got = np.concatenate([train_steps(count)[0] for count in (1, 299)])
         else:
             step = engine.step_function(model, optimizer, task_of(config))
-            got = [step(*batch_at(config, arrays, t))[0] for t in range(40)]
+            got = [step(*batch_at(config, arrays, t))[0] for t in range(300)]
         losses.append(np.asarray(got, np.float32))
     np.testing.assert_array_equal(losses[0], losses[1])
     assert losses[0][-1] < losses[0][0]

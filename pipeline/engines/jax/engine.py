@@ -61,6 +61,9 @@ def reuse_programs():
 # stays small and a call that ends early (an event is due) wastes no compute (the loop
 # runs only the steps asked for; the unused batches of the stack are zeros).
 CHUNK = 32
+# ... and for full-batch gradient descent, whose one stack is placed once (a batch of the
+# DLN is 40 kB): dispatching a program of 32 steps cost the BN DLN ~3.5 % of its steps.
+FULL_BATCH_CHUNK = 256
 
 
 class Engine:
@@ -165,7 +168,7 @@ class Engine:
                     loss, task.correct_predictions(y, outputs))
         return step
 
-    def _pure_chunk(self, model, optimizer, task):
+    def _pure_chunk(self, model, optimizer, task, length=CHUNK):
         """The compiled `(state, xs, ys, count, go) -> (state, losses, corrects, go)`: up
         to `count` steps on the first batches of the stacks `xs`, `ys` (leading axis
         `CHUNK`), in one program whatever `count` is. The loop stops after the first
@@ -181,7 +184,7 @@ class Engine:
                 state, loss, correct = step(state, xs[i], ys[i])
                 return (i + 1, state, losses.at[i].set(loss), corrects.at[i].set(correct),
                         jnp.isfinite(loss))
-            empty = (jnp.zeros((CHUNK,), loss.dtype), jnp.zeros((CHUNK,), correct.dtype))
+            empty = (jnp.zeros((length,), loss.dtype), jnp.zeros((length,), correct.dtype))
             _, state, losses, corrects, go = jax.lax.while_loop(
                 lambda carry: jnp.logical_and(carry[0] < count, carry[4]), body,
                 (jnp.int32(0), state, *empty, go))
@@ -191,28 +194,28 @@ class Engine:
     def _state(self, model, optimizer):
         return (model.trainable_variables, model.non_trainable_variables, optimizer.variables)
 
-    def _stack(self, batches):
+    def _stack(self, batches, length=CHUNK):
         """`CHUNK` host batches (fewer: padded with zeros) as device stacks, split over
         the devices along the batch axis."""
         xs, ys = (np.stack(part) for part in zip(*batches))
-        pad = CHUNK - len(batches)
+        pad = length - len(batches)
         if pad:
             xs, ys = (np.concatenate([a, np.zeros((pad, *a.shape[1:]), a.dtype)]) for a in (xs, ys))
         return self._place(xs, self._stacked), self._place(ys, self._stacked)
 
-    def _chunked(self, model, optimizer, task):
+    def _chunked(self, model, optimizer, task, length=CHUNK):
         """`(state, next_stack, count) -> (state, losses, corrects)` (the state as device
         arrays, the metrics as NumPy arrays of the `count` steps: after the first
         non-finite loss's step, no update): `count` steps, `CHUNK` per compiled program,
         on the device stacks `next_stack(size)` gives (their first `size` batches used)."""
-        chunk = self._pure_chunk(model, optimizer, task)
+        chunk = self._pure_chunk(model, optimizer, task, length)
 
         def run(state, next_stack, count):
             # `go` placed as the chunk's outputs are, so that the first chunk and the
             # next (fed the first's `go`) share one trace.
             chunks, go = [], self._place(np.array(True), self._replicated)
-            for start in range(0, count, CHUNK):  # dispatched asynchronously
-                size = min(CHUNK, count - start)
+            for start in range(0, count, length):  # dispatched asynchronously
+                size = min(length, count - start)
                 xs, ys = next_stack(size)
                 state, loss, correct, go = chunk(state, xs, ys, jnp.int32(size), go)
                 chunks.append((loss, correct, size))
@@ -258,20 +261,21 @@ class Engine:
         """`(count) -> (losses, corrects)` as NumPy arrays of the steps taken (up to and
         including the first non-finite loss): step k's values are those of its batch
         before its update."""
-        run = self._chunked(model, optimizer, task)
         variables = self._state(model, optimizer)
         stream = TrainStream(self.config, arrays)
         if stream.same_every_step:
-            # Full-batch gradient descent: one stack of `CHUNK` copies of the batch, placed
-            # once, serves every call (the same program on the same values as a stack
-            # made per call). Made per call, it cost the BN DLN ~0.1 ms a step on the
-            # host, ~15 % of its step.
+            # Full-batch gradient descent: one stack of copies of the batch, placed once,
+            # serves every call (the same step on the same values as a stack made per
+            # call). Made per call, it cost the BN DLN ~0.1 ms a step on the host, ~15 %
+            # of its step.
+            run = self._chunked(model, optimizer, task, FULL_BATCH_CHUNK)
             batch = tuple(np.asarray(part) for part in stream.batch(start_step))
-            stack = self._stack([batch] * CHUNK)
+            stack = self._stack([batch] * FULL_BATCH_CHUNK, FULL_BATCH_CHUNK)
 
             def next_stack(size):
                 return stack
         else:
+            run = self._chunked(model, optimizer, task)
             # The stream is read `CHUNK` batches per tf.data element: read one batch at a
             # time it cost ~0.3-0.4 ms of Python a step (the iterator and the
             # conversion), a quarter of a standard DLN step. The same batches in the same
