@@ -16,6 +16,9 @@ parallel over the devices with `keras.distribution.DataParallel`.
   longer than `CHUNK` steps is several such programs, dispatched back to back; the
   metrics are read once per call. Per-step dispatch from Python was most of a small
   model's step time (the BN DLN: ~4.9 ms a step dispatched one by one, ~3 ms of it XLA).
+  Full-batch gradient descent places its one stack once and runs `FULL_BATCH_CHUNK`
+  steps per program.
+- A sweep's worker reuses a config's programs from seed to seed (`reuse_programs`).
 """
 
 import collections
