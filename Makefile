@@ -90,7 +90,7 @@ reproduce: $(STAMP)
 
 # Speed of the whole training loop against its floor (the same step in a compiled loop)
 # on each backend, the input pipeline, time to first step, probe costs in training
-# steps, and sweeps' wall time, as ratios measured in one process (9 min on the project's
+# steps, and sweeps' wall time, as ratios measured in one process (8.5 min on the project's
 # second 2-core machine, 16 on the first, slower one; measured).
 bench: $(STAMP)
 	$(PY) -m pipeline bench configs/demo.yaml --norms none,batch,noisy_batch
