@@ -233,7 +233,7 @@ def test_a_run_on_an_earlier_seeds_programs_writes_the_records_of_a_run_alone(
     monkeypatch.setattr(jax_engine, "_PROGRAMS", {})
     alone = run("alone", "seed=1")
     assert jax_engine._PROGRAMS == {}  # not asked to reuse
-    monkeypatch.setattr(jax_engine, "_REUSE", [True])
+    monkeypatch.setattr(jax_engine, "_REUSE", True)
     first = run("first", "seed=0")
     assert first != alone and sorted(alone) == [
         "curvature", "distributions", "eval", "ics", "landscape", "train"]

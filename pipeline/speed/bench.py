@@ -130,14 +130,18 @@ def input_batches_per_second(config_path, overrides, batches):
 WHOLE_STEPS = {"vgg": 300, "dln": 3000}
 
 
+# Whole loops per norm, their median reported: one alone read 0.84 to 0.97 of its floor
+# for the JAX BN DLN within an hour.
+WHOLE_REPEATS = 3
+
+
 def loop_speeds(config_path, norms, overrides=(), whole_steps=None, floor_calls=6,
-                input_batches=500, whole_repeats=3):
+                input_batches=500):
     """Rows {norm, whole, floor, floor_in_turns, input} in steps (batches) per second,
-    one per norm (and whole_repeats). `whole` is the median of `whole_repeats` whole loops and `floor` the
+    one per norm. `whole` is the median of `WHOLE_REPEATS` whole loops and `floor` the
     median of floor calls timed just before and after each of them, so whole/floor does
-    not move with the machine's load between the two (one whole loop alone read 0.84 to
-    0.97 of its floor for the JAX BN DLN within an hour); `floor_in_turns` with the
-    norms' floors taking turns call by call (for the step-cost ratios between norms)."""
+    not move with the machine's load between the two; `floor_in_turns` with the norms'
+    floors taking turns call by call (for the step-cost ratios between norms)."""
     whole_steps = whole_steps or WHOLE_STEPS[_quiet(config_path, overrides).model.family]
     by_norm = floors(config_path, norms, overrides)
     turns = time_in_turns({norm: call for norm, (call, _) in by_norm.items()}, floor_calls)
@@ -147,13 +151,12 @@ def loop_speeds(config_path, norms, overrides=(), whole_steps=None, floor_calls=
         variant = [*overrides, f"model.norm={norm}"]
         floor_seconds = time_in_turns({norm: call}, floor_calls // 2, warmup=1)[norm]
         wholes = []
-        for _ in range(whole_repeats):
+        for _ in range(WHOLE_REPEATS):
             wholes.append(whole_loop_steps_per_second(config_path, variant, whole_steps))
             floor_seconds += time_in_turns({norm: call}, floor_calls // 2, warmup=0)[norm]
         rows.append({
             "norm": norm,
             "whole": float(np.median(wholes)),
-            "whole_repeats": whole_repeats,
             "floor": count / float(np.median(floor_seconds)),
             "floor_in_turns": count / float(np.median(turns[norm])),
             "input": input_batches_per_second(config_path, variant, input_batches),
@@ -175,9 +178,8 @@ def format_loop_speeds(config_path, rows, overrides=()):
                      f"{r['floor']:8.1f} {r['floor'] * batch:8.0f} "
                      f"{r['whole'] / r['floor']:11.2f} "
                      f"{r['input']:9.0f} {r['input'] * batch:9.0f} {r['input'] / r['whole']:11.1f}")
-    repeats = rows[0].get("whole_repeats", 1) if rows else 1
     lines.append(f"floor: {FLOOR_STEPS[family]} steps per compiled call on one batch; whole "
-                 f"loop: the median of {repeats}; "
+                 f"loop: the median of {WHOLE_REPEATS}; "
                  f"target: whole/floor >= {TARGETS['whole/floor'][family]} with BN")
     by_norm = {r["norm"]: r for r in rows}
     for slower, faster in (("batch", "none"), ("noisy_batch", "batch"), ("l1", "batch")):

@@ -23,6 +23,7 @@ parallel over the devices with `keras.distribution.DataParallel`.
 
 import collections
 import dataclasses
+import functools
 import os
 from pathlib import Path
 
@@ -50,13 +51,14 @@ def _use_compilation_cache():
 # (a sweep's worker does): {(config but its seed, devices, place, n-th at that place in
 # the run): jitted function}. See `Engine._jit`.
 _PROGRAMS = {}
-_REUSE = []
+_REUSE = False
 
 
 def reuse_programs():
     """From now on, a run whose config differs from an earlier run's of this process at
     most in `seed` reuses that run's compiled programs instead of tracing its own."""
-    _REUSE[:] = [True]
+    global _REUSE
+    _REUSE = True
 
 
 # Steps per compiled program: long enough that dispatch is paid once per many steps,
@@ -91,9 +93,13 @@ class Engine:
         self._replicated = NamedSharding(mesh, PartitionSpec())
         self.distribution = (keras.distribution.DataParallel(devices=self.devices)
                              if len(self.devices) > 1 else None)
-        self._fingerprint = (to_yaml(dataclasses.replace(config, seed=0)),
-                             tuple(str(d) for d in self.devices))
         self._compiled_at = collections.Counter()
+
+    @functools.cached_property
+    def _fingerprint(self):
+        """What the programs of this run depend on: the config but its seed, the devices."""
+        return (to_yaml(dataclasses.replace(self.config, seed=0)),
+                tuple(str(d) for d in self.devices))
 
     def _jit(self, fn):
         """`jax.jit(fn)`; with `reuse_programs()`, the jitted function an earlier run of
@@ -174,7 +180,7 @@ class Engine:
     def _pure_chunk(self, model, optimizer, task, length=CHUNK):
         """The compiled `(state, xs, ys, count, go) -> (state, losses, corrects, go)`: up
         to `count` steps on the first batches of the stacks `xs`, `ys` (leading axis
-        `CHUNK`), in one program whatever `count` is. The loop stops after the first
+        `length`), in one program whatever `count` is. The loop stops after the first
         non-finite loss (that step's update applied, as on an engine that stops there)
         and `go` turns false; a chunk entered with `go` false changes nothing."""
         step = self._pure_step(model, optimizer, task)
@@ -198,7 +204,7 @@ class Engine:
         return (model.trainable_variables, model.non_trainable_variables, optimizer.variables)
 
     def _stack(self, batches, length=CHUNK):
-        """`CHUNK` host batches (fewer: padded with zeros) as device stacks, split over
+        """`length` host batches (fewer: padded with zeros) as device stacks, split over
         the devices along the batch axis."""
         xs, ys = (np.stack(part) for part in zip(*batches))
         pad = length - len(batches)
@@ -209,7 +215,7 @@ class Engine:
     def _chunked(self, model, optimizer, task, length=CHUNK):
         """`(state, next_stack, count) -> (state, losses, corrects)` (the state as device
         arrays, the metrics as NumPy arrays of the `count` steps: after the first
-        non-finite loss's step, no update): `count` steps, `CHUNK` per compiled program,
+        non-finite loss's step, no update): `count` steps, `length` per compiled program,
         on the device stacks `next_stack(size)` gives (their first `size` batches used)."""
         chunk = self._pure_chunk(model, optimizer, task, length)
 
