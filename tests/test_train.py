@@ -336,8 +336,8 @@ def test_the_bench_floor_runs_the_training_step_in_one_compiled_loop():
 
 @pytest.mark.both_backends
 def test_full_batch_training_equals_single_steps_on_each_steps_batch():
-    # Full-batch gradient descent: the JAX engine keeps one stack of the batch on the
-    # device for every call. 300 steps (more than a stack of 256) must give, bit for bit,
+    # Full-batch gradient descent: the JAX engine keeps the batch on the device for
+    # every step of every call. 300 steps (more than a program's 256) must give, bit for bit,
     # the losses of single steps fed the batch the stream makes for each step (each loss
     # is of the weights all earlier updates made).
     from pipeline.inputs.data import batch_at

@@ -16,8 +16,8 @@ parallel over the devices with `keras.distribution.DataParallel`.
   longer than `CHUNK` steps is several such programs, dispatched back to back; the
   metrics are read once per call. Per-step dispatch from Python was most of a small
   model's step time (the BN DLN: ~4.9 ms a step dispatched one by one, ~3 ms of it XLA).
-  Full-batch gradient descent places its one stack once and runs `FULL_BATCH_CHUNK`
-  steps per program.
+  Full-batch gradient descent places its one batch once and runs `FULL_BATCH_CHUNK`
+  steps per program on it.
 - A sweep's worker reuses a config's programs from seed to seed (`reuse_programs`).
 """
 
@@ -66,8 +66,8 @@ def reuse_programs():
 # stays small and a call that ends early (an event is due) wastes no compute (the loop
 # runs only the steps asked for; the unused batches of the stack are zeros).
 CHUNK = 32
-# ... and for full-batch gradient descent, whose one stack is placed once (a batch of the
-# DLN is 40 kB): dispatching a program of 32 steps cost the BN DLN ~3.5 % of its steps.
+# ... and for full-batch gradient descent, whose one batch is placed once (40 kB for the
+# DLN): dispatching a program of 32 steps cost the BN DLN ~3.5 % of its steps.
 FULL_BATCH_CHUNK = 256
 
 
@@ -177,12 +177,13 @@ class Engine:
                     loss, task.correct_predictions(y, outputs))
         return step
 
-    def _pure_chunk(self, model, optimizer, task, length=CHUNK):
+    def _pure_chunk(self, model, optimizer, task, length=CHUNK, same_batch=False):
         """The compiled `(state, xs, ys, count, go) -> (state, losses, corrects, go)`: up
-        to `count` steps on the first batches of the stacks `xs`, `ys` (leading axis
-        `length`), in one program whatever `count` is. The loop stops after the first
-        non-finite loss (that step's update applied, as on an engine that stops there)
-        and `go` turns false; a chunk entered with `go` false changes nothing."""
+        to `count` (at most `length`) steps on the first batches of the stacks `xs`, `ys`,
+        in one program whatever `count` is; with `same_batch`, every step on their one
+        batch. The loop stops after the first non-finite loss (that step's update
+        applied, as on an engine that stops there) and `go` turns false; a chunk entered
+        with `go` false changes nothing."""
         step = self._pure_step(model, optimizer, task)
 
         def chunk(state, xs, ys, count, go):
@@ -190,7 +191,10 @@ class Engine:
 
             def body(carry):
                 i, state, losses, corrects, _ = carry
-                state, loss, correct = step(state, xs[i], ys[i])
+                # A static index reads the batch in place; step i's copy sliced out of a
+                # stack cost the BN DLN ~2 % of its step.
+                at = 0 if same_batch else i
+                state, loss, correct = step(state, xs[at], ys[at])
                 return (i + 1, state, losses.at[i].set(loss), corrects.at[i].set(correct),
                         jnp.isfinite(loss))
             empty = (jnp.zeros((length,), loss.dtype), jnp.zeros((length,), correct.dtype))
@@ -212,12 +216,13 @@ class Engine:
             xs, ys = (np.concatenate([a, np.zeros((pad, *a.shape[1:]), a.dtype)]) for a in (xs, ys))
         return self._place(xs, self._stacked), self._place(ys, self._stacked)
 
-    def _chunked(self, model, optimizer, task, length=CHUNK):
+    def _chunked(self, model, optimizer, task, length=CHUNK, same_batch=False):
         """`(state, next_stack, count) -> (state, losses, corrects)` (the state as device
         arrays, the metrics as NumPy arrays of the `count` steps: after the first
         non-finite loss's step, no update): `count` steps, `length` per compiled program,
-        on the device stacks `next_stack(size)` gives (their first `size` batches used)."""
-        chunk = self._pure_chunk(model, optimizer, task, length)
+        on the device stacks `next_stack(size)` gives (their first `size` batches used;
+        with `same_batch`, their one batch for every step)."""
+        chunk = self._pure_chunk(model, optimizer, task, length, same_batch)
 
         def run(state, next_stack, count):
             # `go` placed as the chunk's outputs are, so that the first chunk and the
@@ -273,13 +278,13 @@ class Engine:
         variables = self._state(model, optimizer)
         stream = TrainStream(self.config, arrays)
         if stream.same_every_step:
-            # Full-batch gradient descent: one stack of copies of the batch, placed once,
-            # serves every call (the same step on the same values as a stack made per
-            # call). Made per call, it cost the BN DLN ~0.1 ms a step on the host, ~15 %
+            # Full-batch gradient descent: the batch, placed once, serves every step of
+            # every call (the same step on the same values as a stack made per call).
+            # Made per call, a stack cost the BN DLN ~0.1 ms a step on the host, ~15 %
             # of its step.
-            run = self._chunked(model, optimizer, task, FULL_BATCH_CHUNK)
+            run = self._chunked(model, optimizer, task, FULL_BATCH_CHUNK, same_batch=True)
             batch = tuple(np.asarray(part) for part in stream.batch(start_step))
-            stack = self._stack([batch] * FULL_BATCH_CHUNK, FULL_BATCH_CHUNK)
+            stack = self._stack([batch], 1)
 
             def next_stack(size):
                 return stack
