@@ -239,6 +239,12 @@ def probe_costs(config_path, overrides=(), steps=30, repeats=5):
             grid = len(probe.etas)
             notes.append(f"grid of {grid}: {seconds / step_seconds / grid:.2f} steps per grid "
                          "point (target <= 1.3)")
+        if probe.name == "curvature":
+            # Its cost is (products to convergence) x (cost of one product): which of the
+            # two a change moves.
+            products = probe(0)["curvature/iterations"]
+            notes.append(f"{products:.0f} Hessian-vector products of "
+                         f"{seconds / step_seconds / products:.2f} steps each")
         count = len(probe.schedule.steps)
         rows.append((f"probe {probe.name} ({count} of {config.train.steps} steps)", seconds,
                      seconds / step_seconds, "; ".join(notes)))
