@@ -233,7 +233,8 @@ def probe_costs(config_path, overrides=(), steps=30, repeats=5):
     step_seconds = _median_seconds(lambda: train_steps(1), steps, warmup=3)
     rows, costs = [("training step", step_seconds, 1.0, "")], {}
     for probe in make_probes(config, engine, model, optimizer, arrays):
-        seconds = _median_seconds(lambda: probe(0), repeats, warmup=1)
+        records = []  # what the timed calls return (the same record each time)
+        seconds = _median_seconds(lambda: records.append(probe(0)), repeats, warmup=1)
         notes = [] if probe.name in enabled else ["off in this config: not in the slowdown"]
         if probe.name == "landscape":
             grid = len(probe.etas)
@@ -242,7 +243,7 @@ def probe_costs(config_path, overrides=(), steps=30, repeats=5):
         if probe.name == "curvature":
             # Its cost is (products to convergence) x (cost of one product): which of the
             # two a change moves.
-            products = probe(0)["curvature/iterations"]
+            products = records[-1]["curvature/iterations"]
             notes.append(f"{products:.0f} Hessian-vector products of "
                          f"{seconds / step_seconds / products:.2f} steps each")
         count = len(probe.schedule.steps)

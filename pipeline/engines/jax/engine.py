@@ -71,6 +71,12 @@ CHUNK = 32
 FULL_BATCH_CHUNK = 256
 
 
+def _chunk_length(same_batch):
+    """Steps per compiled program: `FULL_BATCH_CHUNK` on the one batch of full-batch
+    descent, else `CHUNK` on a stack of batches."""
+    return FULL_BATCH_CHUNK if same_batch else CHUNK
+
+
 class Engine:
     backend = "jax"
 
@@ -177,14 +183,15 @@ class Engine:
                     loss, task.correct_predictions(y, outputs))
         return step
 
-    def _pure_chunk(self, model, optimizer, task, length=CHUNK, same_batch=False):
+    def _pure_chunk(self, model, optimizer, task, same_batch=False):
         """The compiled `(state, xs, ys, count, go) -> (state, losses, corrects, go)`: up
-        to `count` (at most `length`) steps on the first batches of the stacks `xs`, `ys`,
-        in one program whatever `count` is; with `same_batch`, every step on their one
-        batch. The loop stops after the first non-finite loss (that step's update
-        applied, as on an engine that stops there) and `go` turns false; a chunk entered
-        with `go` false changes nothing."""
+        to `count` (at most `CHUNK`) steps on the first batches of the stacks `xs`, `ys`,
+        in one program whatever `count` is; with `same_batch`, up to `FULL_BATCH_CHUNK`
+        steps, every one on their one batch. The loop stops after the first non-finite
+        loss (that step's update applied, as on an engine that stops there) and `go`
+        turns false; a chunk entered with `go` false changes nothing."""
         step = self._pure_step(model, optimizer, task)
+        length = _chunk_length(same_batch)
 
         def chunk(state, xs, ys, count, go):
             _, loss, correct = jax.eval_shape(step, state, xs[0], ys[0])
@@ -216,13 +223,15 @@ class Engine:
             xs, ys = (np.concatenate([a, np.zeros((pad, *a.shape[1:]), a.dtype)]) for a in (xs, ys))
         return self._place(xs, self._stacked), self._place(ys, self._stacked)
 
-    def _chunked(self, model, optimizer, task, length=CHUNK, same_batch=False):
+    def _chunked(self, model, optimizer, task, same_batch=False):
         """`(state, next_stack, count) -> (state, losses, corrects)` (the state as device
         arrays, the metrics as NumPy arrays of the `count` steps: after the first
-        non-finite loss's step, no update): `count` steps, `length` per compiled program,
-        on the device stacks `next_stack(size)` gives (their first `size` batches used;
-        with `same_batch`, their one batch for every step)."""
-        chunk = self._pure_chunk(model, optimizer, task, length, same_batch)
+        non-finite loss's step, no update): `count` steps, a program's worth
+        (`_chunk_length`) per compiled call, on the device stacks `next_stack(size)` gives
+        (their first `size` batches used; with `same_batch`, their one batch for every
+        step)."""
+        chunk = self._pure_chunk(model, optimizer, task, same_batch)
+        length = _chunk_length(same_batch)
 
         def run(state, next_stack, count):
             # `go` placed as the chunk's outputs are, so that the first chunk and the
@@ -282,7 +291,7 @@ class Engine:
             # every call (the same step on the same values as a stack made per call).
             # Made per call, a stack cost the BN DLN ~0.1 ms a step on the host, ~15 %
             # of its step.
-            run = self._chunked(model, optimizer, task, FULL_BATCH_CHUNK, same_batch=True)
+            run = self._chunked(model, optimizer, task, same_batch=True)
             batch = tuple(np.asarray(part) for part in stream.batch(start_step))
             stack = self._stack([batch], 1)
 
