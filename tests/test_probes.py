@@ -59,6 +59,14 @@ def test_landscape_and_curvature_match_the_quadratic_closed_form():
                                rtol=1e-4)
     np.testing.assert_allclose(record["landscape/beta_max"], np.linalg.norm(hg) / np.linalg.norm(g),
                                rtol=1e-4)
+    # Each step size's multiplier of the LR is stored as given, beside eta; the gradient
+    # there is g - eta H g, and the record's oscillation indicator is its cosine with g
+    # at the grid point nearest the LR (multiplier 1).
+    assert [e["multiplier"] for e in per_eta] == [0.5, 1.0, 3.0]
+    moved = [g - eta * hg for eta in etas]
+    cosines = [np.sum(m * g) / np.linalg.norm(m) / np.linalg.norm(g) for m in moved]
+    np.testing.assert_allclose([e["cosine"] for e in per_eta], cosines, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(record["landscape/next_cosine"], cosines[1], rtol=1e-4, atol=1e-5)
     assert record["landscape/loss_max"] == max(e["loss_at_eta"] for e in per_eta)
     top = 2 * np.linalg.eigvalsh(x.T @ x).max()
     measured = curvature(0)
@@ -95,6 +103,15 @@ def test_ics_matches_a_numpy_two_layer_linear_model_with_momentum():
     np.testing.assert_allclose(second["relative_l2"], l2 / np.linalg.norm(g2), rtol=1e-3)
     cosine = np.sum(g2 * g2_shifted) / np.linalg.norm(g2) / np.linalg.norm(g2_shifted)
     np.testing.assert_allclose(second["cosine"], cosine, rtol=1e-4)
+    # The oscillation indicator: the whole gradient before and after every variable's update.
+    m2 = optimizer.momentums[1].numpy().astype(np.float64)
+    w2_updated = w2 + (0.9 * m2 - config.optim.lr * g2)
+    residual_next = x @ w1_updated @ w2_updated - y
+    g_next = np.concatenate([(2 * x.T @ residual_next @ w2_updated.T).ravel(),
+                             (2 * (x @ w1_updated).T @ residual_next).ravel()])
+    g_now = np.concatenate([g1.ravel(), g2.ravel()])
+    np.testing.assert_allclose(record["ics/next_cosine"], np.dot(g_now, g_next)
+                               / np.linalg.norm(g_now) / np.linalg.norm(g_next), rtol=1e-4)
     # Nothing precedes layer 1, so its gradient cannot shift.
     assert first["l2"] == 0.0 and first["cosine"] == pytest.approx(1.0)
 

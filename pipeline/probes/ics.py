@@ -7,7 +7,10 @@ The update is the optimizer's own rule applied to copies of the variables and of
 optimizer's state (the engine's `optimizer_update`), so neither model nor optimizer
 changes. W_i = the layer's kernel and bias. Records the step's training loss (the
 probe's own, for comparisons at matched progress) and per layer (`per_layer`, each
-entry with its `layer` index): ||G - G'||_2, ||G - G'|| / ||G|| and cos(G, G').
+entry with its `layer` index): ||G - G'||_2, ||G - G'|| / ||G|| and cos(G, G'). Besides,
+the record's oscillation indicator `next_cosine` (PROTOCOL.md section 8): cos(g, g+) of
+the whole gradient g and the gradient g+ after *every* variable has taken the step's
+update, on the same batch; below 0, the step overshoots (one forward+backward more).
 """
 
 
@@ -42,6 +45,8 @@ class Probe:
     def _measure_graph(self, x, y, trainable, non_trainable, optimizer_state):
         loss, grads = self.objective.loss_and_grads(trainable, non_trainable, x, y)
         updated = self.update(trainable, grads, optimizer_state)
+        _, next_grads = self.objective.loss_and_grads(updated, non_trainable, x, y)
+        next_cosine = dot(grads, next_grads) / (global_norm(grads) * global_norm(next_grads))
         results = []
         for _, own, first in self.layers:
             shifted = [u if k < first else w
@@ -53,11 +58,12 @@ class Probe:
             norm, norm_shifted = global_norm(g), global_norm(g_shifted)
             results.append(ops.stack([difference, difference / norm,
                                       dot(g, g_shifted) / (norm * norm_shifted)]))
-        return loss, ops.stack(results)
+        return loss, next_cosine, ops.stack(results)
 
     def __call__(self, step):
         x, y = self.batches(step)
-        loss, measured = self._measure(x, y, *self.objective.values(), self.update.state())
-        return to_python({"ics/loss": loss, "ics/per_layer": [
+        loss, next_cosine, measured = self._measure(x, y, *self.objective.values(),
+                                                    self.update.state())
+        return to_python({"ics/loss": loss, "ics/next_cosine": next_cosine, "ics/per_layer": [
             {"layer": index, "l2": l2, "relative_l2": relative, "cosine": cosine}
             for (index, _, _), (l2, relative, cosine) in zip(self.layers, np.asarray(measured))]})
