@@ -9,22 +9,22 @@ from typing import Optional
 
 import numpy as np
 
-# How a row's statistic was compared (PROTOCOL.md section 8), which decides what its
-# `measured` numbers are and how they are shown.
-KINDS = ("run level", "probe", "trains like BN", "paired", "")
-
-
 @dataclasses.dataclass(frozen=True)
 class ClaimRow:
     """A claim read at one learning rate (and one probed layer, for ICS).
 
-    `measured` holds the numbers of the row's kind of comparison: for a "probe" row the
-    per-bin ratios (`matched_bins`), the `coverage` of each loss bin and the paper's own
-    reading (`paper_reading`); for "trains like BN" the median steps to 90 % per variant
-    (`steps_medians`), the verdict of each part (`parts`) and the test accuracies; for
-    "paired" the seed `pairs` and the medians `shown` beside; for "run level" the
-    variant's and reference's medians. A row whose runs or records are missing has kind
-    "" and says which `command` makes them. Frozen: a note is added by a new row."""
+    `kind` names the claim's kind (pipeline.results.claim_kinds), which decides what the
+    `measured` numbers are and prints them: for a "probe" row the per-bin ratios
+    (`matched_bins`), the `coverage` of each loss bin, the paper's statistic as the paper
+    reads it (`paper_statistic`) and, for the landscape, `per_eta`; for "trains like BN"
+    the median steps to 90 % per variant (`steps_medians`), the verdict of each part
+    (`parts`) and the test accuracies; for "paired" the seed `pairs` and the medians
+    `shown` beside; for "run level" the variant's and reference's medians. A row whose
+    runs or records are missing has kind "" and says which `command` makes them.
+
+    `verdict` is the ledger's: `rule_verdict` (the rule on our runs) where the paper's own
+    value passes the rule (`paper_verdict`), "beyond the paper" where it does not or the
+    paper has none, "check passed" / "check failed" for a manipulation check."""
     key: str
     claim: str                      # PROTOCOL.md's words (", layer #k" for a probed layer)
     statistic: str                  # what is measured per run or record
@@ -33,8 +33,8 @@ class ClaimRow:
     paper: str                      # the paper's values, PROTOCOL.md section 6
     rule: str                       # the text of the rule that decides the verdict
     headline: bool                  # one of the paper's headline claims
-    verdict: str                    # reproduced / not reproduced / inconclusive / missing ...
-    kind: str = ""                  # one of KINDS
+    verdict: str                    # reproduced / not reproduced / inconclusive / beyond ...
+    kind: str = ""                  # the claim's kind, or "" (runs or records missing)
     lr: Optional[float] = None
     layer: Optional[int] = None     # the probed layer (1-based weight-layer index)
     seeds: Optional[int] = None     # seeds per variant (the fewer of the two)
@@ -43,6 +43,11 @@ class ClaimRow:
     p_value: Optional[float] = None
     note: Optional[str] = None      # why a row is undecided, or bins against its verdict
     command: Optional[str] = None   # what makes the missing runs or records
+    paper_value: object = None      # the paper's value of the row's statistic, or None
+    paper_source: str = ""          # its figure and panel
+    paper_verdict: str = ""         # the rule's verdict on the paper's value
+    rule_verdict: Optional[str] = None  # the rule's verdict on our runs
+    check: bool = False             # a manipulation check, not a finding
     measured: dict = dataclasses.field(default_factory=dict)
 
     @classmethod

@@ -1,8 +1,11 @@
-"""The claims table as text, as JSON, and its answer first: one line per headline claim
-("what the paper claims -> what we find"), which the CLI prints above the table and the
-report shows above its full table."""
+"""The claims ledger as text, as JSON, and its answer first: one line per headline claim
+("what the paper claims -> what the paper's own value gives -> what we find"), which the
+CLI prints above the ledger and the report shows above its full table. Each row's
+numbers are printed by its claim's kind (pipeline.results.claim_kinds)."""
 
 import json
+
+from pipeline.results.claim_kinds import kinds
 
 # The figure (pipeline/results/report.py: figures/<name>.png) that shows each headline row.
 FIGURES = {
@@ -10,94 +13,26 @@ FIGURES = {
     "noisy_bn_trains_like_bn": "training_accuracy",
     "noisy_bn_shifts_more": "distribution_shift_layer2",
     "ics_l2_not_smaller": "ics_vs_loss_layer3", "ics_cosine_not_larger": "ics",
-    "loss_band_narrower": "loss_band_vs_loss", "gradient_change_smaller": "landscape",
-    "beta_smaller": "beta_max_vs_loss", "dln_batch_lower_loss": "dln_loss",
-    "dln_l1_lower_loss": "dln_loss", "dln_batch_ics_cosine": "dln_ics",
+    "bn_test_accuracy": "training_accuracy",
+    "loss_band_narrower": "loss_band_vs_loss", "gradient_change_smaller": "landscape_per_eta",
+    "beta_smaller": "beta_max_vs_loss", "dln_batch_vs_none_loss": "dln_loss",
+    "dln_l1_vs_batch_loss": "dln_loss", "dln_batch_ics_cosine": "dln_ics",
+    "dln_loss_band_narrower": "dln_landscape_per_eta", "dln_beta_smaller": "dln_landscape",
 }
 
 
-def _interval(interval, note=None):
-    if interval:
-        return f"[{interval[0]:.3g}, {interval[1]:.3g}]"
-    return note or ""
-
-
-def _where(row):
-    if row.lr is None:
-        return ""
-    return f"LR {row.lr:g}, {row.seeds or 0} seed(s) per variant"
-
-
-def _value(row):
-    """The row's statistic and its interval (or, without one, why not)."""
-    return f"{row.ratio:.3g} {_interval(row.interval, row.note)}"
-
-
-def _ratio(row):
-    return f"ratio {_value(row)}"
-
-
-def _probe_lines(row):
-    m = row.measured
-    ratio = f": {_ratio(row)}" if row.ratio is not None else ""
-    bins = ", ".join(f"{b['loss_range'][0]:.2g}-{b['loss_range'][1]:.2g}: {b['ratio']:.3g} "
-                     f"{_interval(b['interval'])}" for b in m["matched_bins"])
-    cover = "; ".join(f"{k} {' | '.join(f'{n} {c}' for n, c in v.items())}"
-                      for k, v in m["coverage"].items())
-    reading = ", ".join(f"{k} {v:.4g}" for k, v in m["paper_reading"].items())
-    return [f"{row.statistic} at matched training loss (training regime: after the "
-            f"first 5 % of steps), {_where(row)}{ratio}",
-            f"per loss bin (variant / reference): {bins or 'no bin matched'}",
-            f"coverage in the training regime (seeds/records per loss bin): {cover}",
-            f"paper's reading (max over the curve, after step 0): {reading}"]
-
-
-def _like_bn_lines(row):
-    m = row.measured
-    t = m["steps_medians"]
-    lines = [f"{_where(row)}: steps to 90 % {row.variant} {t['variant']:.4g}, BN "
-             f"{t['batch']:.4g}, standard {t['none']:.4g}; share of BN's speed-up kept "
-             f"{_value(row)} ({m['parts']['keeps speed-up']})"]
-    if "accuracy_difference" in m:
-        lines.append(f"test accuracy at step {m['accuracy_step']}: "
-                     + ", ".join(f"{k} {v:.4g}" for k, v in m["accuracy_medians"].items())
-                     + f"; difference {m['accuracy_difference']:+.3g} "
-                     f"{_interval(m['accuracy_interval'])} ({m['parts']['accuracy near BN']})")
-    return lines
-
-
-def _paired_lines(row):
-    lines = []
-    if row.ratio is not None:
-        p = f", signed-rank p = {row.p_value:.3g}" if row.p_value is not None else ""
-        lines.append(f"{row.statistic}, {_where(row)}: {_ratio(row)}{p}")
-    for name, medians in row.measured["shown"].items():
-        lines.append(f"median {name}: " + ", ".join(f"{k} {v:.4g}" for k, v in medians.items()))
-    return lines
-
-
-def _run_level_lines(row):
-    m = row.measured
-    if row.ratio is None:
-        return []
-    if row.reference is None:
-        return [f"{row.statistic}, {_where(row)}: {row.variant} median "
-                f"{m['variant_median']:.4g} {_interval(row.interval, row.note)}"]
-    p = f", rank test p = {row.p_value:.3g}" if row.p_value is not None else ""
-    return [f"{row.statistic}, {_where(row)}: {row.variant} {m['variant_median']:.4g}"
-            f" vs {row.reference} {m['reference_median']:.4g}, {_ratio(row)}{p}"]
-
-
-LINES = {"probe": _probe_lines, "trains like BN": _like_bn_lines, "paired": _paired_lines,
-         "run level": _run_level_lines, "": lambda row: []}
+def _paper_line(row):
+    shown = f"value {number(row.paper_value)}, " if row.paper_value is not None else ""
+    return (f"paper: {row.paper} ({row.paper_source}; {shown}"
+            f"rule on the paper's value: {row.paper_verdict})")
 
 
 def details(row):
     """What the `ClaimRow` `row` measured, as lines: its numbers, the paper's, and how to
     measure it if its runs are missing. The one rendering of a row's details: the text
     table indents them, the HTML report shows them in its table."""
-    lines = LINES[row.kind](row)
-    lines.append(f"paper: {row.paper}")
+    lines = kinds()[row.kind].lines(row) if row.kind else []
+    lines.append(_paper_line(row))
     if row.command:
         lines.append(f"to measure: {row.command}")
     return lines
@@ -108,23 +43,42 @@ def format_claims(rows):
     lines = []
     for row in rows:
         note = f": {row.note}" if row.note else ""
-        lines.append(f"{row.claim}\n  -> {row.verdict.upper()}{note}")
+        ours = (f" (our rule: {row.rule_verdict})"
+                if row.rule_verdict and row.rule_verdict != row.verdict else "")
+        lines.append(f"{row.claim}\n  -> {row.verdict.upper()}{ours}{note}")
         lines += [f"    {line}" for line in details(row)]
     return "\n".join(lines)
 
 
 def answer(rows):
-    """The headline rows as (claim, LR, verdict, figure) tuples, in table order."""
-    return [(row.claim, row.lr, row.verdict, FIGURES.get(row.key, ""))
-            for row in rows if row.headline]
+    """The headline rows, in ledger order, as dicts: claim, lr, layer, paper (value and
+    source), paper_verdict, ours (ratio and interval), verdict, figure."""
+    return [{"claim": row.claim, "lr": row.lr, "layer": row.layer, "paper": row.paper,
+             "paper_value": row.paper_value, "paper_source": row.paper_source,
+             "paper_verdict": row.paper_verdict, "ratio": row.ratio, "interval": row.interval,
+             "verdict": row.verdict, "rule_verdict": row.rule_verdict,
+             "figure": FIGURES.get(row.key, "")} for row in rows if row.headline]
+
+
+def number(value):
+    """A value of the ledger in 3 significant digits: a pair in parentheses, None as -."""
+    if isinstance(value, (tuple, list)):
+        return "(" + ", ".join(f"{v:.3g}" for v in value) + ")"
+    return "-" if value is None else f"{value:.3g}"
 
 
 def format_answer(rows):
-    """'What the paper claims -> what we find', one line per headline row."""
-    lines = ["What the paper claims -> what we find (headline rows; details below)"]
-    for claim, lr, found, figure in answer(rows):
-        at = f" (LR {lr:g})" if lr is not None else ""
-        lines.append(f"  {claim}{at} -> {found.upper()}" + (f"  [figure {figure}]" if figure else ""))
+    """'What the paper claims -> the paper's value -> what we find', one line per
+    headline row."""
+    lines = ["What the paper claims -> the paper's value (its verdict) -> ours -> verdict "
+             "(headline rows; the ledger below)"]
+    for line in answer(rows):
+        at = f" (LR {line['lr']:g})" if line["lr"] is not None else ""
+        ours = number(line["ratio"]) + (f" [{line['interval'][0]:.3g}, "
+                                         f"{line['interval'][1]:.3g}]" if line["interval"] else "")
+        lines.append(f"  {line['claim']}{at}: paper {number(line['paper_value'])} "
+                     f"({line['paper_verdict']}) -> ours {ours} -> {line['verdict'].upper()}"
+                     + (f"  [figure {line['figure']}]" if line["figure"] else ""))
     return "\n".join(lines)
 
 

@@ -5,7 +5,9 @@ A network that has converged is trivially smooth and shift-free, so a probe stat
 (ICS, landscape, curvature) is compared between variants only where both have the same
 training loss: every probe record carries the loss of its own step, records are binned
 by that loss (`BINS_PER_DECADE` log bins a decade), and a bin counts when each variant
-has records from at least `MIN_SEEDS` seeds in it. Within such a bin each seed gives
+has at least `MIN_RECORDS` records from each of at least `MIN_SEEDS` seeds in it (one
+record of a seed passing through a bin is not a state it was in). Within such a bin each
+seed with `MIN_RECORDS` records gives
 the median of its records, each variant the median over its seeds, and the bin the
 ratio variant / reference; the comparison is the geometric mean of the bins' ratios,
 with a bootstrap interval over seeds (each variant's seeds resampled with replacement,
@@ -15,6 +17,11 @@ a mixture of comparisons over different bins. Fewer than `MIN_BINS` matched bins
 "too few matched records", never a verdict. Step 0 is left out: at initialization no
 network has trained, and BN's loss band there (~5 against ~0.02) would decide a bin on
 its own. Which records enter (the training regime) is the caller's choice.
+
+Matched loss is not always matched state, so each bin's coverage says, per variant, the
+steps its records come from (runs of different lengths meet at different steps) and the
+share of its records that oscillate (a record's `oscillating` flag, where the probe
+records one: PROTOCOL.md section 8).
 """
 
 import warnings
@@ -24,6 +31,7 @@ import pandas as pd
 
 BINS_PER_DECADE = 2
 MIN_SEEDS = 3       # seeds of each variant with records in a bin, for it to count
+MIN_RECORDS = 2     # records a seed needs in a bin to count there
 MIN_BINS = 2        # matched bins, for a comparison to be made
 
 
@@ -38,25 +46,43 @@ def bin_range(index):
 
 def _clean(frame):
     """Records that can be binned: after step 0, finite positive loss, finite value."""
-    frame = frame.astype({"step": float, "loss": float, "value": float})
+    if "oscillating" not in frame:
+        frame = frame.assign(oscillating=np.nan)
+    frame = frame.astype({"step": float, "loss": float, "value": float, "oscillating": float})
     frame = frame[(frame["step"] > 0) & np.isfinite(frame["loss"]) & (frame["loss"] > 0)
                   & np.isfinite(frame["value"])]
     return frame.assign(bin=loss_bin(frame["loss"]))
 
 
+def _counted(frame):
+    """The records of the (bin, seed) pairs with at least MIN_RECORDS records."""
+    sizes = frame.groupby(["bin", "seed"])["value"].transform("size")
+    return frame[sizes >= MIN_RECORDS]
+
+
 def coverage(frames):
-    """Per bin (rows, in decreasing loss) and variant: 'seeds/records' in that bin."""
-    counts = {}
+    """{bin: {variant: {...}}} for every bin any variant has records in, highest loss
+    first: `seeds` (with MIN_RECORDS records there, the ones that count), `records`,
+    `steps` [first, last] and `oscillating` (the share of records flagged, None where
+    the probe records no flag)."""
+    table = {}
     for norm, frame in frames.items():
-        grouped = frame.groupby("bin")
-        counts[norm] = grouped["seed"].nunique().astype(str) + "/" + grouped.size().astype(str)
-    table = pd.DataFrame(counts).fillna("0/0").sort_index(ascending=False)
-    return table
+        counted = _counted(frame)
+        for index, rows in frame.groupby("bin"):
+            flags = rows["oscillating"].dropna()
+            table.setdefault(int(index), {})[norm] = {
+                "seeds": int(counted[counted["bin"] == index]["seed"].nunique()),
+                "records": int(len(rows)),
+                "steps": [int(rows["step"].min()), int(rows["step"].max())],
+                "oscillating": float(flags.mean()) if len(flags) else None}
+    empty = {"seeds": 0, "records": 0, "steps": None, "oscillating": None}
+    return {index: {norm: table[index].get(norm, empty) for norm in frames}
+            for index in sorted(table, reverse=True)}
 
 
 def _per_seed_medians(frame):
-    """{bin: {seed: median value}}."""
-    medians = frame.groupby(["bin", "seed"])["value"].median()
+    """{bin: {seed: median value}} over the (bin, seed) pairs that count."""
+    medians = _counted(frame).groupby(["bin", "seed"])["value"].median()
     result = {}
     for (bin_index, seed), value in medians.items():
         result.setdefault(bin_index, {})[seed] = value
@@ -82,6 +108,30 @@ def _log_ratios(per_seed, bins, seeds, rng=None):
     return logs
 
 
+def _bootstrap_log_ratios(per_seed, bins, seeds, rng, resamples):
+    """(resamples, bins): `_log_ratios` of `resamples` bootstrap draws at once, each draw
+    resampling each variant's `seeds` once for every bin (a bin left without a seed of a
+    variant draws its own seeds again, as in `_log_ratios`)."""
+    drawn = [rng.integers(0, len(s), (resamples, len(s))) for s in seeds]
+    logs = np.empty((resamples, len(bins)))
+    for k, index in enumerate(bins):
+        medians = []
+        for values, own_seeds, draws in zip(per_seed, seeds, drawn):
+            # The seed medians of this bin by seed position, NaN where a seed has none.
+            table = np.array([values[index].get(seed, np.nan) for seed in own_seeds])
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", RuntimeWarning)  # a draw with no seed here
+                median = np.nanmedian(table[draws], axis=1)
+            empty = np.isnan(median)
+            if empty.any():
+                own = np.array(list(values[index].values()))
+                median[empty] = np.median(rng.choice(own, (int(empty.sum()), len(own))), axis=1)
+            medians.append(median)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            logs[:, k] = np.log(medians[0]) - np.log(medians[1])
+    return logs
+
+
 def _geometric_mean(logs, axis=None):
     """exp(mean of the finite-or-infinite logs), ignoring NaN (NaN if all are)."""
     with np.errstate(invalid="ignore"), warnings.catch_warnings():
@@ -92,7 +142,7 @@ def _geometric_mean(logs, axis=None):
 def compare(variant_frame, reference_frame, rng, resamples=2000, level=0.95):
     """Compare two variants' records (frames with columns seed, step, loss, value).
 
-    Returns a dict: `coverage` (seeds/records per bin and variant, every bin), and either
+    Returns a dict: `coverage` (per bin and variant, every bin: see `coverage`), and either
     `bins` (the matched bins, highest loss first, each with its loss range, ratio and
     interval), `ratio` and `interval` (the geometric mean over the bins), or `reason`
     when too few bins match."""
@@ -104,13 +154,13 @@ def compare(variant_frame, reference_frame, rng, resamples=2000, level=0.95):
     if len(matched) < MIN_BINS:
         return {"coverage": table, "bins": [],
                 "reason": f"too few matched records ({len(matched)} loss bin(s) with >= "
-                          f"{MIN_SEEDS} seeds of each variant; {MIN_BINS} needed): more "
+                          f"{MIN_RECORDS} records from each of >= {MIN_SEEDS} seeds of each "
+                          f"variant; {MIN_BINS} needed): more "
                           "seeds, or probes where both variants pass the same losses"}
     seeds = [np.array(sorted(f["seed"].unique())) for f in frames.values()]
     point = _log_ratios(per_seed, matched, seeds)
     # (resamples, bins): each draw resamples each variant's seeds once, for every bin.
-    draws = np.array([_log_ratios(per_seed, matched, [rng.choice(s, len(s)) for s in seeds], rng)
-                      for _ in range(resamples)])
+    draws = _bootstrap_log_ratios(per_seed, matched, seeds, rng, resamples)
     tail = (1 - level) / 2 * 100
 
     def interval(values):

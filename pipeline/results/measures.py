@@ -15,7 +15,8 @@ from pipeline.results.analysis import MILESTONE_WINDOW, first_crossing, probe_fr
 # PROTOCOL.md section 8: a record at step t of a run of T steps is in the initial
 # transient if 0 < t < TRANSIENT * T, in the training regime if t >= TRANSIENT * T.
 TRANSIENT = 0.05
-# The paper's VGG landscape grid starts at LR/2 (PROTOCOL.md section 4); ours goes lower.
+# The paper's VGG landscape grid starts at LR/2 (PROTOCOL.md section 4); ours goes lower
+# (the DLN's, the paper's too, from LR/100: its rows read the whole grid).
 PAPER_GRID_FROM = 0.5
 
 
@@ -88,6 +89,15 @@ def mean_log_loss(run):
     return float(np.mean(np.log10(loss)))
 
 
+def final_log_loss(run):
+    """DLN: log10 of the final training loss (the paper's statistic, Fig 5)."""
+    loss = _frame(run, "train")
+    if "train/loss" not in loss or loss.empty:
+        return float("nan")
+    last = float(loss["train/loss"].iloc[-1])
+    return float(np.log10(last)) if np.isfinite(last) and last > 0 else float("nan")
+
+
 def test_accuracies(run):
     """{step: test accuracy} of the run's evaluations."""
     evals = _frame(run, "eval")
@@ -99,37 +109,60 @@ def test_accuracies(run):
 
 # --- probe statistics (compared at matched training loss) ----------------------------
 
+def oscillating(frame, stream):
+    """Per record of `stream`, whether the optimizer's next step oscillates (1.0, else
+    0.0; NaN where the record has no indicator), PROTOCOL.md section 8: the gradient after
+    the step points back (`next_cosine` < 0: ICS, landscape), or the top Hessian
+    eigenvalue exceeds 1/LR, where gradient descent flips sign along its eigenvector
+    (curvature)."""
+    if f"{stream}/next_cosine" in frame:
+        cosine = frame[f"{stream}/next_cosine"].astype(float)
+        return np.where(np.isfinite(cosine), (cosine < 0).astype(float), np.nan)
+    if f"{stream}/top_eigenvalue" in frame:
+        return (np.abs(frame[f"{stream}/top_eigenvalue"].astype(float)) * frame["lr"]
+                > 1).astype(float).to_numpy()
+    return np.full(len(frame), np.nan)
+
+
 @dataclasses.dataclass(frozen=True)
 class ProbeMeasure:
     """A probe quantity per record: `value(frame) -> values`, with the record's own
-    training loss `loss`; `per_layer` makes one row per probed layer. `paper` is the
-    quantity as the paper reads it where ours differs (the landscape on its grid)."""
+    training loss `loss`; `per_layer` makes one row per probed layer. A landscape
+    quantity read over the step-size grid has `at_multiplier(m) -> value function`, the
+    same quantity at one step size m x LR (the claims' `per_eta`)."""
     stream: str
     value: Callable
     loss: str
     per_layer: bool = False
-    paper: Callable = None
+    at_multiplier: Callable = None
+    grid_from: float = None    # a maximum over the grid from this multiplier: its ends
 
     def _frame(self, run):
         if self.per_layer:
             return probe_frame([run], self.stream)
         return records_frame([run], self.stream)  # entries (per_eta) kept as lists
 
-    def records(self, run, paper=False):
-        """Frame (seed, step, fraction, loss, value, layer) of one run: `fraction` is the
-        step / the run's steps; `layer` is NaN for a stream without layers. One row per
-        record and layer, never one per step size. `paper`: the paper's reading."""
+    def records(self, run):
+        """Frame (seed, step, fraction, loss, value, layer, oscillating) of one run:
+        `fraction` is the step / the run's steps; `layer` is NaN for a stream without
+        layers. One row per record and layer, never one per step size."""
         frame = self._frame(run)
-        value = self.paper if paper and self.paper is not None else self.value
         try:
             return pd.DataFrame({
                 "seed": frame["seed"], "step": frame["step"],
                 "fraction": frame["step"] / run.steps, "loss": frame[self.loss],
-                "value": np.asarray(value(frame), float),
-                "layer": frame[f"{self.stream}/layer"] if self.per_layer else np.nan})
+                "value": np.asarray(self.value(frame), float),
+                "layer": frame[f"{self.stream}/layer"] if self.per_layer else np.nan,
+                "oscillating": oscillating(frame, self.stream)})
         except KeyError:  # no such records in this run
             return pd.DataFrame({c: pd.Series(dtype=float) for c in
-                                 ("seed", "step", "fraction", "loss", "value", "layer")})
+                                 ("seed", "step", "fraction", "loss", "value", "layer",
+                                  "oscillating")})
+
+    def at(self, multiplier):
+        """The same quantity at the one step size `multiplier` x LR."""
+        return dataclasses.replace(self, value=self.at_multiplier(multiplier),
+                                   at_multiplier=None, grid_from=None)
 
 
 def training_regime(records):
@@ -157,64 +190,116 @@ def paper_reading(records):
     return float(late.groupby("seed")["value"].max().median()) if len(late) else float("nan")
 
 
-def _over_grid(frame, field, reduce, from_multiplier):
-    """Per landscape record: `reduce` of an entry field over the step sizes eta >=
-    from_multiplier x LR (records without entries: NaN)."""
+# --- the landscape over its step-size grid -------------------------------------------
+
+def multiplier_of(entry, lr):
+    """An entry's step size as a multiple of the LR: stored since 2026-12-07; derived
+    (rounded to 6 digits) for records written before."""
+    return entry["multiplier"] if "multiplier" in entry else round(entry["eta"] / lr, 6)
+
+
+def grid_multipliers(frame):
+    """The step-size multipliers the landscape records of `frame` hold, sorted."""
     if "landscape/per_eta" not in frame:
-        return np.full(len(frame), np.nan)
-    return [reduce([e[field] for e in entries if e["eta"] >= from_multiplier * lr * (1 - 1e-6)])
+        return []
+    return sorted({multiplier_of(e, lr) for entries, lr in
+                   zip(frame["landscape/per_eta"], frame["lr"]) for e in entries})
+
+
+def _grid(frame, low=PAPER_GRID_FROM, high=np.inf):
+    """Per record: its entries with multiplier in [low, high], smallest step first."""
+    if "landscape/per_eta" not in frame:
+        raise KeyError("landscape/per_eta")
+    return [sorted((e for e in entries if low <= multiplier_of(e, lr) <= high),
+                   key=lambda e: multiplier_of(e, lr))
             for entries, lr in zip(frame["landscape/per_eta"], frame["lr"])]
 
 
-def _with_fallback(on_grid, whole):
-    """The statistic on the grid from the record's entries, else the record's own."""
-    def value(frame):
-        if "landscape/per_eta" in frame:
-            return on_grid(frame)
-        return whole(frame)
-    return value
+def _reduce(frame, field, reduce, low=PAPER_GRID_FROM, high=np.inf):
+    return np.array([reduce([e[field] for e in entries]) if entries else np.nan
+                     for entries in _grid(frame, low, high)], float)
 
 
-def _band(frame, from_multiplier):
-    return np.subtract(_over_grid(frame, "loss_at_eta", max, from_multiplier),
-                       _over_grid(frame, "loss_at_eta", min, from_multiplier))
+def loss_band(frame, low=PAPER_GRID_FROM):
+    """loss_max - loss_min over the paper's grid (multipliers from `low`)."""
+    return _reduce(frame, "loss_at_eta", lambda v: max(v) - min(v), low)
 
 
-def loss_band(frame):
-    """loss_max - loss_min along the gradient, on the paper's grid (eta >= LR/2)."""
-    return _with_fallback(lambda f: _band(f, PAPER_GRID_FROM),
-                          lambda f: f["landscape/loss_max"] - f["landscape/loss_min"])(frame)
+def loss_change_at(multiplier):
+    """|L(theta - eta g) - L(theta)| at eta = multiplier x LR: the loss band of the one
+    step (the band's value as a function of the step size)."""
+    return lambda frame: np.abs(_reduce(frame, "loss_at_eta", max, multiplier, multiplier)
+                                - frame["landscape/loss"].to_numpy(float))
 
 
-def grad_change(frame):
+def grad_change(frame, low=PAPER_GRID_FROM):
     """max over the paper's grid of ||grad L(theta - eta g) - g||."""
-    return _with_fallback(lambda f: _over_grid(f, "grad_change", max, PAPER_GRID_FROM),
-                          lambda f: f["landscape/grad_change_max"])(frame)
+    return _reduce(frame, "grad_change", max, low)
 
 
-def relative_grad_change(frame):
+def relative_grad_change(frame, low=PAPER_GRID_FROM):
     """max over the paper's grid of ||grad L(theta - eta g) - g|| / ||g||."""
-    return np.asarray(grad_change(frame), float) / frame["landscape/grad_norm"]
+    return grad_change(frame, low) / frame["landscape/grad_norm"].to_numpy(float)
 
 
-def beta(frame):
-    """The effective beta-smoothness over the whole grid (ours extends below LR/2)."""
-    return frame["landscape/beta_max"]
+def beta(frame, low=PAPER_GRID_FROM):
+    """The effective beta-smoothness as the paper reads it: the maximum over its grid
+    of ||grad L(theta - eta g) - g|| / ||eta g||."""
+    return _reduce(frame, "beta", max, low)
 
 
-def paper_beta(frame):
-    """The effective beta on the paper's grid (eta >= LR/2)."""
-    return _with_fallback(lambda f: _over_grid(f, "beta", max, PAPER_GRID_FROM), beta)(frame)
+def local_beta(frame):
+    """The effective beta at the grid's smallest step: curvature along the gradient
+    where the step is smallest (beyond the paper; our VGG grid reaches LR/16)."""
+    return _reduce(frame, "beta", lambda v: v[0], low=0)
+
+
+def entry_at(field):
+    """Multiplier -> the entry `field` at that one step size."""
+    return lambda multiplier: (lambda frame: _reduce(frame, field, max, multiplier, multiplier))
+
+
+def grid_end_shares(frame, field="beta", low=PAPER_GRID_FROM):
+    """{"smallest": share, "largest": share} of records whose maximum of `field` over the
+    grid from `low` sits at its smallest / largest step (where a maximum over a grid
+    measures the grid, PROTOCOL.md section 4)."""
+    ends = {"smallest": [], "largest": []}
+    for entries in _grid(frame, low):
+        if len(entries) < 2:
+            continue
+        top = int(np.nanargmax([e[field] for e in entries]))
+        ends["smallest"].append(top == 0)
+        ends["largest"].append(top == len(entries) - 1)
+    return {end: float(np.mean(flags)) if flags else float("nan") for end, flags in ends.items()}
+
+
+LANDSCAPE_LOSS = "landscape/loss"
+
+
+def landscape_measures(low):
+    """The landscape's measures on a grid from `low` x LR: {"band", "grad_change",
+    "relative_grad_change", "beta"}; the first, second and fourth with their value at
+    each step size (`at`)."""
+    def on_grid(function):
+        return lambda frame: function(frame, low)
+    return {
+        "band": ProbeMeasure("landscape", on_grid(loss_band), LANDSCAPE_LOSS,
+                             at_multiplier=loss_change_at),
+        "grad_change": ProbeMeasure("landscape", on_grid(grad_change), LANDSCAPE_LOSS,
+                                    at_multiplier=entry_at("grad_change")),
+        "relative_grad_change": ProbeMeasure("landscape", on_grid(relative_grad_change),
+                                             LANDSCAPE_LOSS),
+        "beta": ProbeMeasure("landscape", on_grid(beta), LANDSCAPE_LOSS,
+                             at_multiplier=entry_at("beta"), grid_from=low)}
 
 
 ICS_L2 = ProbeMeasure("ics", lambda f: f["ics/l2"], "ics/loss", per_layer=True)
 ICS_RELATIVE = ProbeMeasure("ics", lambda f: f["ics/relative_l2"], "ics/loss", per_layer=True)
 ICS_COSINE = ProbeMeasure("ics", lambda f: 1.0 - f["ics/cosine"], "ics/loss", per_layer=True)
-LANDSCAPE_LOSS = "landscape/loss"
-LOSS_BAND = ProbeMeasure("landscape", loss_band, LANDSCAPE_LOSS)
-GRAD_CHANGE = ProbeMeasure("landscape", grad_change, LANDSCAPE_LOSS)
-RELATIVE_GRAD_CHANGE = ProbeMeasure("landscape", relative_grad_change, LANDSCAPE_LOSS)
-BETA = ProbeMeasure("landscape", beta, LANDSCAPE_LOSS, paper=paper_beta)
+# The VGG's measures on the paper's grid (from LR/2); the DLN's grid is the paper's whole.
+VGG_LANDSCAPE = landscape_measures(PAPER_GRID_FROM)
+DLN_LANDSCAPE = landscape_measures(0.0)
+LOCAL_BETA = ProbeMeasure("landscape", local_beta, LANDSCAPE_LOSS)
 CURVATURE = ProbeMeasure("curvature", lambda f: np.abs(f["curvature/top_eigenvalue"]),
                          "curvature/loss")
 

@@ -60,6 +60,10 @@ RULES = {rule.name: rule for rule in (
          "K = log(T_standard / T) / log(T_standard / T_BN) with T the median steps to 90 %: "
          "reproduced if its interval lies at or above 1/3, not reproduced if below",
          _by_bounds(lambda lo, hi: lo >= SPEEDUP_KEPT, lambda lo, hi: hi < SPEEDUP_KEPT)),
+    Rule("accuracy higher", "test accuracy minus the reference's (medians over seeds, at "
+         "the runs' last step): reproduced if its interval lies above 0, not reproduced if "
+         "it lies at or below 0, else inconclusive",
+         _by_bounds(lambda lo, hi: lo > 0, lambda lo, hi: hi <= 0)),
     Rule("accuracy near BN", "test accuracy minus BN's (medians over seeds, at the last "
          "step both evaluated): reproduced if its interval lies at or above -0.02, not "
          "reproduced if below",
