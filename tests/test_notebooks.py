@@ -44,16 +44,23 @@ def test_every_notebook_makes_its_figures_and_the_report(sweep, tmp_path):
     expected = ["training_accuracy", "training_loss", "activations_layer3", "activations_layer9",
                 "ics", "ics_vs_loss_layer2", "ics_vs_loss_layer5", "landscape",
                 "gradient_change_vs_step", "loss_band_vs_loss", "beta_max_vs_loss", "curvature",
-                "lp_training", "lp_landscape", "dln_loss", "dln_landscape"]
+                "landscape_per_eta", "lp_training", "lp_landscape", "dln_loss", "dln_landscape",
+                "dln_landscape_per_eta"]
     for name in expected:
         for fmt in ("png", "svg"):
             assert (figures / f"{name}.{fmt}").stat().st_size > 1000, name
+    assert_no_two_figures_are_the_same(figures)
     page = report.read_text()
     assert all(f"figures/{name}.png" in page for name in expected)
     assert "seeds per variant" in page and "data set synthetic" in page
     # The answer comes first, then the claims table; the run inventory last.
-    assert (page.index("What the paper claims, and what we find") < page.index("<h2>Claims</h2>")
+    assert (page.index("What the paper claims, and what we find") < page.index("<h2>Claims: the ledger</h2>")
             < page.index("<h2>Figures</h2>") < page.index("<h2>Runs</h2>"))
+    # The first screen: each headline claim with the paper's value, ours, the verdict and
+    # a thumbnail of its figure.
+    answer = page[:page.index("<h2>Claims: the ledger</h2>")]
+    assert 'class="thumb" src="figures/training_accuracy.png"' in answer
+    assert "0.485" in answer and "Fig 1" in answer  # the paper's steps to 90 %, its source
     assert "BN trains faster" in page and page.count("<tr>") >= 6
     assert {p.stem for p in (tmp_path / "notebooks").glob("*.ipynb")} == set(NOTEBOOKS)
     # They name the folder they were published to, not the staging folder they ran in.
@@ -66,7 +73,7 @@ def test_every_notebook_makes_its_figures_and_the_report(sweep, tmp_path):
                if line.startswith("    ")]
     assert len(details) > 20 and all(str(escape(line)) in page for line in details)
     rows = json.loads(call_cli("claims", sweep, "--json").stdout)
-    assert {row["key"] for row in rows} >= {"bn_trains_faster", "dln_batch_lower_loss",
+    assert {row["key"] for row in rows} >= {"bn_trains_faster", "dln_batch_vs_none_loss",
                                             "loss_band_narrower_transient", "dln_batch_ics_cosine"}
     # A rebuild removes what the earlier build wrote, and nothing else.
     (tmp_path / "mine.txt").write_text("a user's file")
@@ -79,6 +86,25 @@ def test_every_notebook_makes_its_figures_and_the_report(sweep, tmp_path):
         make_figures([sweep], tmp_path, notebooks=("dln",), echo=lambda message: None)
     assert (figures / "mine.png").read_bytes() == b"mine"
     assert (figures / "dln_loss.png").exists()  # refused before anything was deleted
+
+
+def assert_no_two_figures_are_the_same(figures):
+    """A figure under two names (a caption on the wrong picture) fails: every PNG differs."""
+    import hashlib
+    seen = {}
+    for path in sorted(figures.glob("*.png")):
+        digest = hashlib.sha256(path.read_bytes()).hexdigest()
+        assert digest not in seen, f"{path.name} repeats {seen[digest]}"
+        seen[digest] = path.name
+
+
+def test_the_figure_check_fails_on_a_repeated_figure(tmp_path):
+    (tmp_path / "landscape.png").write_bytes(b"the same picture")
+    (tmp_path / "lp_landscape.png").write_bytes(b"another picture")
+    assert_no_two_figures_are_the_same(tmp_path)
+    (tmp_path / "lp_landscape.png").write_bytes(b"the same picture")
+    with pytest.raises(AssertionError, match="repeats landscape.png"):
+        assert_no_two_figures_are_the_same(tmp_path)
 
 
 def test_notebooks_are_stored_without_outputs():

@@ -86,14 +86,16 @@ def _labelled(runs):
 
 def records_frame(runs, stream):
     """All `stream` records of `runs` as one frame with columns variant, run, seed,
-    norm, lr, status plus the record's own columns. Empty if no run has the stream."""
+    norm, lr, status, run_steps (the run's length) plus the record's own columns. Empty
+    if no run has the stream."""
     frames = []
     for run in runs:
         frame = run.records.get(stream)
         if frame is None or frame.empty:
             continue
         frames.append(frame.assign(variant=run.variant, run=run.path, seed=run.seed,
-                                   norm=run.norm, lr=run.lr, status=run.status or "unknown"))
+                                   norm=run.norm, lr=run.lr, status=run.status or "unknown",
+                                   run_steps=run.steps))
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
 
@@ -130,12 +132,22 @@ def chosen_layers(frame, stream, requested=None):
     return wanted
 
 
-def runs_summary(runs):
+def common_eval_step(runs):
+    """The last step at which every run that evaluated was evaluated (None if none)."""
+    steps = [set(r.records["eval"]["step"].astype(int)) for r in runs
+             if r.records.get("eval") is not None and not r.records["eval"].empty]
+    common = set.intersection(*steps) if steps else set()
+    return max(common) if common else None
+
+
+def runs_summary(runs, step=None):
     """One row per loaded run (`runs.summary_row`): variant, norm, lr, seed, status, the
-    step it diverged at, final test accuracy and loss."""
+    step it diverged at, test accuracy and loss: the final ones, or at `step`."""
     rows = []
     for run in runs:
         evals = run.records.get("eval", pd.DataFrame())
+        if step is not None and not evals.empty:
+            evals = evals[evals["step"] == step]
         row = summary_row(run.meta, None, evals.iloc[-1].to_dict() if not evals.empty else None)
         rows.append({"variant": run.variant, "norm": run.norm, "lr": run.lr, "seed": run.seed,
                      **pick(row, ("status", "diverged_at", "test_accuracy", "test_loss"))})

@@ -13,8 +13,10 @@ BAND = ("pi", 100)  # seaborn errorbar: the full range over seeds
 
 
 def with_seed_counts(frame):
-    """Variant labels with their seed count, e.g. 'BN (n=3)'."""
-    counts = frame.groupby("variant")["seed"].nunique()
+    """Variant labels with their count of runs, e.g. 'BN (n=3)' (a variant trained for
+    two lengths has two runs a seed: n counts runs, what its line averages over)."""
+    column = "run" if "run" in frame else "seed"
+    counts = frame.groupby("variant")[column].nunique()
     return frame.assign(variant=frame["variant"].map(lambda v: f"{v} (n={counts[v]})"))
 
 
@@ -37,7 +39,7 @@ def _untitled_legend(ax):
 
 def per_learning_rate(frame, labels=None):
     """([(lr, rows)] in increasing LR, palette). Rows get a `name` column, the norm's
-    name with its seed count and how many of those runs diverged (the LR is the panel's);
+    name with its count of runs and how many of them diverged (the LR is the panel's);
     the palette gives a norm one colour in every panel. `labels` ({(lr, norm): name},
     from another frame's call) names the rows the same way: a diverged run may have
     training records but no evaluation."""
@@ -45,9 +47,9 @@ def per_learning_rate(frame, labels=None):
     if labels is None:
         labels = {}
         for (lr, norm), rows in frame.groupby(["lr", "norm"]):
-            seeds = rows.groupby("seed")["status"].first()
-            diverged = int((seeds == "diverged").sum())
-            labels[(lr, norm)] = (f"{NORM_NAMES.get(norm, norm)} (n={len(seeds)}"
+            runs = rows.groupby("run" if "run" in rows else "seed")["status"].first()
+            diverged = int((runs == "diverged").sum())
+            labels[(lr, norm)] = (f"{NORM_NAMES.get(norm, norm)} (n={len(runs)}"
                                   + (f", {diverged} diverged" if diverged else "") + ")")
     from pipeline.results.analysis import NORM_COLORS
     frame = frame.assign(name=[labels[(lr, n)] for lr, n in zip(frame["lr"], frame["norm"])])
@@ -128,15 +130,28 @@ def plot_ics(ics):
 def plot_versus_loss(frame, y, loss, title, ylabel, logy=True):
     """A probe statistic against the training loss of its own step (log x, decreasing:
     training goes left to right), one point per record, one colour per variant, one
-    panel per learning rate: the comparison the claims make at matched progress, drawn."""
+    panel per learning rate: the comparison the claims make at matched progress, drawn.
+    Records of the initial transient (the first 5 % of a run's steps, which the claims
+    leave out: PROTOCOL.md section 8) are drawn as hollow circles."""
+    from pipeline.results.measures import TRANSIENT
     frame = frame[(frame["status"] != "diverged") & (frame["step"] > 0)]
     by_lr, palette, _ = per_learning_rate(frame)
     fig, axes = plt.subplots(1, len(by_lr), figsize=(5.5 * len(by_lr), 4), squeeze=False,
                              constrained_layout=True)
     for ax, (lr, rows) in zip(axes[0], by_lr):
         names = sorted(set(rows["name"]))
-        sns.scatterplot(data=rows, x=loss, y=y, hue="name", hue_order=names, s=14, alpha=0.7,
-                        palette={n: palette[n] for n in names}, ax=ax, linewidth=0)
+        early = rows["step"] < TRANSIENT * rows["run_steps"]
+        if not early.all():
+            sns.scatterplot(data=rows[~early], x=loss, y=y, hue="name", hue_order=names, s=14,
+                            alpha=0.7, palette={n: palette[n] for n in names}, ax=ax,
+                            linewidth=0)
+        for name, points in rows[early].groupby("name"):
+            ax.scatter(points[loss], points[y], s=14, facecolors="none",
+                       edgecolors=palette[name], linewidths=0.8)
+        if early.any():
+            ax.scatter([], [], s=14, facecolors="none", edgecolors="grey",
+                       label="initial transient (not compared)")
+            ax.legend()
         ax.set(xscale="log", title=f"LR {lr:g}: {title}", xlabel="training loss at the probe step",
                ylabel=ylabel)
         ax.invert_xaxis()
@@ -146,10 +161,12 @@ def plot_versus_loss(frame, y, loss, title, ylabel, logy=True):
     return fig
 
 
-def plot_landscape(landscape, logy=False):
+def plot_landscape(landscape, logy=False, beta=("landscape/beta_max", "the whole grid")):
     """Loss variation, gradient predictiveness (bands over the step grid) and effective
     beta-smoothness over training, one row of panels per learning rate (Fig 4, 9, 10,
-    12, 13). `landscape`: `analysis.probe_frame(runs, "landscape", expand=False)`."""
+    12, 13). `landscape`: `analysis.probe_frame(runs, "landscape", expand=False)`;
+    `beta`: its column of the effective beta and the grid it is the maximum over, named
+    in the panel's title (the paper's Fig 4c: {1/2 ... 4} x LR)."""
     by_lr, palette, _ = per_learning_rate(landscape)
     fig, axes = plt.subplots(len(by_lr), 3, figsize=(16, 4 * len(by_lr)), squeeze=False,
                              constrained_layout=True)
@@ -171,8 +188,33 @@ def plot_landscape(landscape, logy=False):
                 ax.set_yscale("log")
             ax.legend()
         names = {k: v for k, v in palette.items() if k in set(frame["name"])}
-        _lines(row[2], frame, "landscape/beta_max", f"LR {lr:g}: effective beta-smoothness",
-               "beta", logy, hue="name", palette=names)
+        _lines(row[2], frame, beta[0], f"LR {lr:g}: effective beta-smoothness\n(max over "
+               f"{beta[1]})", "beta", logy, hue="name", palette=names)
+    return fig
+
+
+def plot_per_eta(rows, title):
+    """The landscape's ratios variant / reference at matched training loss against the
+    step size (one panel per ledger row with `per_eta`: loss band, gradient change,
+    beta), each with its 95 % interval; 1 (no difference) dashed. Where a ratio is
+    drawn as a function of the grid, no one step size decides it."""
+    rows = [row for row in rows if row.measured.get("per_eta")]
+    if not rows:
+        from pipeline.results.analysis import NothingToPlot
+        raise NothingToPlot("no ledger row with ratios per step size")
+    fig, axes = plt.subplots(1, len(rows), figsize=(4.6 * len(rows), 3.8), squeeze=False,
+                             constrained_layout=True)
+    for ax, row in zip(axes[0], rows):
+        points = [e for e in row.measured["per_eta"] if e["ratio"] is not None]
+        x = np.array([e["multiplier"] for e in points])
+        y = np.array([e["ratio"] for e in points])
+        low, high = (np.array([e["interval"][k] for e in points]) for k in (0, 1))
+        ax.errorbar(x, y, yerr=[y - low, high - y], marker="o", capsize=3, color="C0")
+        ax.axhline(1.0, color="grey", ls="--", lw=1)
+        ax.set(xscale="log", yscale="log", xlabel="step size eta / LR",
+               ylabel=f"{row.variant} / {row.reference} at matched loss",
+               title=f"{row.key} (LR {row.lr:g}, {row.seeds} seeds)")
+    fig.suptitle(title)
     return fig
 
 
@@ -269,10 +311,12 @@ def plot_curvature(curvature):
     return fig
 
 
-def plot_lr_sensitivity(summary):
-    """Final test accuracy against the learning rate per norm (mean over seeds, band
-    min-max), in every figure's colours and names; diverged runs, which have no final
-    accuracy, drawn as crosses at 0 in their norm's colour and counted in the legend."""
+def plot_lr_sensitivity(summary, step=None):
+    """Test accuracy against the learning rate per norm (mean over seeds, band min-max),
+    in every figure's colours and names; diverged runs, which have no accuracy, drawn as
+    crosses at 0 in their norm's colour and counted in the legend. `summary`'s accuracies
+    are at one `step` for every LR (`analysis.runs_summary(runs, step)`), named in the
+    axis: runs of different lengths are not compared."""
     from pipeline.results.analysis import NORM_COLORS, NORM_NAMES
     fig, ax = plt.subplots(figsize=(6, 4), constrained_layout=True)
     frame = summary.assign(norm=summary["norm"].astype(str))
@@ -289,7 +333,8 @@ def plot_lr_sensitivity(summary):
             ax.scatter(diverged["lr"], np.zeros(len(diverged)), marker="x", color=color, s=60,
                        zorder=3, label=f"{name}: {len(diverged)} diverged")
     ax.legend(title="network")
-    ax.set(xscale="log", xlabel="learning rate", ylabel="final test accuracy",
+    ax.set(xscale="log", xlabel="learning rate",
+           ylabel="test accuracy" + (f" at step {step}" if step is not None else ""),
            title="learning-rate sensitivity")
     return fig
 

@@ -145,7 +145,7 @@ def build_report(output_dir, runs=()):
 
     from pipeline.results.analysis import load_runs
     from pipeline.results.claims import claims_table
-    from pipeline.results.claims_format import answer, details
+    from pipeline.results.claims_format import answer, details, number
     from pipeline.results.rules import RULES
     output_dir = Path(output_dir)
     figures = output_dir / "figures"
@@ -155,12 +155,13 @@ def build_report(output_dir, runs=()):
     environment = jinja2.Environment(
         loader=jinja2.FileSystemLoader(Path(__file__).parent / "templates"), autoescape=True)
     environment.filters["details"] = details  # a row's details as the text table has them
+    environment.filters["number"] = number
     claims = claims_table(loaded) if loaded else []
+    names = [name for name in captions if (figures / f"{name}.png").exists()]
     page = environment.get_template("report.html.j2").render(
-        claims=claims, answer=answer(claims),
+        claims=claims, answer=answer(claims), figure_names=names,
         rules={name: rule.text for name, rule in RULES.items()},
-        figures=[{"name": name, "caption": caption} for name, caption in captions.items()
-                 if (figures / f"{name}.png").exists()],
+        figures=[{"name": name, "caption": captions[name]} for name in names],
         notebooks=[n.name for n in sorted((output_dir / "notebooks").glob("*.ipynb"))],
         runs=run_inventory(loaded))
     path = output_dir / "report.html"
