@@ -168,26 +168,27 @@ def test_the_demo_plan_is_valid_and_puts_its_longest_runs_first():
     header = path.read_text().split("\nsweeps:")[0]
     assert "python -m pipeline sweep --plan" in header and "Runtime" in header and "Expected" in header
     runs = sweep.plan_file(path, "runs/demo")
-    assert len(runs) == 90
+    assert len(runs) == 82
     names = [str(r.workdir) for r in runs]
     # The DLN's l1 runs (the longest) first, the 200-step VGG runs without probes last.
     assert names[0] == "runs/demo/dln/lr-1e-6__norm-l1__seed-0"
     assert names[-1] == "runs/demo/lr-0.1__norm-linf__seed-2"
     assert {r.backend for r in runs if "/dln/" in str(r.workdir)} == {"jax"}
-    # 6 seeds for every DLN variant, paired: the same seeds for each; BN at LR 1e-6 has
-    # 16, for the ICS rows at LR 1e-6 (PROTOCOL.md section 9).
+    # 6 seeds for every DLN variant, paired: the same seeds for each (PROTOCOL.md section
+    # 9: fixed before the runs, never raised after a result).
     seeds = {}
     for run in runs:
         if "/dln/" in str(run.workdir):
             variant = str(run.workdir.name).rsplit("__seed-", 1)[0]
             seeds.setdefault(variant, set()).add(int(run.workdir.name.rsplit("-", 1)[1]))
-    assert seeds.pop("lr-1e-6__norm-batch") == set(range(16))
-    assert len(seeds) == 4 and all(s == set(range(6)) for s in seeds.values())
+    assert len(seeds) == 7 and all(s == set(range(6)) for s in seeds.values())
     # The standard DLN's longer runs (PROTOCOL.md section 9): their own folder, 4x the
-    # steps, BN's 16 seeds, on JAX like every DLN run.
+    # steps, BN's 6 seeds, on JAX like every DLN run, with the probes the matched rows
+    # at LR 1e-6 read (ICS, the landscape).
     long = [r for r in runs if "/dln_long/" in str(r.workdir)]
-    assert len(long) == 16 and {r.backend for r in long} == {"jax"}
-    assert {int(r.workdir.name.rsplit("-", 1)[1]) for r in long} == set(range(16))
+    assert len(long) == 6 and {r.backend for r in long} == {"jax"}
+    assert {int(r.workdir.name.rsplit("-", 1)[1]) for r in long} == set(range(6))
+    assert all("probes.landscape.every=250" in r.overrides for r in long)
     assert all("train.steps=40000" in r.overrides for r in long)
     # The confirmation set (make demo-confirm): the same runs on seeds + 100, disjoint.
     confirm = sweep.plan_file(path, "runs/demo_confirm", seed_offset=100)
