@@ -127,6 +127,7 @@ class RunLevel(Claim):
                        p_value=rules.rank_test(a, b))
             if self.difference:
                 row["ratio"] = row["variant_median"] - row["reference_median"]
+                row["difference"] = True
             else:
                 row["ratio"] = (row["variant_median"] / row["reference_median"]
                                 if row["reference_median"] else float("inf"))

@@ -21,8 +21,8 @@ import pandas as pd
 
 from pipeline.results import matched, rules
 from pipeline.results.claim_kinds import Claim, interval_text, value_text, where
-from pipeline.results.measures import (grid_end_shares, grid_multipliers, records_frame,
-                                       training_regime)
+from pipeline.results.measures import (TRANSIENT, grid_end_shares, grid_multipliers,
+                                       records_frame, training_regime)
 from pipeline.results.rules import verdict
 
 # Where a variant's maximum over the grid sits at one end in at least this share of its
@@ -138,8 +138,7 @@ class MatchedProbe(Claim):
             frame = records_frame(runs, "landscape")
             if frame.empty:
                 continue
-            frame = frame[frame["step"] >= 0.05 * frame["run"].map(
-                {r.path: r.steps for r in runs})]
+            frame = frame[frame["step"] >= TRANSIENT * frame["run_steps"]]
             ends[norm] = grid_end_shares(frame, low=self.measure.grid_from)
         return ends
 
