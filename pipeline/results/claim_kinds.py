@@ -89,6 +89,14 @@ class Claim:
     def norms(self):
         return [n for n in (self.variant, self.reference) if n is not None]
 
+    def runs_read(self, runs):
+        """The runs of one variant at one LR that the claim reads, all of one length
+        (PROTOCOL.md section 8): the shortest, the length the plan gives every variant
+        (the DLN's 10,000 steps), so that run-level statistics describe the same stretch
+        of training."""
+        length = min((r.steps for r in runs), default=None)
+        return [r for r in runs if r.steps == length]
+
     def paper_verdict(self, value):
         """The verdict the row's rule gives the paper's own value (one run: a point)."""
         if value is None:
@@ -159,7 +167,8 @@ class RunLevel(Claim):
         if "horizon" in m:
             h = m["horizon"]
             lines.append(f"horizon: both LRs at step {h['step']}, where the standard network at "
-                         f"LR {h['low_lr']:g} has passed 90 % in {h['reached']} of {h['runs']} "
+                         f"LR {h['low_lr']:g} has passed {rules.percent(rules.MILESTONE_LEVEL)} in "
+                         f"{h['reached']} of {h['runs']} "
                          f"seeds (median step {h['median_step']:.4g})")
         return lines
 
@@ -178,7 +187,7 @@ class LargeLR(RunLevel):
         low = [r for r in groups.get((self.family, "none", lrs[0]), [])]
         step = min(r.steps for runs in chosen.values() for r in runs)
         if low:
-            reach = [steps_to_accuracy(0.9)(r) for r in low]
+            reach = [steps_to_accuracy(rules.MILESTONE_LEVEL)(r) for r in low]
             passed = [s for s, r in zip(reach, low) if s < r.steps and s <= step]
             rows[0]["horizon"] = {"step": step, "low_lr": lrs[0], "runs": len(low),
                                   "reached": len(passed), "median_step": float(np.median(reach))}
@@ -213,7 +222,7 @@ class TrainsLikeBN(Claim):
     """The share of BN's speed-up over the standard network kept (steps to `level`
     accuracy) and the test accuracy against BN's; the paper's value is the pair (share
     kept, accuracy difference)."""
-    level: float = 0.9
+    level: float = rules.MILESTONE_LEVEL
     kind: ClassVar[str] = "trains like BN"
 
     def paper_verdict(self, value):
@@ -224,8 +233,7 @@ class TrainsLikeBN(Claim):
                           verdict("accuracy near BN", (difference, difference)))
 
     def evaluate(self, chosen, groups, lr, rng):
-        from pipeline.results.claims import of_one_length
-        standard = of_one_length(self, groups.get((self.family, "none", lr), []))
+        standard = self.runs_read(groups.get((self.family, "none", lr), []))
         if not standard:
             return [{"verdict": "missing runs", "command": "make demo (the standard network's "
                      "runs at this LR)"}]
@@ -262,7 +270,8 @@ class TrainsLikeBN(Claim):
     def lines(row):
         m = row.measured
         t = m["steps_medians"]
-        lines = [f"{where(row)}: steps to 90 % {row.variant} {t['variant']:.4g}, BN "
+        lines = [f"{where(row)}: steps to {rules.percent(rules.MILESTONE_LEVEL)} {row.variant} "
+                 f"{t['variant']:.4g}, BN "
                  f"{t['batch']:.4g}, standard {t['none']:.4g}; share of BN's speed-up kept "
                  f"{value_text(row)} ({m['parts']['keeps speed-up']})"]
         if "accuracy_difference" in m:

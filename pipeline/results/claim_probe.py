@@ -23,7 +23,7 @@ from pipeline.results import matched, rules
 from pipeline.results.claim_kinds import Claim, interval_text, value_text, where
 from pipeline.results.measures import (TRANSIENT, grid_end_shares, grid_multipliers,
                                        records_frame, training_regime)
-from pipeline.results.rules import verdict
+from pipeline.results.rules import percent, verdict
 
 # Where a variant's maximum over the grid sits at one end in at least this share of its
 # records, the row says so: the maximum then measures the grid (PROTOCOL.md section 4).
@@ -61,6 +61,15 @@ class MatchedProbe(Claim):
     paper_reduce: str = "max"
     per_eta: bool = False
     kind: ClassVar[str] = "probe"
+
+    def runs_read(self, runs):
+        """A probe claim compares at matched training loss, which needs no equal lengths:
+        it reads the longest runs that hold its probe's records (a longer run reaches
+        losses the other variant passes; PROTOCOL.md section 8)."""
+        stream = self.measure.stream
+        runs = [r for r in runs if not r.records.get(stream, pd.DataFrame()).empty] or runs
+        length = max((r.steps for r in runs), default=None)
+        return [r for r in runs if r.steps == length]
 
     def evaluate(self, chosen, groups, lr, rng):
         frames = {norm: pd.concat([self.measure.records(r) for r in runs], ignore_index=True)
@@ -149,7 +158,7 @@ class MatchedProbe(Claim):
         bins = ", ".join(f"{b['loss_range'][0]:.2g}-{b['loss_range'][1]:.2g}: {b['ratio']:.3g} "
                          f"{interval_text(b['interval'])}" for b in m["matched_bins"])
         lines = [f"{row.statistic} at matched training loss (training regime: after the "
-                 f"first 5 % of steps), {where(row)}{ratio}",
+                 f"first {percent(TRANSIENT)} of steps), {where(row)}{ratio}",
                  f"per loss bin (variant / reference): {bins or 'no bin matched'}",
                  "coverage in the training regime (seeds with >= "
                  f"{matched.MIN_RECORDS} records / records, steps, oscillating share):"]

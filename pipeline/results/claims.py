@@ -16,8 +16,6 @@ whose runs or records are missing says which command makes them.
 import dataclasses
 
 import numpy as np
-import pandas as pd
-
 from pipeline.results.claim_kinds import (FINAL_LOSS, LargeLR, Paired, Paper, RunLevel,
                                           TrainsLikeBN, final_test_accuracy)
 from pipeline.results.claim_probe import MatchedProbe
@@ -27,10 +25,15 @@ from pipeline.results.measures import (CURVATURE, DLN_LANDSCAPE, ICS_COSINE, ICS
                                        beta_over_curvature, edge_of_stability, final_log_loss,
                                        levels_passed, mean_log_loss, steps_to_accuracy,
                                        transient_median)
-from pipeline.results.rules import RULES
+from pipeline.results.analysis import MILESTONE_WINDOW
+from pipeline.results.measures import TRANSIENT
+from pipeline.results.rules import MILESTONE_LEVEL, RULES, percent
 
-MILESTONE = "steps to 90 % mini-batch training accuracy (centred 9-step average)"
-LIKE_BN = "share of BN's speed-up kept (steps to 90 %) and test accuracy minus BN's"
+LEVEL = percent(MILESTONE_LEVEL)
+MILESTONE = (f"steps to {LEVEL} mini-batch training accuracy (centred {MILESTONE_WINDOW}-step "
+             "average)")
+LIKE_BN = f"share of BN's speed-up kept (steps to {LEVEL}) and test accuracy minus BN's"
+EARLY = percent(TRANSIENT)
 DLN_CURVE = "geometric-mean training loss over the run, paired by seed (variant / reference)"
 DLN_SHOWN = (FINAL_LOSS, ("rank-k levels passed", levels_passed))
 FIG_4 = "max over the curve after step 0, one run"
@@ -47,10 +50,10 @@ def _landscape(key, text, statistic, measure, paper, headline=False, setting=BN_
     return [MatchedProbe(key=key, text=text, **setting, statistic=statistic, measure=measure,
                          per_eta=True, expect="smaller", paper=paper, headline=headline),
             RunLevel(key=f"{key}_transient",
-                     text=f"beyond the paper: BN is rougher during its first 5 % of steps "
+                     text=f"beyond the paper: BN is rougher during its first {EARLY} of steps "
                           f"({statistic})", **setting,
                      statistic=f"median of {statistic} over the initial transient (steps 1 "
-                               "to 5 % of the run)",
+                               f"to {EARLY} of the run)",
                      measure=transient_median(measure), expect="larger")]
 
 
@@ -78,7 +81,7 @@ def _fig5(variant, reference):
 
 CLAIMS = [
     RunLevel(key="bn_trains_faster", text="BN trains faster", **BN_VGG, statistic=MILESTONE,
-             measure=steps_to_accuracy(0.9), expect="smaller", headline=True,
+             measure=steps_to_accuracy(MILESTONE_LEVEL), expect="smaller", headline=True,
              paper=Paper("Fig 1 (training accuracy, LR 0.1); PROTOCOL.md section 6",
                          "BN 1.6k vs standard 3.3k steps to 90 %", 1.6 / 3.3)),
     RunLevel(key="bn_test_accuracy", text="BN reaches a higher test accuracy", **BN_VGG,
@@ -90,7 +93,7 @@ CLAIMS = [
     LargeLR(key="large_lr", text="at the large LR the standard network fails while BN trains",
             **{**BN_VGG, "lr": "high"},
             statistic="test accuracy at the runs' last step (a horizon at which the standard "
-                      "network at the small LR has passed 90 %)",
+                      f"network at the small LR has passed {LEVEL})",
             measure=final_test_accuracy, expect="larger", headline=True,
             paper=Paper("Fig 1 (test accuracy, LR 0.5); PROTOCOL.md section 6",
                         "BN 80.1 % vs standard 10 % (does not train)", 80.1 / 10.0)),
@@ -245,22 +248,6 @@ def _claim_lrs(claim, lrs):
     return {"low": family_lrs[:1], "high": family_lrs[-1:], "each": family_lrs}[claim.lr]
 
 
-def of_one_length(claim, runs):
-    """The runs of one variant at one LR that `claim` reads, all of one length (PROTOCOL.md
-    section 8). A probe claim compares at matched training loss, which needs no equal
-    lengths: it reads the longest runs that hold its probe's records (a longer run reaches
-    losses the other variant passes). Every other claim reads the shortest runs, the length
-    the plan gives every variant (the DLN's 10,000 steps), so that run-level statistics
-    describe the same stretch of training."""
-    if isinstance(claim, MatchedProbe):
-        stream = claim.measure.stream
-        runs = [r for r in runs if not r.records.get(stream, pd.DataFrame()).empty] or runs
-        length = max((r.steps for r in runs), default=None)
-    else:
-        length = min((r.steps for r in runs), default=None)
-    return [r for r in runs if r.steps == length]
-
-
 # An interval across its rule's boundary is thin evidence, not a finding either way.
 UNDECIDED = ("the interval crosses the rule's boundary: more seeds (their number fixed "
              "before the runs, on both seed sets) would narrow it")
@@ -295,7 +282,7 @@ def evaluate_claim(claim, groups, lrs, rng):
             "headline": claim.headline}
     rows = []
     for lr in _claim_lrs(claim, lrs) or [None]:
-        chosen = {norm: of_one_length(claim, groups.get((claim.family, norm, lr), []))
+        chosen = {norm: claim.runs_read(groups.get((claim.family, norm, lr), []))
                   for norm in claim.norms()}
         if lr is None or not all(chosen.values()):
             values = {**base, "lr": lr, "verdict": "missing runs", "command": "make demo"}

@@ -17,6 +17,16 @@ LEVEL = 0.95
 ABOUT_EQUAL = 1.5          # "about equal": within [1/1.5, 1.5]; "clearly" smaller / larger
 SPEEDUP_KEPT = 1 / 3       # "trains like BN": keeps at least this share of BN's speed-up
 ACCURACY_MARGIN = 0.02     # ... and its test accuracy is at most 2 points below BN's
+MILESTONE_LEVEL = 0.9      # the milestone of "trains faster" and "trains like BN"
+
+
+def percent(share):
+    """0.9 -> '90 %', as the ledger writes shares."""
+    return f"{share * 100:g} %"
+
+
+# The thresholds as the rules' texts print them.
+_E, _K, _M = f"{ABOUT_EQUAL:g}", "1/3", f"{ACCURACY_MARGIN:g}"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -43,29 +53,30 @@ def _by_bounds(reproduced, failed):
 # wholly below 1 establishes a reduction, however small.
 RULES = {rule.name: rule for rule in (
     Rule("smaller", "reproduced if the whole interval of the ratio lies below 1; else not "
-         "reproduced if it lies at or above 1/1.5 (no reduction of 1.5x or more), else "
+         f"reproduced if it lies at or above 1/{_E} (no reduction of {_E}x or more), else "
          "inconclusive",
          _by_bounds(lambda lo, hi: hi < 1, lambda lo, hi: lo >= 1 / ABOUT_EQUAL)),
     Rule("larger", "reproduced if the whole interval lies above 1; else not reproduced if "
-         "it lies at or below 1.5 (no increase of 1.5x or more), else inconclusive",
+         f"it lies at or below {_E} (no increase of {_E}x or more), else inconclusive",
          _by_bounds(lambda lo, hi: lo > 1, lambda lo, hi: hi <= ABOUT_EQUAL)),
-    Rule("not smaller", "reproduced if the whole interval lies at or above 1/1.5 (not "
-         "clearly smaller), not reproduced if it lies below 1/1.5, else inconclusive",
+    Rule("not smaller", f"reproduced if the whole interval lies at or above 1/{_E} (not "
+         f"clearly smaller), not reproduced if it lies below 1/{_E}, else inconclusive",
          _by_bounds(lambda lo, hi: lo >= 1 / ABOUT_EQUAL, lambda lo, hi: hi < 1 / ABOUT_EQUAL)),
-    Rule("about equal", "reproduced if the whole interval lies within [1/1.5, 1.5], not "
+    Rule("about equal", f"reproduced if the whole interval lies within [1/{_E}, {_E}], not "
          "reproduced if it lies outside, else inconclusive",
          _by_bounds(lambda lo, hi: 1 / ABOUT_EQUAL <= lo and hi <= ABOUT_EQUAL,
                     lambda lo, hi: hi < 1 / ABOUT_EQUAL or lo > ABOUT_EQUAL)),
     Rule("keeps speed-up", "the share K of BN's speed-up over the standard network kept, "
-         "K = log(T_standard / T) / log(T_standard / T_BN) with T the median steps to 90 %: "
-         "reproduced if its interval lies at or above 1/3, not reproduced if below",
+         "K = log(T_standard / T) / log(T_standard / T_BN) with T the median steps to "
+         f"{percent(MILESTONE_LEVEL)}: reproduced if its interval lies at or above {_K}, not "
+         "reproduced if below",
          _by_bounds(lambda lo, hi: lo >= SPEEDUP_KEPT, lambda lo, hi: hi < SPEEDUP_KEPT)),
     Rule("accuracy higher", "test accuracy minus the reference's (medians over seeds, at "
          "the runs' last step): reproduced if its interval lies above 0, not reproduced if "
          "it lies at or below 0, else inconclusive",
          _by_bounds(lambda lo, hi: lo > 0, lambda lo, hi: hi <= 0)),
     Rule("accuracy near BN", "test accuracy minus BN's (medians over seeds, at the last "
-         "step both evaluated): reproduced if its interval lies at or above -0.02, not "
+         f"step both evaluated): reproduced if its interval lies at or above -{_M}, not "
          "reproduced if below",
          _by_bounds(lambda lo, hi: lo >= -ACCURACY_MARGIN, lambda lo, hi: hi < -ACCURACY_MARGIN)),
 )}
