@@ -79,6 +79,12 @@ def test_resolved_yaml_loads_back_to_the_same_config(tmp_path):
     ("probes.landscape.multipliers=[1,.inf]", "probes.landscape.multipliers=inf is not a finite"),
     ("probes.curvature.tolerance=2", "probes.curvature.tolerance=2.0 is out of range"),
     ("data.regression_target_scale=0", "data.regression_target_scale=0.0 must be a positive"),
+    # Finite in YAML, but 0 or inf in float32, the precision runs compute in.
+    ("optim.lr=1e-50", "optim.lr=1e-50 is not representable in float32"),
+    ("model.noise.n_sigma=1e308", "model.noise.n_sigma=1e.308 is not representable in float32"),
+    ("probes.landscape.multipliers=[1,1e-45]", "probes.landscape.multipliers=1e-45 is not representable"),
+    ("probes.landscape.multipliers=[1,0]", "probes.landscape.multipliers holds 0.0; every step size is a positive"),
+    ("probes.landscape.multipliers=[-1]", "probes.landscape.multipliers holds -1.0"),
 ])
 def test_bad_values_fail_naming_key_value_and_fix(override, message):
     with pytest.raises(ConfigError, match=message.replace("(", "\\(").replace("[", "\\[")):

@@ -213,6 +213,11 @@ def _probes_config():
             _choice(f"probes.{name}.schedule", probe.schedule, SCHEDULES)
             _at_least(f"probes.{name}.per_decade", probe.per_decade, 1)
         _at_least("probes.curvature.iterations", self.curvature.iterations, 1)
+        for multiplier in self.landscape.multipliers or ():
+            if not multiplier > 0:
+                raise ConfigError(f"probes.landscape.multipliers holds {multiplier!r}; every "
+                                  "step size is a positive multiple of optim.lr (a step of 0 "
+                                  "or against the gradient measures nothing of the claims)")
         if not 0 <= self.curvature.tolerance < 1:
             raise ConfigError(f"probes.curvature.tolerance={self.curvature.tolerance!r} is out "
                               "of range; it must be in [0, 1) (0: always run every iteration)")
@@ -243,6 +248,7 @@ class Config:
                 raise ConfigError(f"{key}={value!r} is not a finite number; give a finite value "
                                   "(the default is in the config's section of configs/base.yaml "
                                   "or PROTOCOL.md)")
+            _fits_float32(key, value)
         for key, value in (("seed", self.seed), ("data.seed", self.data.seed)):
             if not 0 <= value < 2 ** 32:
                 raise ConfigError(f"{key}={value!r} is out of range; it must be between 0 and "
@@ -251,6 +257,19 @@ class Config:
             raise ConfigError(
                 f"model.family={self.model.family!r} does not fit data.name={self.data.name!r}: "
                 "the DLN trains on linear_regression and VGG on image data sets")
+
+
+# The largest and smallest normal float32: runs compute in float32 (train.precision's
+# variables included), where a value beyond them is inf or loses its digits on the way
+# to 0 (1e-50 is 0 there: a "finished" run that never moved).
+FLOAT32_MAX, FLOAT32_TINY = 3.4028234663852886e38, 1.1754943508222875e-38
+
+
+def _fits_float32(key, value):
+    if abs(value) > FLOAT32_MAX or 0 < abs(value) < FLOAT32_TINY:
+        raise ConfigError(f"{key}={value!r} is not representable in float32, the precision runs "
+                          f"compute in (magnitudes from {FLOAT32_TINY:.3g} to {FLOAT32_MAX:.3g}, "
+                          "or 0); give a value in that range")
 
 
 def _floats(node, prefix=""):
