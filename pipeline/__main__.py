@@ -6,7 +6,7 @@ import re
 import sys
 from pathlib import Path
 
-from pipeline.core import interrupts
+from pipeline.core import interrupts, tool_homes
 from pipeline.core.backend import BACKENDS, select_backend
 from pipeline.core.errors import UserError
 
@@ -123,6 +123,7 @@ def _parser():
 
 def main(argv=None):
     interrupts.install()  # SIGTERM unwinds like Ctrl-C, from the first instant on
+    tool_homes.confine()  # before Keras, Matplotlib or IPython write into the user's home
     args = None
     try:
         interrupts.die_with_parent()

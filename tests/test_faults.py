@@ -436,6 +436,34 @@ def test_run_files_that_are_symlinks_are_refused_and_their_targets_untouched(tmp
     assert outside.read_text() == "precious"
 
 
+def test_a_run_folder_that_is_a_symlink_is_refused_before_anything_is_written(tmp_path):
+    from pipeline.core.runs import SymlinkRefused
+    from pipeline.training.train import train_and_evaluate
+    target = tmp_path / "someone_elses"
+    target.mkdir()
+    # train --workdir: the run folder itself.
+    (tmp_path / "linked_run").symlink_to(target)
+    with pytest.raises(SymlinkRefused, match="linked_run is a symbolic link"):
+        train_and_evaluate(load_config(SMOKE, ["train.steps=2"]), tmp_path / "linked_run")
+    # A sweep: a link planted where a run folder goes, or where a plan's sub-folder goes,
+    # stops the sweep with one line before any run starts.
+    sweep = tmp_path / "sweep"
+    sweep.mkdir()
+    (sweep / "norm-batch__seed-0").symlink_to(target)
+    result = call_cli("sweep", SMOKE, "--grid", "model.norm=none,batch", "--sweep-dir", sweep,
+                      check=False)
+    fails_cleanly(result, 2, "norm-batch__seed-0 is a symbolic link")
+    plan = tmp_path / "plan.yaml"
+    plan.write_text(f"sweeps:\n  - config: {SMOKE}\n    folder: sub\n")
+    (tmp_path / "plan_sweep").mkdir()
+    (tmp_path / "plan_sweep" / "sub").symlink_to(target)
+    result = call_cli("sweep", "--plan", plan, "--sweep-dir", tmp_path / "plan_sweep",
+                      check=False)
+    fails_cleanly(result, 2, "plan_sweep/sub is a symbolic link")
+    assert list(target.iterdir()) == [] and sorted(p.name for p in sweep.iterdir()) == [
+        "norm-batch__seed-0"]
+
+
 def test_a_machine_without_what_the_config_asks_is_told_so(tmp_path):
     """No TPU here: the strategy says so, naming the key (TensorFlow said 'Please provide
     a TPU Name'); too few synthetic examples name the key that makes more."""

@@ -141,6 +141,24 @@ def refuse_if_link(path, instead=ANOTHER_WORKDIR):
         raise SymlinkRefused(path, instead)
 
 
+def refuse_links_below(root, path, instead=ANOTHER_WORKDIR):
+    """Raise `SymlinkRefused` if `path` or a folder between it and `root` (a folder the
+    command was given, resolved once) is a symbolic link: a link planted where a command
+    makes its folders would send everything it writes to the link's target."""
+    path, root = Path(path), Path(root)
+    for folder in [path, *path.parents]:
+        if folder == root or root not in folder.parents:
+            return
+        refuse_if_link(folder, instead)
+
+
+def make_folder(path):
+    """`path` as a real folder, made if missing (its parents too); `SymlinkRefused` if it
+    is a link (mkdir's exist_ok would accept the link, and every write would follow it)."""
+    refuse_if_link(path)
+    Path(path).mkdir(parents=True, exist_ok=True)
+
+
 def open_no_follow(path, mode="a"):
     """`open(path, mode)` for appending ("a", or "a+" to read too) that never writes
     through a symbolic link: the target of a link where a run file belongs may be anyone's
@@ -240,7 +258,7 @@ class RunDirectory:
         An exclusive `flock` on `.lock`: the kernel releases it when the holder exits,
         however it exits, so a killed run never blocks its own resume.
         """
-        self.path.mkdir(parents=True, exist_ok=True)
+        make_folder(self.path)
         handle = open_no_follow(self.path / ".lock", "a+")
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)

@@ -27,7 +27,7 @@ from typing import Any
 from pipeline.core import interrupts
 from pipeline.core.config import AUTO, ConfigError
 from pipeline.core.run_meta import is_done
-from pipeline.core.runs import BrokenRunError, open_no_follow
+from pipeline.core.runs import BrokenRunError, make_folder, open_no_follow
 from pipeline.sweeps.sweep import (STOP_SECONDS, log_tail, run_environment, run_status,
                                    runs_to_do, summarize)
 from pipeline.sweeps.worker import Worker
@@ -107,7 +107,7 @@ def _worker_for(run, devices, verbose, workers, slot):
     """The slot's worker, sent `run`: the one that trained its last run if it was started
     with the settings `run` needs (backend, CPU threads) and is still there, else a new
     one."""
-    run.workdir.mkdir(parents=True, exist_ok=True)
+    make_folder(run.workdir)  # refused if it is a link
     with open_no_follow(run.log_path, "a"):  # refused here if it is a link
         pass
     key, worker = (run.backend_name, run.cpu_threads, verbose), workers.pop(slot, None)

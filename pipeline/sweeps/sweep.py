@@ -22,8 +22,8 @@ from pipeline.core import interrupts
 from pipeline.core.backend import BACKENDS
 from pipeline.core.config import AUTO, ConfigError, load_config, read_yaml_file, to_yaml
 from pipeline.core.run_meta import RunMeta, is_done
-from pipeline.core.runs import (BrokenRunError, RunDirectory, default_workdir, open_no_follow,
-                                pick, summary_row)
+from pipeline.core.runs import (BrokenRunError, RunDirectory, default_workdir, make_folder,
+                                open_no_follow, pick, refuse_links_below, summary_row)
 
 LOG_FILE = "train.log"   # a sweep's copy of each run's console output, in its run directory
 NAME_LENGTH = 48         # longest value in a run name; longer ones are cut and hashed
@@ -95,7 +95,7 @@ def run_environment(run, devices=None):
 def start_logged(run, command, devices=None, own_session=False):
     """Start `command` (a run's train command) with its output appended to the run's
     log; `devices`: its CUDA_VISIBLE_DEVICES. Returns the process."""
-    run.workdir.mkdir(parents=True, exist_ok=True)
+    make_folder(run.workdir)
     env = run_environment(run, devices)
     with open_no_follow(run.log_path, "a") as log:  # the child keeps its own copy of the file
         return subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT,
@@ -206,7 +206,15 @@ def plan_sweep(config_path, grid_items=(), seeds=1, sweep_dir=None, overrides=()
             runs.append(PlannedRun(name, Path(config_path), items, sweep_dir / name,
                                    config.train.steps, config.train.threads, backend))
     _refuse_shared_folders(runs)
+    _refuse_links(runs, sweep_dir)
     return runs
+
+
+def _refuse_links(runs, sweep_dir):
+    """Refuse, before anything is written, a run folder (or a plan's sub-folder) that is
+    a symbolic link: the whole run would be written into the link's target."""
+    for run in runs:
+        refuse_links_below(sweep_dir, run.workdir, "choose another --sweep-dir")
 
 
 def _refuse_shared_folders(runs):
@@ -282,6 +290,7 @@ def plan_file(path, sweep_dir=None, seed_offset=0):
         except ConfigError as error:
             raise ConfigError(f"{where}: {error}") from None
     _refuse_shared_folders(runs)
+    _refuse_links(runs, sweep_dir)  # a plan's sub-folders too
     return runs
 
 

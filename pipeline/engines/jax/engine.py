@@ -24,8 +24,6 @@ parallel over the devices with `keras.distribution.DataParallel`.
 import collections
 import dataclasses
 import functools
-import os
-from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -33,6 +31,7 @@ import keras
 import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec
 
+from pipeline.core import tool_homes
 from pipeline.core.config import ConfigError, to_yaml
 from pipeline.inputs.data import TrainStream
 
@@ -42,8 +41,7 @@ def _use_compilation_cache():
     ~/.cache/bnlab/jax): XLA compiles a VGG step with its probes for tens of seconds on a
     CPU, and every run of a sweep, every resume, compiles the same programs again."""
     if jax.config.jax_compilation_cache_dir is None:
-        folder = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "bnlab" / "jax"
-        jax.config.update("jax_compilation_cache_dir", str(folder))
+        jax.config.update("jax_compilation_cache_dir", str(tool_homes.project_cache() / "jax"))
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
 
 
