@@ -7,7 +7,7 @@ import pytest
 
 from conftest import REPO, SMOKE, call_cli, clean_environment, flatten, run_cli, training_state
 from pipeline.core.backend import BackendError, choose_backend, select_backend
-from pipeline.core.config import load_config
+from pipeline.core.config import checkpoint_identity, load_config
 from pipeline.core.runs import RunDirectory
 from pipeline.training.checkpoint import restore_latest, save_checkpoint
 
@@ -51,7 +51,8 @@ def _start_from_the_same_checkpoint(config, folders):
     """Write step-0 weights (built on this process's backend) into each run folder."""
     engine, model, optimizer, _ = training_state(config)
     for folder in folders:
-        save_checkpoint(RunDirectory(folder).checkpoint_dir, 0, model, optimizer)
+        save_checkpoint(RunDirectory(folder).checkpoint_dir, 0, model, optimizer,
+                        checkpoint_identity(config))
     return model, optimizer
 
 
@@ -117,7 +118,8 @@ def test_same_weights_and_batches_give_the_same_losses_and_probes_on_both_backen
                                        err_msg=key)
     # And back: JAX's last checkpoint loads into this TensorFlow model, by variable path.
     _, model, optimizer, _ = training_state(config)
-    assert restore_latest(runs["jax"].checkpoint_dir, model, optimizer) == steps
+    assert restore_latest(runs["jax"].checkpoint_dir, model, optimizer,
+                          checkpoint_identity(config)) == steps
     with np.load(runs["jax"].checkpoint_dir / f"ckpt-{steps:08d}.npz") as saved:
         for variable in model.variables + optimizer.variables:
             np.testing.assert_array_equal(variable.numpy(), saved[variable.path], variable.path)

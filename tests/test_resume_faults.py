@@ -62,9 +62,35 @@ def _nan_weight(path):
     np.savez(path, **values)
 
 
+def _stored(**changes):
+    """Rewrite a checkpoint with some of its values changed (its identity, its step, the
+    optimizer's iteration): what another run's checkpoint, or an older one renamed, is."""
+    def damage(path):
+        import numpy as np
+        with np.load(path) as saved:
+            values = {key: saved[key] for key in saved.files}
+        values.update({key: np.array(value) for key, value in changes.items()})
+        with open(path, "wb") as handle:
+            np.savez(handle, **values)
+    return damage
+
+
+def _older_in_its_place(path):
+    import shutil
+    shutil.copyfile(path.with_name("ckpt-00000004.npz"), path)
+
+
 @pytest.mark.parametrize("damage, warning", [
     (lambda path: path.write_bytes(path.read_bytes()[:1000]), "ckpt-00000008.npz is damaged"),
     (_nan_weight, "ckpt-00000008.npz holds non-finite values (1 of"),
+    # Another seed's checkpoint at the same step, an older one copied or renamed to the
+    # newest step, or one whose optimizer has taken other steps: not this run's, skipped.
+    (_stored(**{"_run/fingerprint": "0123456789abcdef"}),
+     "ckpt-00000008.npz is not this run's checkpoint: it belongs to another run"),
+    (_older_in_its_place, "ckpt-00000008.npz is not this run's checkpoint: it holds step 4"),
+    (lambda path: _rename(path, "ckpt-00000011.npz"),
+     "ckpt-00000011.npz is not this run's checkpoint: it holds step 8, not the 11"),
+    (_stored(**{"sgd/iteration": 5}), "its optimizer has taken 5 steps, not 8"),
 ])
 def test_a_damaged_newest_checkpoint_falls_back_to_the_previous_one(
         damage, warning, clean_and_cut, tmp_path):
@@ -100,8 +126,6 @@ def _set_meta(run, **fields):
     (lambda run: run.records_path("train").unlink(), "records/train.jsonl", "misses step 0"),
     (lambda run: _edit_lines(run.records_path("train"), lambda l: l[:5]),
      "records/train.jsonl", "misses step 5 (5 of the 8 records before step 8"),
-    (lambda run: _rename(run.checkpoint_dir / "ckpt-00000008.npz", "ckpt-00000011.npz"),
-     "records/train.jsonl", "misses step 8 (8 of the 11 records before step 11"),
     (lambda run: __import__("shutil").rmtree(run.checkpoint_dir), "meta.json",
      "checkpointed at step 8, but"),
     (lambda run: _set_meta(run, backend=7), "meta.json", "its backend is 7, which must be"),

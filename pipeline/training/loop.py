@@ -17,7 +17,7 @@ from typing import Any, Callable
 import numpy as np
 
 from pipeline.core import interrupts
-from pipeline.core.config import AUTO
+from pipeline.core.config import AUTO, checkpoint_identity
 from pipeline.inputs.data import make_dataset
 from pipeline.inputs.tasks import task_of
 from pipeline.training.checkpoint import save_checkpoint
@@ -237,7 +237,7 @@ def _checkpoint(state, step):
     t = state.config.train
     if state.run.writable:
         save_checkpoint(state.run.checkpoint_dir, step, state.model, state.optimizer,
-                        t.keep_checkpoints)
+                        checkpoint_identity(state.config), t.keep_checkpoints)
     # Wall time so far, so a killed run's meta.json still says how long it ran.
     state.meta = state.meta.with_(step=step, wall_time_s=state.wall_time())
     state.run.write_meta(state.meta)

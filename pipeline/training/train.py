@@ -21,7 +21,7 @@ import numpy as np
 import pipeline
 from pipeline import engines
 from pipeline.core import interrupts
-from pipeline.core.config import load_config, to_yaml
+from pipeline.core.config import checkpoint_identity, load_config, to_yaml
 from pipeline.core.errors import InputError
 from pipeline.core.runs import CONFIG_FILE, RunDirectory, default_workdir, read_saved_config
 from pipeline.engines import make_engine
@@ -165,7 +165,7 @@ def _resume_and_train(config, runtime, engine, run, probes_factory, echo=None):
 
     arrays = load_arrays(config.data)
     model, optimizer = build_training_state(config, arrays.num_classes, engine)
-    start = restore_latest(run.checkpoint_dir, model, optimizer)
+    start = restore_latest(run.checkpoint_dir, model, optimizer, checkpoint_identity(config))
     if run.writable:
         run.check_resumable(start, meta.step, config.train.log_every)
     run.drop_records_after(start)
