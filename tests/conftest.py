@@ -143,8 +143,9 @@ def fake_run(path, *overrides):
     lines = [json.dumps({"step": step, "train/loss": 2.0 / (step + 1), "train/accuracy": 0.1 * step})
              for step in range(9)]
     (path / "records" / "train.jsonl").write_text("\n".join(lines) + "\n")
-    (path / "records" / "eval.jsonl").write_text(
-        json.dumps({"step": 8, "test/loss": 0.5, "test/accuracy": 0.8}) + "\n")
+    (path / "records" / "eval.jsonl").write_text("".join(  # every 6 steps (SMOKE) and the last
+        json.dumps({"step": step, "test/loss": 0.5, "test/accuracy": 0.8}) + "\n"
+        for step in (6, 8)))
     return path
 
 

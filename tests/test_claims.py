@@ -450,13 +450,24 @@ def test_missing_runs_say_how_to_make_them_and_the_table_is_strict_json(tmp_path
     assert "does not exist" in capsys.readouterr().err
 
 
-def test_copies_of_one_run_are_refused_not_counted_as_seeds(tmp_path):
+def test_copies_of_one_experiment_count_once_and_are_named(tmp_path):
     import shutil
     from conftest import call_cli, fake_run
     fake_run(tmp_path / "runs" / "a", "seed=0")
     fake_run(tmp_path / "runs" / "b", "seed=1")
     assert call_cli("claims", tmp_path / "runs", tmp_path / "runs" / "a").returncode == 0  # twice: once
-    shutil.copytree(tmp_path / "runs" / "a", tmp_path / "runs" / "copy")
-    result = call_cli("claims", tmp_path / "runs", check=False)
-    assert result.returncode == 2 and "hold the same run" in result.stderr
-    assert "runs/a and" in result.stderr and "runs/copy" in result.stderr
+    one = json.loads(call_cli("claims", tmp_path / "runs", "--json").stdout)
+    # A copy that differs only in keys that do not change the numbers (its description,
+    # its launcher's settings) is the same experiment: counted once, and said so.
+    copy = tmp_path / "runs" / "copy"
+    shutil.copytree(tmp_path / "runs" / "a", copy)
+    text = (copy / "config.yaml").read_text()
+    (copy / "config.yaml").write_text(text.replace("description: ", "description: a copy ", 1)
+                                      .replace("threads: auto", "threads: 2"))
+    meta = json.loads((copy / "meta.json").read_text())
+    meta.pop("config", None)  # a run from before the seal: its config.yaml is read as is
+    (copy / "meta.json").write_text(json.dumps(meta))
+    result = call_cli("claims", tmp_path / "runs", "--json")
+    assert json.loads(result.stdout) == one  # the same ledger, seed 0 once
+    assert "runs/copy is the same experiment as" in result.stderr and "counted once" in result.stderr
+    assert "runs/a" in result.stderr

@@ -350,6 +350,31 @@ def test_a_second_signal_does_not_cut_short_the_stop_of_the_first(interrupts_ins
         signal.raise_signal(signal.SIGTERM)
 
 
+def test_an_interrupt_that_comes_out_as_a_frameworks_error_records_the_run_interrupted(
+        interrupts_installed, tmp_path):
+    """A Ctrl-C landing inside TensorFlow's tracing can surface as TensorFlow's own error:
+    the run is interrupted (resumable), not failed, and the CLI sees the interrupt."""
+    import signal
+
+    from pipeline.core.runs import RunDirectory
+    from pipeline.probes.schedule import Schedule
+    from pipeline.training.train import train_and_evaluate
+
+    class TracedProbe:  # a probe whose "tracing" is hit by Ctrl-C and wraps it
+        name = "landscape"
+        schedule = Schedule([1])
+
+        def __call__(self, step):
+            interrupts_installed._received.append(signal.SIGINT)
+            raise RuntimeError("in user code: KeyboardInterrupt (wrapped by tracing)")
+    with pytest.raises(KeyboardInterrupt) as raised:
+        train_and_evaluate(load_config(SMOKE, ["train.steps=4"]), tmp_path / "run",
+                           probes_factory=lambda *args: [TracedProbe()])
+    assert isinstance(raised.value.__cause__, RuntimeError)
+    meta = RunDirectory(tmp_path / "run").read_meta()
+    assert meta.status == "interrupted" and meta.error == "interrupted (Ctrl-C)"
+
+
 def test_a_full_disk_names_the_file_it_could_not_write(tmp_path, monkeypatch):
     import errno
 

@@ -43,7 +43,9 @@ def clean_and_cut(tmp_path_factory):
     cut = RunDirectory(folder / "cut")
     (cut.path / "config.yaml").write_text((folder / "clean" / "config.yaml").read_text())
     meta = json.loads((cut.path / "meta.json").read_text())
-    (cut.path / "meta.json").write_text(json.dumps({**meta, "status": "running", "steps": 12}))
+    sealed = json.loads((folder / "clean" / "meta.json").read_text())["config"]
+    (cut.path / "meta.json").write_text(json.dumps({**meta, "status": "running", "steps": 12,
+                                                    "config": sealed}))
     return RunDirectory(folder / "clean"), cut
 
 
@@ -126,6 +128,9 @@ def _set_meta(run, **fields):
     (lambda run: run.records_path("train").unlink(), "records/train.jsonl", "misses step 0"),
     (lambda run: _edit_lines(run.records_path("train"), lambda l: l[:5]),
      "records/train.jsonl", "misses step 5 (5 of the 8 records before step 8"),
+    # Records of a stream the config writes, deleted before a resume: a hole, not resumed.
+    (lambda run: _edit_lines(run.records_path("eval"), lambda l: l[1:]),
+     "records/eval.jsonl", "misses the record of step"),
     (lambda run: __import__("shutil").rmtree(run.checkpoint_dir), "meta.json",
      "checkpointed at step 8, but"),
     (lambda run: _set_meta(run, backend=7), "meta.json", "its backend is 7, which must be"),
@@ -297,3 +302,38 @@ def test_a_run_resumed_on_another_backend_records_the_switch(tmp_path):
     meta = train_and_evaluate(config, tmp_path, echo=said.append)
     assert meta.backend_changes == [{"step": 2, "from": "jax", "to": "tensorflow"}]
     assert meta.backend == "tensorflow" and any("continuing on tensorflow" in s for s in said)
+
+
+def test_a_config_yaml_edited_after_the_run_is_refused_by_claims_and_by_a_resume(
+        clean_and_cut, tmp_path):
+    import shutil
+    clean, cut = clean_and_cut
+    for source, name in ((clean, "finished"), (cut, "resumable")):
+        run = tmp_path / name
+        shutil.copytree(source.path, run)
+        config = run / "config.yaml"
+        config.write_text(config.read_text().replace("lr: 0.05", "lr: 0.5", 1))
+        assert "lr: 0.5" in config.read_text()
+        claims = call_cli("claims", run, check=False)
+        fails_cleanly(claims, 2, f"{config} no longer holds the config the run trained with",
+                      "differing: optim.lr")
+        # The README's advice for a resume, on the edited file: refused, not trained on.
+        before = sorted(p.name for p in (run / "checkpoints").iterdir())
+        resumed = call_cli("train", config, "--workdir", run, check=False)
+        fails_cleanly(resumed, 2, "differing: optim.lr")
+        assert sorted(p.name for p in (run / "checkpoints").iterdir()) == before
+
+
+def test_a_finished_runs_records_with_a_hole_or_a_nan_are_named_by_claims(clean_and_cut, tmp_path):
+    import shutil
+    clean, _ = clean_and_cut
+    holed, nan = tmp_path / "holed", tmp_path / "nan"
+    for run in (holed, nan):
+        shutil.copytree(clean.path, run)
+    _edit_lines(holed / "records" / "eval.jsonl", lambda lines: lines[:-1])
+    fails_cleanly(call_cli("claims", holed, check=False), 2, "records/eval.jsonl misses the "
+                  "record of step 12")
+    _edit_lines(nan / "records" / "train.jsonl",
+                lambda lines: lines[:3] + [lines[3].replace('"train/loss": ', '"train/loss": NaN, "x": ', 1)] + lines[4:])
+    fails_cleanly(call_cli("claims", nan, check=False), 2, "records/train.jsonl, line 4 (step 3): "
+                  "train/loss is not a finite number in a finished run")

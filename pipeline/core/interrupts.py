@@ -68,6 +68,15 @@ def is_interrupt(error):
     return isinstance(error, (KeyboardInterrupt, Terminated))
 
 
+def interrupt_behind(error):
+    """The interrupt that `error` stands for: `error` itself if it is one; else, if a
+    signal arrived before it, that signal's exception (a Ctrl-C landing inside a
+    framework's tracing can come out as the framework's own error); else None."""
+    if is_interrupt(error):
+        return error
+    return _exception(_received[0]) if _received else None
+
+
 def describe(error):
     """'Ctrl-C' or 'SIGTERM', for messages and meta.json."""
     return "SIGTERM" if isinstance(error, Terminated) else "Ctrl-C"

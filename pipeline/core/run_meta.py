@@ -98,6 +98,8 @@ class RunMeta:
         (lambda v: isinstance(v, list) and all(isinstance(c, dict) and _count(c.get("step"))
                                                for c in v), "a list of changes"))
     # How it was produced.
+    config: dict | None = _checked(          # the resolved config it trained with: its seal
+        (lambda v: isinstance(v, dict), "an object (the resolved config)"))
     seed: int | None = _checked((_whole, "a whole number"))
     backend: str | None = _checked((lambda v: v in ("tensorflow", "jax"), "tensorflow or jax"))
     devices: list | None = _checked((_texts, "a list of device names"))

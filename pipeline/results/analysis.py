@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from pipeline.core.config import NOT_THE_EXPERIMENT, experiment_fingerprint
 from pipeline.core.errors import InputError, UserError
 from pipeline.core.runs import find_runs, load_run, pick, summary_row
 
@@ -27,35 +28,33 @@ class MissingRecordsError(InputError):
     """Runs lack the records a table or figure needs; the message says how to make them."""
 
 
-class DuplicateRunsError(InputError):
-    """Two run directories hold the same run (the same resolved config): counted twice,
-    one seed would pass for two."""
-
-
-def _refuse_copies(runs):
-    seen = {}
+def _once_each(runs, echo):
+    """The runs with each experiment once: two run folders whose configs differ only in
+    keys that do not change the numbers (`config.NOT_THE_EXPERIMENT`: description,
+    progress, steps per call, threads) with the same seed are one experiment, and a copy
+    counted again would pass for another seed. The first found is kept; `echo` says which
+    were left out."""
+    kept, seen = [], {}
     for run in runs:
-        key = repr(sorted(_flatten(run.config).items()))
+        key = experiment_fingerprint(run.config)
         if key in seen:
-            raise DuplicateRunsError(
-                f"{seen[key]} and {run.path} hold the same run (the same resolved config, "
-                f"seed {run.config.get('seed')}): a copy would count as another seed; give "
-                "each run once (leave one of them out, or move it elsewhere)")
+            echo(f"note: {run.path} is the same experiment as {seen[key]} (seed "
+                 f"{run.config.get('seed')}; configs equal up to "
+                 f"{', '.join(NOT_THE_EXPERIMENT)}): counted once")
+            continue
         seen[key] = run.path
+        kept.append(run)
+    return kept
 
 
-def _flatten(config, prefix=""):
-    flat = {}
-    for key, value in config.items():
-        if isinstance(value, dict):
-            flat.update(_flatten(value, f"{prefix}{key}."))
-        else:
-            flat[prefix + key] = repr(value)
-    return flat
+def _to_stderr(message):
+    import sys
+    print(message, file=sys.stderr)
 
 
-def load_runs(paths):
-    """Runs found at or below each path (a run directory or a sweep folder)."""
+def load_runs(paths, echo=_to_stderr):
+    """Runs found at or below each path (a run directory or a sweep folder), each
+    experiment once (`_once_each`; `echo` names the copies left out)."""
     if isinstance(paths, (str, Path)):
         paths = [paths]
     runs, loaded = [], set()
@@ -71,8 +70,7 @@ def load_runs(paths):
             if run_path.resolve() not in loaded:  # a folder given twice is read once
                 loaded.add(run_path.resolve())
                 runs.append(load_run(run_path))
-    _refuse_copies(runs)
-    return _labelled(runs)
+    return _labelled(_once_each(runs, echo))
 
 
 def _labelled(runs):

@@ -17,13 +17,15 @@ from pathlib import Path
 
 import keras
 import numpy as np
+import yaml
 
 import pipeline
 from pipeline import engines
 from pipeline.core import interrupts
 from pipeline.core.config import checkpoint_identity, load_config, to_yaml
 from pipeline.core.errors import InputError
-from pipeline.core.runs import CONFIG_FILE, RunDirectory, default_workdir, read_saved_config
+from pipeline.core.runs import (CONFIG_FILE, RunDirectory, check_seal, default_workdir,
+                                differing_keys, read_saved_config)
 from pipeline.engines import make_engine
 from pipeline.inputs.data import load_arrays
 from pipeline.inputs.tasks import task_of
@@ -96,27 +98,17 @@ def describe_environment(engine):
     }
 
 
-def _differing_keys(saved, config):
-    """Dotted keys whose values differ between two config dicts."""
-    keys = []
-    for key in sorted(set(saved) | set(config)):
-        a, b = saved.get(key), config.get(key)
-        if isinstance(a, dict) and isinstance(b, dict):
-            keys += [f"{key}.{k}" for k in _differing_keys(a, b)]
-        elif a != b:
-            keys.append(key)
-    return keys
-
-
 def _check_same_config(run, config):
     """Refuse a different config for a run that has taken a step; a run that failed
     before its first checkpoint may start again with a corrected config."""
-    import yaml
     saved = run.path / CONFIG_FILE
     if not saved.exists():
         return
+    # The file first: edited after the run trained (its seal in meta.json), it would
+    # resume another config's run as if it were this one's.
+    check_seal(saved, read_saved_config(saved), run.read_meta())
     # Compared as data, not text: the order of keys may change between versions.
-    differing = _differing_keys(read_saved_config(saved), yaml.safe_load(to_yaml(config)))
+    differing = differing_keys(read_saved_config(saved), yaml.safe_load(to_yaml(config)))
     if not differing or (not checkpoints(run.checkpoint_dir) and not run.streams()):
         return  # the same config, or nothing was trained with the old one
     raise RunConfigMismatch(
@@ -168,6 +160,7 @@ def _resume_and_train(config, runtime, engine, run, probes_factory, echo=None):
     start = restore_latest(run.checkpoint_dir, model, optimizer, checkpoint_identity(config))
     if run.writable:
         run.check_resumable(start, meta.step, config.train.log_every)
+        run.check_streams(start, yaml.safe_load(to_yaml(config)), meta)
     run.drop_records_after(start)
     previous = meta.backend
     if previous and previous != engine.backend and start > 0:
@@ -180,6 +173,7 @@ def _resume_and_train(config, runtime, engine, run, probes_factory, echo=None):
                  f"{engine.backend} (recorded in meta.json, backend_changes)")
     meta = meta.with_(
         **describe_environment(engine), seed=config.seed,
+        config=yaml.safe_load(to_yaml(config)),  # the seal: claims and resumes check it
         sync_batch_norm=config.model.sync_batch_norm, status="running",
         error=None,  # an earlier attempt's; this one starts clean
         runtime={**dataclasses.asdict(runtime), "steps_per_call": config.train.steps_per_call},
@@ -201,12 +195,15 @@ def _resume_and_train(config, runtime, engine, run, probes_factory, echo=None):
         run_loop(state, start, probes_factory(config, engine, model, optimizer, arrays)
                  if probes_factory else [])
     except BaseException as error:
-        if interrupts.is_interrupt(error):
-            state.meta = state.meta.with_(
-                status="interrupted", error=f"interrupted ({interrupts.describe(error)})")
-        else:
+        stop = interrupts.interrupt_behind(error)
+        if stop is None:
             state.meta = state.meta.with_(status="failed", error=f"{type(error).__name__}: {error}")
-        raise
+            raise
+        state.meta = state.meta.with_(
+            status="interrupted", error=f"interrupted ({interrupts.describe(stop)})")
+        if stop is error:
+            raise
+        raise stop from error  # the framework's error was the interrupt's: resumable
     finally:
         state.meta = state.meta.with_(wall_time_s=wall_time())
         run.write_meta(state.meta)
