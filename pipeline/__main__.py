@@ -218,6 +218,11 @@ def _sweep(args, verbose):
     if args.list:
         print(sweep.list_commands(runs))
         return 0
+    if args.executor != "local" and args.jobs != "auto":
+        raise ConfigError(f"--jobs {args.jobs} sets how many runs the local executor trains "
+                          f"at once; --executor {args.executor} runs a job array (Slurm: "
+                          "--array-parallelism tasks at once; submitit_local: every task at "
+                          "once): leave --jobs out")
     if args.executor == "local":
         from pipeline.sweeps.launch import run_local
         rows = run_local(runs, args.jobs, args.gpus_per_run or 1, verbose)

@@ -5,10 +5,11 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
-from conftest import REPO, SMOKE, clean_environment, run_cli
+from conftest import REPO, SMOKE, call_cli, clean_environment, run_cli
 from pipeline.core.config import ConfigError
 from pipeline.core.runs import RunDirectory
 from pipeline.sweeps import launch, sweep
@@ -301,6 +302,54 @@ def test_sigterm_stops_a_sweep_and_marks_its_runs_interrupted(executor, how, tmp
         meta = RunDirectory(run).read_meta()
         assert meta.status == "interrupted" and meta.error == f"interrupted ({how})", meta
         assert "Traceback" not in (run / "train.log").read_text()
+
+
+def _processes_naming(text):
+    """Pids of the processes whose command line holds `text`."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if text in (entry / "cmdline").read_bytes().decode(errors="replace"):
+                    found.append(int(entry.name))
+            except OSError:  # ended meanwhile
+                pass
+    return found
+
+
+@pytest.mark.slow
+def test_sigkill_of_a_submitit_local_sweep_leaves_no_process_behind(tmp_path):
+    """SIGKILL cannot be caught: the controllers, tasks and runs that submitit's local
+    executor started must end by themselves (they die with their parents), and the runs
+    record that they were interrupted."""
+    args = [sys.executable, "-m", "pipeline", "sweep", str(SMOKE), "--grid",
+            "model.norm=none,batch", "--set", "train.steps=3000", "--set",
+            "train.checkpoint_every=1000", "--set", "train.eval_every=1000",
+            "--sweep-dir", str(tmp_path), "--executor", "submitit_local"]
+    process = subprocess.Popen(args, cwd=REPO, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL, env=clean_environment())
+    runs = [tmp_path / "norm-none__seed-0", tmp_path / "norm-batch__seed-0"]
+    try:
+        deadline = time.time() + 120
+        while not all(RunDirectory(r).records("train") for r in runs) and time.time() < deadline:
+            time.sleep(0.1)
+        assert len(_processes_naming(str(tmp_path))) >= 4  # controllers, tasks, runs
+    finally:
+        process.kill()
+        process.wait()
+    deadline = time.time() + 30
+    while _processes_naming(str(tmp_path)) and time.time() < deadline:
+        time.sleep(0.2)
+    assert _processes_naming(str(tmp_path)) == []
+    for run in runs:
+        assert RunDirectory(run).read_meta().status == "interrupted"
+
+
+def test_jobs_is_refused_where_the_executor_cannot_honour_it(tmp_path):
+    result = call_cli("sweep", SMOKE, "--executor", "submitit_local", "--jobs", "2",
+                      "--sweep-dir", tmp_path, check=False)
+    assert result.returncode == 2 and "--jobs 2 sets how many runs the local executor" in result.stderr
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_grid_values_equal_once_read_are_one_run_not_two(tmp_path):

@@ -116,6 +116,34 @@ def _parameters(executor, options, runs):
     return parameters
 
 
+# Put on the PYTHONPATH of the local executor's processes: its sitecustomize makes each
+# die with its parent (`_dying_with_this_process`).
+DIE_WITH_PARENT = Path(__file__).resolve().parent / "die_with_parent"
+
+
+@contextlib.contextmanager
+def _dying_with_this_process(local):
+    """While submitit starts its local controllers (which start the tasks), make every
+    process it starts die with its parent: the sweep killed with SIGKILL then leaves no
+    controller, task or run behind. Not for Slurm: an array outlives the command that
+    submitted it, by design."""
+    if not local:
+        yield
+        return
+    saved = {key: os.environ.get(key) for key in ("PYTHONPATH", "BNLAB_DIE_WITH_PARENT")}
+    os.environ["PYTHONPATH"] = os.pathsep.join(
+        [str(DIE_WITH_PARENT)] + ([saved["PYTHONPATH"]] if saved["PYTHONPATH"] else []))
+    os.environ["BNLAB_DIE_WITH_PARENT"] = "1"
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
 def submit(runs, sweep_dir, executor="slurm", options=SlurmOptions(),
            verbose=False, echo=print):
     """Submit the runs that are not done as one job array, wait for it and return the
@@ -136,7 +164,8 @@ def submit(runs, sweep_dir, executor="slurm", options=SlurmOptions(),
         raise ConfigError(f"--executor {executor}: {error}; run the sweep on the cluster's "
                           "login node, or use --list for another scheduler") from None
     cluster.update_parameters(**_parameters(executor, options, todo))
-    with _stderr_inherited_as(folder / "controllers.log" if executor != "slurm" else None):
+    with _stderr_inherited_as(folder / "controllers.log" if executor != "slurm" else None), \
+            _dying_with_this_process(executor != "slurm"):
         with cluster.batch():
             jobs = [cluster.submit(train_task, run, run.command(verbose))
                     for run in todo]

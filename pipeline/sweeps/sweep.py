@@ -85,6 +85,15 @@ def run_environment(run, devices=None):
     CUDA_VISIBLE_DEVICES."""
     env = {**os.environ, "TQDM_DISABLE": "1",  # the log keeps lines, not redrawn bars
            interrupts.PARENT_VARIABLE: str(os.getpid())}  # it ends when this process ends
+    # A run started by a submitit task: SIGTERM when the task ends (above), not the
+    # SIGKILL that the task itself gets (pipeline/sweeps/die_with_parent), so that the run
+    # records itself interrupted.
+    if env.pop("BNLAB_DIE_WITH_PARENT", None):
+        paths = [p for p in env.get("PYTHONPATH", "").split(os.pathsep)
+                 if p and not p.endswith("die_with_parent")]
+        env["PYTHONPATH"] = os.pathsep.join(paths)
+        if not paths:
+            env.pop("PYTHONPATH")
     if devices is not None:
         env["CUDA_VISIBLE_DEVICES"] = devices
     if run.cpu_threads == 1 and run.backend_name == "jax":
