@@ -161,7 +161,26 @@ def test_config_files_that_cannot_be_read_as_settings_are_named(text, message, t
         load_config(path)
 
 
-def test_a_folder_or_a_device_as_the_config_is_named_as_not_a_file(tmp_path):
-    for path in (tmp_path, "/dev/null"):
-        with pytest.raises(ConfigError, match="is not a file \\(a folder or a device\\)"):
+def test_a_folder_a_device_or_a_fifo_as_the_config_is_named_for_what_it_is(tmp_path):
+    import os
+    fifo = tmp_path / "config.yaml"
+    os.mkfifo(fifo)  # opening it to read would wait forever for a writer
+    for path, kind in ((tmp_path, "a folder"), ("/dev/null", "a character device"),
+                       (fifo, "a FIFO")):
+        with pytest.raises(ConfigError, match=f"is {kind}.*; expected a regular file"):
             load_config(path)
+
+
+def test_nesting_and_base_chains_beyond_their_limits_are_refused_in_one_line(tmp_path):
+    deep_list = tmp_path / "list.yaml"
+    deep_list.write_text("a: " + "[" * 5000 + "]" * 5000 + "\n")
+    deep_map = tmp_path / "map.yaml"
+    deep_map.write_text("a: " + "{a: " * 30000 + "1" + "}" * 30000 + "\n")
+    for path in (deep_list, deep_map):
+        with pytest.raises(ConfigError, match="nested more than 32 levels deep"):
+            load_config(path)
+    chain = [tmp_path / f"c{k}.yaml" for k in range(1500)]
+    for k, path in enumerate(chain):
+        path.write_text(f"base: c{k + 1}.yaml\n" if k + 1 < len(chain) else "seed: 1\n")
+    with pytest.raises(ConfigError, match="chain is longer than 32 files"):
+        load_config(chain[0])

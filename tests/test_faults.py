@@ -543,3 +543,35 @@ def test_a_bug_that_raises_value_error_keeps_its_traceback(tmp_path, monkeypatch
     assert any(entry.name == "bug" for entry in error.traceback)
     meta = json.loads((tmp_path / "run" / "meta.json").read_text())
     assert meta["status"] == "failed" and meta["error"] == "ValueError: a deliberate bug"
+
+
+def test_run_files_that_are_not_files_or_nest_too_deep_are_named_not_read_forever(tmp_path):
+    import os
+    from conftest import fake_run
+    runs = {name: fake_run(tmp_path / name, "seed=0") for name in
+            ("zero", "fifo_meta", "fifo_config", "deep_record", "deep_meta")}
+    (runs["zero"] / "records" / "eval.jsonl").unlink()
+    (runs["zero"] / "records" / "eval.jsonl").symlink_to("/dev/zero")  # never ends
+    for name, file in (("fifo_meta", "meta.json"), ("fifo_config", "config.yaml")):
+        (runs[name] / file).unlink()
+        os.mkfifo(runs[name] / file)  # opened to read, it waits for a writer forever
+    train = runs["deep_record"] / "records" / "train.jsonl"
+    train.write_text(train.read_text() + '{"step": 9, "x": ' + "[" * 200000 + "]" * 200000 + "}\n")
+    (runs["deep_meta"] / "meta.json").write_text('{"a": ' + "[" * 100000 + "]" * 100000 + "}")
+    expected = {"zero": "records/eval.jsonl is a character device; expected a regular file",
+                "fifo_meta": "meta.json is a FIFO (named pipe); expected a regular file",
+                "fifo_config": "config.yaml is a FIFO (named pipe); expected a regular file",
+                "deep_record": "records/train.jsonl, line 10, is not a record",
+                "deep_meta": "meta.json is nested deeper than any meta.json is"}
+    for name, phrase in expected.items():
+        fails_cleanly(call_cli("claims", runs[name], check=False), 2, phrase)
+
+
+def test_a_run_log_or_lock_that_is_a_fifo_is_refused_at_once(tmp_path):
+    import os
+    from pipeline.core.errors import NotARegularFile
+    from pipeline.core.runs import open_no_follow
+    for name in ("train.log", ".lock"):
+        os.mkfifo(tmp_path / name)  # opened to append, it would wait for a reader forever
+        with pytest.raises(NotARegularFile, match=rf"{name} is a FIFO \(named pipe\); expected a regular"):
+            open_no_follow(tmp_path / name, "a+" if name == ".lock" else "a")

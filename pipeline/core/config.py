@@ -19,7 +19,7 @@ import yaml
 from omegaconf import OmegaConf
 from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
 
-from pipeline.core.errors import InputError
+from pipeline.core.errors import InputError, file_kind
 
 DATASETS = ("cifar10", "cifar100", "digits", "synthetic", "linear_regression")
 SOURCES = ("tfds", "binary")
@@ -309,6 +309,12 @@ def _explain(error, key=None):
     return ConfigError(f"{key}: {message}" if key else message)
 
 
+# Limits of what a config file may hold (refused with one line, never a RecursionError):
+# levels of nesting, and files in a `base:` chain.
+MAX_YAML_DEPTH = 32
+MAX_BASE_CHAIN = 32
+
+
 class _UniqueKeyLoader(yaml.SafeLoader):
     """YAML's safe loader, refusing a key given twice in one mapping (PyYAML keeps the
     last one silently: a second `train:` section would replace the first whole), a key
@@ -316,6 +322,20 @@ class _UniqueKeyLoader(yaml.SafeLoader):
     alias of aliases grows without limit; configs inherit with `base:` instead."""
 
     def compose_node(self, parent, index):
+        # Nesting deeper than any config has is refused before it reaches Python's
+        # recursion limit (the composer recurses once a level).
+        self._depth = getattr(self, "_depth", 0) + 1
+        try:
+            if self._depth > MAX_YAML_DEPTH:
+                raise yaml.composer.ComposerError(
+                    None, None, f"values are nested more than {MAX_YAML_DEPTH} levels deep; a "
+                    "config has sections of values, and lists of numbers",
+                    self.peek_event().start_mark)
+            return self._compose_node(parent, index)
+        finally:
+            self._depth -= 1
+
+    def _compose_node(self, parent, index):
         if self.check_event(yaml.events.AliasEvent):
             raise yaml.composer.ComposerError(
                 None, None, "aliases (*name) are not read in these files: write the values "
@@ -346,8 +366,8 @@ def read_yaml_file(path, what="config file"):
     if not path.exists():
         raise ConfigError(f"{what} not found: {path}")
     if not path.is_file():
-        raise ConfigError(f"{what} {path} is not a file (a folder or a device); give the "
-                          "YAML file itself")
+        raise ConfigError(f"{what} {path} is {file_kind(path)}; expected a regular file: "
+                          "give the YAML file itself")
     try:
         return yaml.load(path.read_text(encoding="utf-8"), Loader=_UniqueKeyLoader)
     except UnicodeDecodeError as error:
@@ -363,6 +383,9 @@ def _read_yaml(path, seen=()):
     path = Path(path).resolve()
     if path in seen:
         raise ConfigError(f"config inheritance loops back to {path}")
+    if len(seen) >= MAX_BASE_CHAIN:
+        raise ConfigError(f"{path}: the 'base:' chain is longer than {MAX_BASE_CHAIN} files "
+                          f"(from {seen[0]}); inherit from fewer files")
     data = read_yaml_file(path)
     if data is None:
         raise ConfigError(f"{path} is empty; write the settings that differ from a base "

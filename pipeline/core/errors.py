@@ -20,3 +20,29 @@ class InputError(UserError, ValueError):
 class ThreadsError(UserError, RuntimeError):
     """The process already computes with another thread count than the run's (a
     framework fixes it once it starts): start the run in a new process."""
+
+
+class NotARegularFile(InputError):
+    """A path the command reads or appends to is not a regular file (a FIFO would block
+    the command forever, a device like /dev/zero would fill its memory)."""
+
+
+def file_kind(path):
+    """'a FIFO', 'a folder', 'a character device', ... for what is at `path` (which
+    exists), or 'a regular file'."""
+    import os
+    import stat
+    mode = os.stat(path).st_mode
+    kinds = ((stat.S_ISREG, "a regular file"), (stat.S_ISDIR, "a folder"),
+             (stat.S_ISFIFO, "a FIFO (named pipe)"), (stat.S_ISCHR, "a character device"),
+             (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"))
+    return next((name for test, name in kinds if test(mode)), "not a file")
+
+
+def require_regular_file(path, what="file"):
+    """Raise `NotARegularFile` (naming `path`, what it is and what it should be) unless
+    `path`, which exists, is a regular file (after links)."""
+    kind = file_kind(path)
+    if kind != "a regular file":
+        raise NotARegularFile(f"{what} {path} is {kind}; expected a regular file: replace it "
+                              "with the file itself")

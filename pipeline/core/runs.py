@@ -17,11 +17,12 @@ import fcntl
 import json
 import math
 import os
+import stat
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from pipeline.core.errors import InputError, UserError
+from pipeline.core.errors import InputError, UserError, require_regular_file
 from pipeline.core.run_meta import DamagedMeta, RunMeta
 
 CONFIG_FILE = "config.yaml"
@@ -76,6 +77,11 @@ def atomic_write_text(path, text):
     atomic_write_bytes(path, text.encode())
 
 
+# A record is a few kB (a distributions record with its samples ~50 kB): a longer line
+# is damage, named, not parsed.
+MAX_RECORD_CHARS = 10_000_000
+
+
 def read_records(path):
     """All complete records of a JSON-lines file. A torn last line (a crash in the middle
     of a write) is skipped; any other line that is not a record (a JSON object with a
@@ -85,6 +91,7 @@ def read_records(path):
     path = Path(path)
     if not path.exists():
         return []
+    require_regular_file(path, "records file")
     try:
         text = path.read_text()
     except UnicodeDecodeError as error:
@@ -97,10 +104,12 @@ def read_records(path):
         if not line.strip():
             continue
         try:
-            record = json.loads(line)
+            record = json.loads(line) if len(line) <= MAX_RECORD_CHARS else None
         except json.JSONDecodeError:
             if number - 1 == last and not text.endswith("\n"):
                 continue  # a line cut by a crash: the resume rewrites the file without it
+            record = None
+        except RecursionError:  # nested deeper than any record is: damage, named below
             record = None
         if not (isinstance(record, dict) and isinstance(record.get("step"), int)):
             raise BrokenRunError(f"{path}, line {number}, is not a record ({line[:60]!r}); "
@@ -166,11 +175,19 @@ def open_no_follow(path, mode="a"):
     file, so such a link is refused, named (O_NOFOLLOW: no check-then-open race)."""
     flags = os.O_CREAT | os.O_APPEND | (os.O_RDWR if "+" in mode else os.O_WRONLY)
     try:
-        fd = os.open(path, flags | os.O_NOFOLLOW, 0o666)
+        # Non-blocking to open: a FIFO put where the file belongs would otherwise wait
+        # for a reader forever. Anything but a regular file is then refused, named.
+        fd = os.open(path, flags | os.O_NOFOLLOW | os.O_NONBLOCK, 0o666)
     except OSError as error:
         if error.errno == errno.ELOOP:
             raise SymlinkRefused(path) from None
+        if error.errno == errno.ENXIO:  # a FIFO without a reader
+            require_regular_file(path, "run file")
         raise
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        require_regular_file(path, "run file")
+    os.set_blocking(fd, True)
     return os.fdopen(fd, mode)
 
 
@@ -314,8 +331,12 @@ class RunDirectory:
         path = self.path / META_FILE
         if not path.exists():
             return RunMeta()
+        require_regular_file(path, "run file")
         try:
             return RunMeta.from_json(json.loads(path.read_text()))
+        except RecursionError:
+            raise BrokenRunError(f"{path} is nested deeper than any meta.json is; restore it, "
+                                 f"or delete {self.path} to start that run over") from None
         except (json.JSONDecodeError, UnicodeDecodeError) as error:
             raise BrokenRunError(f"{path} is not valid JSON ({error}); restore it, or delete "
                                  f"{self.path} to start that run over") from None
@@ -347,12 +368,15 @@ class RunDirectory:
 
     def check_streams(self, upto, config, meta, records=None):
         """Raise `BrokenRunError` naming the file if a stream the run's `config` (a dict)
-        says it writes has a hole before step `upto`: an evaluation (every
+        says it writes has a hole before step `upto`: a logged step (every
+        train.log_every), an evaluation (every
         train.eval_every steps, and at the last) or a probe step (meta.json's
         `probe_steps`) without its record. `records`: {stream: records} already read."""
         train = config.get("train", {})
         every, steps = train.get("eval_every"), train.get("steps")
         expected = {}
+        if isinstance(train.get("log_every"), int) and train["log_every"] > 0:
+            expected["train"] = list(range(0, upto, train["log_every"]))
         if isinstance(every, int) and isinstance(steps, int) and every > 0:
             expected["eval"] = sorted({*range(every, min(upto, steps) + 1, every),
                                        *([steps] if steps <= upto else [])})
@@ -433,8 +457,12 @@ def read_saved_config(path):
     """A run directory's config.yaml as a dict; a `BrokenRunError` naming the file if it
     is not YAML holding the config's sections."""
     import yaml
+    require_regular_file(path, "run file")
     try:
         config = yaml.safe_load(Path(path).read_text())
+    except RecursionError:
+        raise BrokenRunError(f"{path} is nested deeper than a run's config is; restore it, or "
+                             "delete the run directory to start that run over") from None
     except (yaml.YAMLError, UnicodeDecodeError) as error:
         raise BrokenRunError(f"{path} is not valid YAML ({' '.join(str(error).split())[:200]}); "
                              "restore it, or delete the run directory to start that run "
