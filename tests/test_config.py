@@ -85,6 +85,17 @@ def test_resolved_yaml_loads_back_to_the_same_config(tmp_path):
     ("probes.landscape.multipliers=[1,1e-45]", "probes.landscape.multipliers=1e-45 is not representable"),
     ("probes.landscape.multipliers=[1,0]", "probes.landscape.multipliers holds 0.0; every step size is a positive"),
     ("probes.landscape.multipliers=[-1]", "probes.landscape.multipliers holds -1.0"),
+    # Shapes and sizes that used to pass validation and fail mid-run (issue 41).
+    ("probes.distributions.sample_size=-1", "probes.distributions.sample_size=-1 is out of range"),
+    ("probes.ics.layers=[1,[2]]", "probes.ics.layers holds [2]; each is a weight layer's number"),
+    ("probes.ics.layers=[0]", "probes.ics.layers holds 0"),
+    ("probes.landscape.multipliers=[1,[2]]", "probes.landscape.multipliers holds [2]; each is a number"),
+    ("probes.ics.layers={a: 1}", "override 'probes.ics.layers={a: 1}': the value has the wrong shape"),
+    ("probes.curvature.iterations=1000000", "beyond the stated maximum of 1000"),
+    ("model.width_multiplier=1e308", "model.width_multiplier=1e.308 is not representable in float32"),
+    # Too large for this machine: refused with the estimate and the limit, before anything
+    # is built (the attack's width multiplier of 200 was killed by the kernel after 104 s).
+    ("model.width_multiplier=200", "this run needs at least ~5,515.6 GiB"),
 ])
 def test_bad_values_fail_naming_key_value_and_fix(override, message):
     with pytest.raises(ConfigError, match=message.replace("(", "\\(").replace("[", "\\[")):
@@ -184,3 +195,9 @@ def test_nesting_and_base_chains_beyond_their_limits_are_refused_in_one_line(tmp
         path.write_text(f"base: c{k + 1}.yaml\n" if k + 1 < len(chain) else "seed: 1\n")
     with pytest.raises(ConfigError, match="chain is longer than 32 files"):
         load_config(chain[0])
+
+
+def test_a_dln_too_large_for_memory_is_refused_with_the_figure_and_the_limit():
+    with pytest.raises(ConfigError, match=r"needs at least ~3,782.7 GiB .* more than 80% of "
+                       r"this machine's [\d.,]+ GiB; make the model or batch smaller"):
+        load_config(REPO / "configs" / "dln.yaml", ["data.regression_dim=100000"])

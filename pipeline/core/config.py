@@ -213,7 +213,24 @@ def _probes_config():
             _choice(f"probes.{name}.schedule", probe.schedule, SCHEDULES)
             _at_least(f"probes.{name}.per_decade", probe.per_decade, 1)
         _at_least("probes.curvature.iterations", self.curvature.iterations, 1)
+        if self.curvature.iterations > MAX_CURVATURE_ITERATIONS:
+            raise ConfigError(f"probes.curvature.iterations={self.curvature.iterations} is "
+                              f"beyond the stated maximum of {MAX_CURVATURE_ITERATIONS} (each is a "
+                              "Hessian-vector product, ~2.5 training steps; 20 reach 1e-3)")
+        _at_least("probes.distributions.sample_size", self.distributions.sample_size, 1)
+        if self.distributions.sample_size > MAX_SAMPLE_SIZE:
+            raise ConfigError(f"probes.distributions.sample_size={self.distributions.sample_size} "
+                              f"is beyond the stated maximum of {MAX_SAMPLE_SIZE:,} values a "
+                              "layer a record")
+        for name in ("ics", "distributions"):
+            for layer in getattr(self, name).layers or ():
+                if not (isinstance(layer, int) and not isinstance(layer, bool) and layer >= 1):
+                    raise ConfigError(f"probes.{name}.layers holds {layer!r}; each is a weight "
+                                      "layer's number, a whole number >= 1 (e.g. [5, 10])")
         for multiplier in self.landscape.multipliers or ():
+            if not isinstance(multiplier, (int, float)) or isinstance(multiplier, bool):
+                raise ConfigError(f"probes.landscape.multipliers holds {multiplier!r}; each is "
+                                  "a number, a multiple of optim.lr (e.g. [0.5, 1, 2, 4])")
             if not multiplier > 0:
                 raise ConfigError(f"probes.landscape.multipliers holds {multiplier!r}; every "
                                   "step size is a positive multiple of optim.lr (a step of 0 "
@@ -257,6 +274,7 @@ class Config:
             raise ConfigError(
                 f"model.family={self.model.family!r} does not fit data.name={self.data.name!r}: "
                 "the DLN trains on linear_regression and VGG on image data sets")
+        _fits_in_memory(self)
 
 
 # The largest and smallest normal float32: runs compute in float32 (train.precision's
@@ -270,6 +288,22 @@ def _fits_float32(key, value):
         raise ConfigError(f"{key}={value!r} is not representable in float32, the precision runs "
                           f"compute in (magnitudes from {FLOAT32_TINY:.3g} to {FLOAT32_MAX:.3g}, "
                           "or 0); give a value in that range")
+
+
+def _fits_in_memory(config):
+    """Refuse a model or data set that cannot fit in this machine's memory, with the
+    estimate and the limit (pipeline.core.footprint), before anything is built."""
+    from pipeline.core import footprint
+    limit = footprint.machine_bytes()
+    needed = footprint.estimated_bytes(config)
+    if limit is not None and needed > footprint.SHARE * limit:
+        raise ConfigError(
+            f"this run needs at least ~{needed / 2 ** 30:,.1f} GiB (model.family="
+            f"{config.model.family}, model.depth={config.model.depth}, model.width_multiplier="
+            f"{config.model.width_multiplier:g}, data.batch_size={config.data.batch_size}, "
+            f"data.regression_dim={config.data.regression_dim}: weights, activations and data), "
+            f"more than {footprint.SHARE:.0%} of this machine's {limit / 2 ** 30:,.1f} GiB; make "
+            "the model or batch smaller")
 
 
 def _floats(node, prefix=""):
@@ -313,6 +347,9 @@ def _explain(error, key=None):
 # levels of nesting, and files in a `base:` chain.
 MAX_YAML_DEPTH = 32
 MAX_BASE_CHAIN = 32
+# Stated maxima of the probes' work per record.
+MAX_CURVATURE_ITERATIONS = 1000
+MAX_SAMPLE_SIZE = 1_000_000
 
 
 class _UniqueKeyLoader(yaml.SafeLoader):
@@ -409,7 +446,7 @@ def build_config(layers=(), overrides=()):
             # and one merge per layer and override took 0.1 s a config (7 s to plan the
             # demo's 64 runs).
             merged = OmegaConf.merge(schema, *[data for _, data in layers], *parsed)
-        except OmegaConfBaseException:
+        except (OmegaConfBaseException, TypeError):  # TypeError: a mapping for a list
             merged = _merge_naming_the_source(schema, layers, overrides, parsed)
         return OmegaConf.to_object(merged)
     except OmegaConfBaseException as error:
@@ -449,11 +486,17 @@ def _merge_naming_the_source(schema, layers, overrides, parsed):
     for source, data in layers:
         try:
             merged = OmegaConf.merge(merged, data)
+        except TypeError as error:
+            raise ConfigError(f"{source}: a value has the wrong shape ({error}: a mapping where "
+                              "a list or a number belongs?)") from None
         except OmegaConfBaseException as error:
             raise ConfigError(f"{source}: {_explain(error)}") from None
     for item, fragment in zip(overrides, parsed):
         try:
             merged = OmegaConf.merge(merged, fragment)
+        except TypeError as error:
+            raise ConfigError(f"override {item!r}: the value has the wrong shape ({error}: a "
+                              "mapping where a list or a number belongs?)") from None
         except OmegaConfBaseException as error:
             # Name the whole dotted key: OmegaConf reports only its first unknown part.
             explained = _explain(error, item.partition("=")[0].strip())
