@@ -268,20 +268,10 @@ def _advice(error):
     return "fix the file or folder named, then rerun the same command"
 
 
-def own_temporary_folder():
-    """Make a temporary folder this process's own, for it, its children (a sweep's runs,
-    the notebook kernels) and the frameworks (TensorFlow's autograph files, Matplotlib's
-    cache when HOME is not writable); returns it. The process removes it before it ends:
-    its final `os._exit` skips the frameworks' own clean-up."""
-    import tempfile
-    folder = tempfile.mkdtemp(prefix="bnlab-")
-    os.environ["TMPDIR"] = tempfile.tempdir = folder
-    return folder
-
-
 if __name__ == "__main__":
     import shutil
-    temporary = own_temporary_folder()
+    from pipeline.core.scratch import own_scratch_folder
+    temporary = own_scratch_folder()  # the process's temporary folder, removed at its end
     try:
         code = main()
     finally:

@@ -213,15 +213,18 @@ def test_killed_at_random_moments_and_resumed_each_time_gives_the_uninterrupted_
                 "--set", "train.eval_every=10", "--set", "train.steps_per_call=1"]
     killed = RunDirectory(tmp_path / "killed")
     moments = random.Random(0)
-    # A killed process cannot remove its temporary folder: keep it in the test's own.
-    temporary = tmp_path / "temporary"
+    # A killed process cannot remove its scratch folder: it lies in the project's cache
+    # (here the test's own), never in the system's temporary folder, and the next start
+    # of any run removes it.
+    temporary, cache = tmp_path / "system_tmp", tmp_path / "cache"
     temporary.mkdir()
     # Two kills at random moments (each costs a process start, ~15 s on 2 slow cores).
     for attempt in range(2):
         process = subprocess.Popen([sys.executable, "-m", "pipeline", "train", str(SMOKE),
                                     *settings, "--workdir", str(killed.path)], cwd=REPO,
                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                                   env={**os.environ, "TMPDIR": str(temporary)})
+                                   env={**os.environ, "TMPDIR": str(temporary),
+                                        "XDG_CACHE_HOME": str(cache)})
         before = len(killed.records("train"))
         deadline = time.time() + 120
         while len(killed.records("train")) <= before and time.time() < deadline:
@@ -231,6 +234,14 @@ def test_killed_at_random_moments_and_resumed_each_time_gives_the_uninterrupted_
         process.wait()
     killed_meta = killed.read_meta()
     assert killed_meta.status == "running", "a run ended before it was killed"
+    assert list(temporary.iterdir()) == []  # nothing in the system's temporary folder
+    from pipeline.core.scratch import sweep_dead
+    scratch = cache / "bnlab" / "tmp"
+    # The second start removed the first killed process's folder; the second's is left,
+    # with TensorFlow's autograph sources in it, until the next start removes it.
+    [left] = list(scratch.iterdir())
+    assert any(f.name.startswith("__autograph") for f in left.iterdir())
+    assert sweep_dead(scratch) == 1 and list(scratch.iterdir()) == []
     assert killed_meta.wall_time_s > 0  # written at checkpoints, so a killed run has it
     # The resume and the clean run need no process of their own.
     call_cli("train", SMOKE, *settings, "--workdir", killed.path)
