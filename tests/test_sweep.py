@@ -468,3 +468,18 @@ def test_a_sweep_whose_submitit_folder_is_a_symlink_is_refused_before_anything_i
     with pytest.raises(SymlinkRefused, match="sweep/slurm is a symbolic link"):
         slurm.submit(runs, tmp_path / "sweep", executor="submitit_local", echo=lambda message: None)
     assert list(elsewhere.iterdir()) == []
+
+
+@pytest.mark.slow
+def test_a_sweep_with_a_run_that_cannot_start_trains_the_others_and_reports_it(tmp_path):
+    from conftest import fails_cleanly
+    runs = [tmp_path / f"seed-{seed}" for seed in range(3)]
+    runs[1].write_text("a file where the run's folder goes")
+    (runs[2] / "train.log").mkdir(parents=True)  # a folder where the run's log goes
+    result = call_cli("sweep", SMOKE, "--seeds", "3", "--set", "train.steps=2",
+                      "--sweep-dir", tmp_path, "--jobs", "1", check=False)
+    fails_cleanly(result, 1, "some runs did not finish")
+    assert RunDirectory(runs[0]).read_meta().status == "finished"
+    assert "seed-1: could not start:" in result.stdout and "seed-2: could not start:" in result.stdout
+    table = result.stdout[result.stdout.index("run "):]
+    assert table.count("broken") == 2 and "finished" in table

@@ -27,9 +27,10 @@ from typing import Any
 from pipeline.core import interrupts
 from pipeline.core.config import AUTO, ConfigError
 from pipeline.core.run_meta import is_done
+from pipeline.core.errors import UserError
 from pipeline.core.runs import BrokenRunError, make_folder, open_no_follow
-from pipeline.sweeps.sweep import (STOP_SECONDS, log_tail, run_environment, run_status,
-                                   runs_to_do, summarize)
+from pipeline.sweeps.sweep import (STOP_SECONDS, could_not_start, log_tail, run_environment,
+                                   run_status, runs_to_do, summarize)
 from pipeline.sweeps.worker import Worker
 
 POLL_SECONDS = 0.5
@@ -183,13 +184,19 @@ def run_local(runs, jobs=AUTO, gpus_per_run=1, verbose=False, echo=None):
     free = list(range(len(slots)))
     number = {run.workdir: index for index, run in enumerate(runs, 1)}
     active, workers = [], {}  # workers: slot -> its worker, training or idle
+    unstarted = {}  # run folder -> why it could not start
     try:
         while todo or active:
             while todo and free:
                 run, slot = todo.pop(0), free.pop(0)
                 label = f"[{number[run.workdir]}/{len(runs)}] {run.name}"
-                active.append(_start(run, label, slot, slots[slot], verbose,
-                                     tqdm, echo, workers))
+                try:
+                    active.append(_start(run, label, slot, slots[slot], verbose,
+                                         tqdm, echo, workers))
+                except (OSError, UserError) as error:  # this run only: the others go on
+                    free.append(slot)
+                    unstarted[run.workdir] = could_not_start(run, error)
+                    echo(f"{label}: {unstarted[run.workdir]}")
             # Until a run ends (its worker answers) or it is time to update the bars.
             select.select([child.worker for child in active], [], [], POLL_SECONDS)
             for child in list(active):
@@ -209,4 +216,4 @@ def run_local(runs, jobs=AUTO, gpus_per_run=1, verbose=False, echo=None):
     finally:
         for worker in workers.values():
             worker.close()
-    return summarize(runs)
+    return summarize(runs, unstarted)

@@ -21,8 +21,9 @@ from typing import Optional
 from pipeline.core import interrupts
 from pipeline.core.backend import BACKENDS
 from pipeline.core.config import AUTO, ConfigError, load_config, read_yaml_file, to_yaml
+from pipeline.core.errors import InputError, file_kind
 from pipeline.core.run_meta import RunMeta, is_done
-from pipeline.core.runs import (BrokenRunError, RunDirectory, default_workdir, make_folder,
+from pipeline.core.runs import (RunDirectory, default_workdir, make_folder,
                                 open_no_follow, pick, refuse_links_below, summary_row)
 
 LOG_FILE = "train.log"   # a sweep's copy of each run's console output, in its run directory
@@ -316,7 +317,7 @@ def runs_to_do(runs, echo=print):
     for index, run in enumerate(runs, 1):
         try:
             status = run_status(run)
-        except BrokenRunError as error:
+        except (InputError, OSError) as error:  # damaged run files: reported in the summary
             echo(f"[{index}/{len(runs)}] {run.name}: skipped: {error}")
             continue
         if is_done(status):
@@ -329,6 +330,8 @@ def runs_to_do(runs, echo=print):
 def log_tail(run, lines=5):
     """The last `lines` lines of a run's log ('' if it has none)."""
     try:
+        if file_kind(run.log_path) != "a regular file":  # a FIFO would block here
+            return ""
         text = run.log_path.read_text(errors="replace")
     except OSError:
         return ""
@@ -339,16 +342,26 @@ SUMMARY_COLUMNS = ("status", "step", "diverged_at", "train_loss", "test_loss", "
                    "wall_s", "error")
 
 
-def summarize(runs):
+def could_not_start(run, error):
+    """Why `run` could not start, from the error that stopped it (an OSError names its
+    file: a run folder that is a file, a log that is a folder)."""
+    if isinstance(error, OSError):
+        where = error.filename or run.workdir
+        return f"could not start: {where}: {error.strerror or error}"
+    return f"could not start: {error}"
+
+
+def summarize(runs, unstarted=None):
     """One row per run (`runs.summary_row`): status, steps done, last train loss, last
-    test metrics, wall time."""
+    test metrics, wall time; `unstarted`: {run folder: why it could not start}, shown as
+    its error (status broken)."""
     rows = []
     for run in runs:
         directory = RunDirectory(run.workdir)
         try:
-            meta, broken = directory.read_meta(), None
+            meta, broken = directory.read_meta(), (unstarted or {}).get(run.workdir)
             train, evals = directory.records("train"), directory.records("eval")
-        except BrokenRunError as error:
+        except (InputError, OSError) as error:  # damaged, or not what a run folder holds
             meta, broken, train, evals = RunMeta(), str(error), [], []
         row = summary_row(meta, train[-1] if train else None, evals[-1] if evals else None,
                           broken)
