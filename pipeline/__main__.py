@@ -124,6 +124,12 @@ def _parser():
 def main(argv=None):
     interrupts.install()  # SIGTERM unwinds like Ctrl-C, from the first instant on
     tool_homes.confine()  # before Keras, Matplotlib or IPython write into the user's home
+    try:
+        os.getcwd()  # every relative path given resolves against it
+    except FileNotFoundError:
+        print("error: the working folder no longer exists (deleted or moved while the shell "
+              "was in it); cd to an existing folder and rerun the command", file=sys.stderr)
+        return 1
     args = None
     try:
         interrupts.die_with_parent()
@@ -139,8 +145,8 @@ def main(argv=None):
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # nothing more to say
         return 0
     except OSError as error:  # a full disk, no permission, a path that is a file
-        print(f"error: {error.filename or 'a file'}: {error.strerror or error}; "
-              f"{_advice(error)}", file=sys.stderr)
+        where = f"{error.filename}: " if error.filename else ""
+        print(f"error: {where}{error.strerror or error}; {_advice(error)}", file=sys.stderr)
         return 1
     except (KeyboardInterrupt, interrupts.Terminated) as error:
         # Only training has checkpoints to resume from; the other commands start over.
@@ -263,8 +269,12 @@ def _advice(error):
         return "free some space on that disk, then rerun the same command to resume"
     if error.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
         return "make it writable, or choose another --workdir / --output"
-    if error.errno in (errno.ENOTDIR, errno.EEXIST, errno.EISDIR):
-        return "that path must be a folder (or a file) and is not; choose another path"
+    if error.errno == errno.ENOTDIR:
+        return "a part of that path is a file where a folder is needed; choose another path"
+    if error.errno == errno.EISDIR:
+        return "that path is a folder where a file is needed; choose another path"
+    if error.errno == errno.EEXIST:
+        return "something else already exists at that path; choose another path"
     return "fix the file or folder named, then rerun the same command"
 
 

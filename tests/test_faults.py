@@ -575,3 +575,31 @@ def test_a_run_log_or_lock_that_is_a_fifo_is_refused_at_once(tmp_path):
         os.mkfifo(tmp_path / name)  # opened to append, it would wait for a reader forever
         with pytest.raises(NotARegularFile, match=rf"{name} is a FIFO \(named pipe\); expected a regular"):
             open_no_follow(tmp_path / name, "a+" if name == ".lock" else "a")
+
+
+@pytest.mark.parametrize("line, phrase", [
+    ("not json", "the worker reads one JSON request a line"),
+    ('{"argv": ["train"]}', "a worker request needs \"argv\" (a list of text) and \"log\""),
+])
+def test_the_warm_worker_answers_a_bad_request_in_one_line(line, phrase):
+    import subprocess
+    import sys
+    from conftest import REPO, clean_environment
+    result = subprocess.run([sys.executable, "-m", "pipeline", "worker"], input=line + "\n",
+                            cwd=REPO, env=clean_environment(), capture_output=True, text=True,
+                            timeout=120)
+    fails_cleanly(result, 2, phrase)
+    assert result.stderr.strip().count("\n") == 0  # one line
+
+
+def test_a_command_from_a_deleted_working_folder_says_so(tmp_path):
+    import subprocess
+    import sys
+    from conftest import REPO, clean_environment
+    gone = tmp_path / "gone"
+    gone.mkdir()
+    script = f"cd {gone} && rmdir {gone} && {sys.executable} -m pipeline claims runs"
+    result = subprocess.run(["bash", "-c", script], capture_output=True, text=True, timeout=60,
+                            env={**clean_environment(), "PYTHONPATH": str(REPO)})
+    fails_cleanly(result, 1, "the working folder no longer exists")
+    assert "a file:" not in result.stderr

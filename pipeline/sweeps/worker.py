@@ -33,6 +33,7 @@ import sys
 import traceback
 
 from pipeline.core import interrupts
+from pipeline.core.errors import InputError
 from pipeline.core.runs import open_no_follow
 
 
@@ -69,6 +70,26 @@ def forget_the_run():
     gc.collect()
 
 
+class BadRequest(InputError):
+    """A line sent to the worker that is not a request it can carry out."""
+
+
+def parse_request(line):
+    """{"argv": [text, ...], "log": text} from one line of the worker's input; a
+    `BadRequest` saying what is wrong otherwise (a sweep sends only such lines)."""
+    try:
+        request = json.loads(line)
+    except (json.JSONDecodeError, RecursionError):
+        raise BadRequest(f"the worker reads one JSON request a line ({{\"argv\": [...], "
+                         f"\"log\": \"file\"}}); got {line[:60]!r}") from None
+    if not (isinstance(request, dict) and isinstance(request.get("argv"), list)
+            and all(isinstance(a, str) for a in request["argv"])
+            and isinstance(request.get("log"), str)):
+        raise BadRequest(f"a worker request needs \"argv\" (a list of text) and \"log\" (a "
+                         f"file name); got {line[:60]!r}")
+    return request
+
+
 def serve(command_line, commands=None, answers=None):
     """Train each run `commands` (lines; default stdin) asks for with `command_line`
     (pipeline.__main__.main); answer each with its exit code on `answers` (default this
@@ -82,7 +103,7 @@ def serve(command_line, commands=None, answers=None):
         engines.module("engine").reuse_programs()
     try:
         for line in commands:
-            request = json.loads(line)
+            request = parse_request(line)
             code = train_logged(command_line, request["argv"], request["log"])
             answers.write(json.dumps({"code": code}) + "\n")
             answers.flush()
