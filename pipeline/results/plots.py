@@ -198,10 +198,11 @@ def plot_per_eta(rows, title):
     step size (one panel per ledger row with `per_eta`: loss band, gradient change,
     beta), each with its 95 % interval; 1 (no difference) dashed. Where a ratio is
     drawn as a function of the grid, no one step size decides it."""
-    rows = [row for row in rows if row.measured.get("per_eta")]
-    if not rows:
+    rows = [row for row in rows
+            if any(e["ratio"] is not None for e in row.measured.get("per_eta", []))]
+    if not rows:  # none matched at any step size
         from pipeline.results.analysis import NothingToPlot
-        raise NothingToPlot("no ledger row with ratios per step size")
+        raise NothingToPlot("no ledger row with a matched ratio at any step size")
     fig, axes = plt.subplots(1, len(rows), figsize=(4.6 * len(rows), 3.8), squeeze=False,
                              constrained_layout=True)
     for ax, row in zip(axes[0], rows):
