@@ -164,7 +164,9 @@ def compare(variant_frame, reference_frame, rng, resamples=2000, level=0.95):
     tail = (1 - level) / 2 * 100
 
     def interval(values):
-        return tuple(float(v) for v in np.nanpercentile(values, [tail, 100 - tail]))
+        # An infinite draw (a reference of 0 in float32) interpolates to NaN: quietly.
+        with np.errstate(invalid="ignore"):
+            return tuple(float(v) for v in np.nanpercentile(values, [tail, 100 - tail]))
     bins = [{"bin": int(index), "loss_range": bin_range(index), "ratio": float(np.exp(point[k])),
              "interval": interval(np.exp(draws[:, k]))} for k, index in enumerate(matched)]
     return {"coverage": table, "bins": bins, "ratio": float(_geometric_mean(point)),

@@ -97,7 +97,8 @@ def both(*verdicts):
 def percentile_interval(draws, level=LEVEL):
     """The central `level` interval of bootstrap draws, ignoring NaN draws."""
     tail = (1 - level) / 2 * 100
-    return tuple(float(v) for v in np.nanpercentile(draws, [tail, 100 - tail]))
+    with np.errstate(invalid="ignore"):  # infinite draws interpolate to NaN, quietly
+        return tuple(float(v) for v in np.nanpercentile(draws, [tail, 100 - tail]))
 
 
 def resample_medians(values, rng, resamples=BOOTSTRAP_RESAMPLES):
