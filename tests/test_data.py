@@ -215,6 +215,12 @@ def test_binary_archive_errors_name_the_path_and_the_fix(tmp_path, rng):
         tar.addfile(info, io.BytesIO(bytes(3000)))
     with pytest.raises(DatasetUnavailableError, match="3000 bytes, not a whole number of 3073"):
         load_arrays(config.data)
+    with tarfile.open(archive, "w:gz") as tar:  # a folder where a batch file belongs
+        info = tarfile.TarInfo("cifar-10-batches-bin/data_batch_1.bin")
+        info.type = tarfile.DIRTYPE
+        tar.addfile(info)
+    with pytest.raises(DatasetUnavailableError, match="data_batch_1.bin is not a file"):
+        load_arrays(config.data)
 
 
 def test_tfds_path_loads_cifar_shaped_arrays():

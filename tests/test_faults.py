@@ -603,3 +603,16 @@ def test_a_command_from_a_deleted_working_folder_says_so(tmp_path):
                             env={**clean_environment(), "PYTHONPATH": str(REPO)})
     fails_cleanly(result, 1, "the working folder no longer exists")
     assert "a file:" not in result.stderr
+
+
+def test_a_full_disk_while_building_a_report_names_the_output(tmp_path, monkeypatch):
+    import errno
+    from conftest import fake_run
+    from pipeline.results import report
+
+    def full(*args):
+        raise OSError(errno.ENOSPC, "No space left on device")  # names no file
+    monkeypatch.setattr(report, "_build", full)
+    fake_run(tmp_path / "run", "seed=0")
+    result = call_cli("figures", tmp_path / "run", "--output", tmp_path / "out", check=False)
+    fails_cleanly(result, 1, f"error: {tmp_path / 'out'}: No space left on device; free some space")

@@ -131,10 +131,15 @@ def _read_records(archive, members, label_bytes, path):
     chunks = []
     for member in members:
         try:
-            raw = archive.extractfile(member).read()
+            handle = archive.extractfile(member)
         except KeyError:
             raise DatasetUnavailableError(
                 f"{path} has no member {member}: not an official CIFAR binary archive") from None
+        if handle is None:  # a folder (or a link) where the batch file belongs
+            raise DatasetUnavailableError(
+                f"{path}: its member {member} is not a file: not an official CIFAR binary "
+                "archive; download the archive again")
+        raw = handle.read()
         if len(raw) == 0 or len(raw) % record:
             raise DatasetUnavailableError(
                 f"{path}: {member} holds {len(raw)} bytes, not a whole number of "

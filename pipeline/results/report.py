@@ -89,6 +89,15 @@ def make_figures(runs, output_dir="reports", notebooks=NOTEBOOKS, echo=print):
     load_runs(runs)  # a missing run path stops here, before any notebook runs
     output_dir = Path(output_dir).resolve()
     check_output(output_dir)
+    try:
+        return _build(runs, output_dir, notebooks, echo)
+    except OSError as error:  # a full disk names no file: it is the output's
+        if error.filename is None:
+            error.filename = str(output_dir)
+        raise
+
+
+def _build(runs, output_dir, notebooks, echo):
     staging = start_staging(output_dir)
     try:
         failures = {}
