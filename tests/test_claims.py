@@ -471,3 +471,36 @@ def test_copies_of_one_experiment_count_once_and_are_named(tmp_path):
     assert json.loads(result.stdout) == one  # the same ledger, seed 0 once
     assert "runs/copy is the same experiment as" in result.stderr and "counted once" in result.stderr
     assert "runs/a" in result.stderr
+
+
+def test_landscape_rows_give_their_ratio_at_every_step_size_and_where_a_maximum_sits():
+    # Gradient change per step size: BN's m, the standard network's 2m below LR and 4m
+    # above it, at the same losses: the ratio is 0.5 for m <= 1 and 0.25 above, each
+    # at matched loss; BN's beta (change / m) is flat, so its maximum over the paper's
+    # grid sits at the grid's smallest step (LR/2) in every record, the standard
+    # network's at its largest.
+    def loss(step):
+        return 3.0 * 0.97 ** step
+
+    def runs(norm, factor):
+        made = [_run(norm, s, loss=loss, band=lambda step: 1.0) for s in range(3)]
+        for run in made:
+            frame = run.records["landscape"]
+            frame["landscape/per_eta"] = [
+                [{**e, "grad_change": e["multiplier"] * factor(e["multiplier"]),
+                  "beta": 1 + 1e-3 * (e["multiplier"] < 1) if norm == "batch" else e["multiplier"]}
+                 for e in entries] for entries in frame["landscape/per_eta"]]
+        return made
+    bn = runs("batch", lambda m: 1.0)
+    standard = runs("none", lambda m: 2.0 if m <= 1 else 4.0)
+    [row] = _rows(bn + standard, "gradient_change_smaller")
+    per_eta = {e["multiplier"]: e for e in row.measured["per_eta"]}
+    assert sorted(per_eta) == [0.5, 1.0, 2.0, 4.0]
+    for m, expected in ((0.5, 0.5), (1.0, 0.5), (2.0, 0.25), (4.0, 0.25)):
+        assert per_eta[m]["ratio"] == pytest.approx(expected) and per_eta[m]["verdict"] == "reproduced"
+    [beta] = _rows(bn + standard, "beta_smaller")
+    assert beta.measured["grid_ends"]["batch"]["smallest"] == 1.0
+    assert beta.measured["grid_ends"]["none"]["largest"] == 1.0
+    text = format_claims([beta])
+    assert "batch's maximum sits at the smallest step of the grid in 100% of its records" in text
+    assert "per step size (multiple of LR: ratio [interval]): 0.5: " in text

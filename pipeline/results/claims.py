@@ -142,7 +142,7 @@ CLAIMS = [
                  text="beyond the paper: gradient change relative to the gradient is smaller "
                       "with BN", **BN_VGG,
                  statistic="max over the paper's grid of ||grad(theta - eta g) - g|| / ||g||",
-                 measure=VGG_LANDSCAPE["relative_grad_change"], expect="smaller"),
+                 measure=VGG_LANDSCAPE["relative_grad_change"], per_eta=True, expect="smaller"),
     *_landscape("beta_smaller", "the effective beta is smaller with BN",
                 "effective beta-smoothness, max over the paper's grid (eta in {1/2 ... 4} x LR)",
                 VGG_LANDSCAPE["beta"],

@@ -242,6 +242,12 @@ def relative_grad_change(frame, low=PAPER_GRID_FROM):
     return grad_change(frame, low) / frame["landscape/grad_norm"].to_numpy(float)
 
 
+def relative_change_at(multiplier):
+    """||grad L(theta - eta g) - g|| / ||g|| at eta = multiplier x LR."""
+    return lambda frame: (_reduce(frame, "grad_change", max, multiplier, multiplier)
+                          / frame["landscape/grad_norm"].to_numpy(float))
+
+
 def beta(frame, low=PAPER_GRID_FROM):
     """The effective beta-smoothness as the paper reads it: the maximum over its grid
     of ||grad L(theta - eta g) - g|| / ||eta g||."""
@@ -288,7 +294,7 @@ def landscape_measures(low):
         "grad_change": ProbeMeasure("landscape", on_grid(grad_change), LANDSCAPE_LOSS,
                                     at_multiplier=entry_at("grad_change")),
         "relative_grad_change": ProbeMeasure("landscape", on_grid(relative_grad_change),
-                                             LANDSCAPE_LOSS),
+                                             LANDSCAPE_LOSS, at_multiplier=relative_change_at),
         "beta": ProbeMeasure("landscape", on_grid(beta), LANDSCAPE_LOSS,
                              at_multiplier=entry_at("beta"), grid_from=low)}
 
