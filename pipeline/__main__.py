@@ -274,7 +274,7 @@ def _advice(error):
     if error.errno == errno.EISDIR:
         return "that path is a folder where a file is needed; choose another path"
     if error.errno == errno.EEXIST:
-        return "something else already exists at that path; choose another path"
+        return "a file (or something else) is already at that path where a folder goes; choose another path"
     return "fix the file or folder named, then rerun the same command"
 
 

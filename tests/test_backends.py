@@ -7,7 +7,8 @@ import pytest
 
 from conftest import REPO, SMOKE, call_cli, clean_environment, flatten, run_cli, training_state
 from pipeline.core.backend import BackendError, choose_backend, select_backend
-from pipeline.core.config import checkpoint_identity, load_config
+from pipeline.core.config import load_config
+from pipeline.core.fingerprint import checkpoint_identity
 from pipeline.core.runs import RunDirectory
 from pipeline.training.checkpoint import restore_latest, save_checkpoint
 

@@ -197,7 +197,7 @@ def test_a_workdir_that_is_a_file_is_named(tmp_path):
     path = tmp_path / "results.txt"
     path.write_text("mine")
     result = call_cli("train", SMOKE, "--workdir", path, check=False)
-    fails_cleanly(result, 1, str(path), "must be a folder")
+    fails_cleanly(result, 1, str(path), "where a folder goes")
     assert path.read_text() == "mine"
 
 

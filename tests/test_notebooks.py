@@ -44,8 +44,10 @@ def test_every_notebook_makes_its_figures_and_the_report(sweep, tmp_path):
     expected = ["training_accuracy", "training_loss", "activations_layer3", "activations_layer9",
                 "ics", "ics_vs_loss_layer2", "ics_vs_loss_layer5", "landscape",
                 "gradient_change_vs_step", "loss_band_vs_loss", "beta_max_vs_loss", "curvature",
-                "landscape_per_eta", "lp_training", "lp_landscape", "dln_loss", "dln_landscape",
-                "dln_landscape_per_eta"]
+                "lp_training", "lp_landscape", "dln_loss", "dln_landscape"]
+    # The ratios per step size need matched loss bins, which these few-step runs lack:
+    # no such figure, rather than an empty one (tests/test_plots.py draws it).
+    assert not (figures / "landscape_per_eta.png").exists()
     for name in expected:
         for fmt in ("png", "svg"):
             assert (figures / f"{name}.{fmt}").stat().st_size > 1000, name

@@ -251,3 +251,25 @@ def test_every_figure_gives_a_network_one_colour_and_name_and_captions_say_what_
     (tmp_path / "none-0.1-long" / "config.yaml").write_text(to_yaml(config))
     scale = analysis.describe_scale(analysis.load_runs(tmp_path))
     assert "standard, LR 0.1: 1 (2 runs);" in scale and "LR 0.1: 60 steps" in scale, scale
+
+
+def test_the_per_step_size_figure_draws_each_rows_ratios_with_their_intervals():
+    from pipeline.results.analysis import NothingToPlot
+    from pipeline.results.claim_row import ClaimRow
+    per_eta = [{"multiplier": m, "ratio": r, "interval": [r / 2, r * 2], "verdict": "", "bins": 2}
+               for m, r in ((0.5, 1.2), (1.0, 0.7), (4.0, 0.3))]
+    row = ClaimRow.of("probe", {"key": "beta_smaller", "claim": "c", "statistic": "s",
+                                "variant": "batch", "reference": "none", "paper": "", "rule": "",
+                                "headline": True, "verdict": "reproduced", "lr": 0.1, "seeds": 5,
+                                "per_eta": per_eta})
+    fig = plots.plot_per_eta([row], "title")
+    line = fig.axes[0].lines[0]  # the ratios (then the error bars' caps and the line at 1)
+    np.testing.assert_allclose(line.get_xdata(), [0.5, 1.0, 4.0])
+    np.testing.assert_allclose(line.get_ydata(), [1.2, 0.7, 0.3])
+    assert fig.axes[0].get_xscale() == "log" and "LR 0.1, 5 seeds" in fig.axes[0].get_title()
+    unmatched = ClaimRow.of("probe", {**row.measured, "key": "k", "claim": "c", "statistic": "s",
+                                      "variant": "batch", "reference": "none", "paper": "",
+                                      "rule": "", "headline": True, "verdict": "inconclusive",
+                                      "per_eta": [{**per_eta[0], "ratio": None, "interval": None}]})
+    with pytest.raises(NothingToPlot):
+        plots.plot_per_eta([unmatched], "title")

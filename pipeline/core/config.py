@@ -19,6 +19,7 @@ import yaml
 from omegaconf import OmegaConf
 from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
 
+from pipeline.core import footprint
 from pipeline.core.errors import InputError, file_kind
 
 DATASETS = ("cifar10", "cifar100", "digits", "synthetic", "linear_regression")
@@ -265,7 +266,8 @@ class Config:
                 raise ConfigError(f"{key}={value!r} is not a finite number; give a finite value "
                                   "(the default is in the config's section of configs/base.yaml "
                                   "or PROTOCOL.md)")
-            _fits_float32(key, value)
+            if footprint.not_float32(value):
+                raise ConfigError(f"{key}={value!r} {footprint.not_float32(value)}")
         for key, value in (("seed", self.seed), ("data.seed", self.data.seed)):
             if not 0 <= value < 2 ** 32:
                 raise ConfigError(f"{key}={value!r} is out of range; it must be between 0 and "
@@ -274,36 +276,9 @@ class Config:
             raise ConfigError(
                 f"model.family={self.model.family!r} does not fit data.name={self.data.name!r}: "
                 "the DLN trains on linear_regression and VGG on image data sets")
-        _fits_in_memory(self)
-
-
-# The largest and smallest normal float32: runs compute in float32 (train.precision's
-# variables included), where a value beyond them is inf or loses its digits on the way
-# to 0 (1e-50 is 0 there: a "finished" run that never moved).
-FLOAT32_MAX, FLOAT32_TINY = 3.4028234663852886e38, 1.1754943508222875e-38
-
-
-def _fits_float32(key, value):
-    if abs(value) > FLOAT32_MAX or 0 < abs(value) < FLOAT32_TINY:
-        raise ConfigError(f"{key}={value!r} is not representable in float32, the precision runs "
-                          f"compute in (magnitudes from {FLOAT32_TINY:.3g} to {FLOAT32_MAX:.3g}, "
-                          "or 0); give a value in that range")
-
-
-def _fits_in_memory(config):
-    """Refuse a model or data set that cannot fit in this machine's memory, with the
-    estimate and the limit (pipeline.core.footprint), before anything is built."""
-    from pipeline.core import footprint
-    limit = footprint.machine_bytes()
-    needed = footprint.estimated_bytes(config)
-    if limit is not None and needed > footprint.SHARE * limit:
-        raise ConfigError(
-            f"this run needs at least ~{needed / 2 ** 30:,.1f} GiB (model.family="
-            f"{config.model.family}, model.depth={config.model.depth}, model.width_multiplier="
-            f"{config.model.width_multiplier:g}, data.batch_size={config.data.batch_size}, "
-            f"data.regression_dim={config.data.regression_dim}: weights, activations and data), "
-            f"more than {footprint.SHARE:.0%} of this machine's {limit / 2 ** 30:,.1f} GiB; make "
-            "the model or batch smaller")
+        too_large = footprint.too_large(self)  # before a model is built, not by the kernel
+        if too_large:
+            raise ConfigError(too_large)
 
 
 def _floats(node, prefix=""):
@@ -513,39 +488,3 @@ def load_config(path=None, overrides=()):
 def to_yaml(config):
     """The resolved config as YAML, loadable again with `load_config`."""
     return yaml.safe_dump(dataclasses.asdict(config), sort_keys=False)
-
-
-# Keys that do not change a run's numbers: what it is called, how its progress is shown,
-# how many steps a compiled call runs (tested: the records are the same for any value),
-# and the CPU threads (kept from a run's first start on resume, PROTOCOL.md section 10).
-# Two runs that differ only in these are the same experiment.
-NOT_THE_EXPERIMENT = ("description", "train.progress", "train.steps_per_call", "train.threads")
-
-
-def experiment_fingerprint(config, ignore=()):
-    """A hex digest of the settings that determine a run's numbers (seed included): of a
-    `Config` or of a config as a dict (config.yaml read back). Equal for two runs of the
-    same experiment, whatever their description or launcher settings; `ignore`: dotted
-    keys left out besides."""
-    import hashlib
-    import json
-    if dataclasses.is_dataclass(config):
-        config = dataclasses.asdict(config)
-    flat = {}
-
-    def walk(node, prefix=""):
-        for key, value in node.items():
-            if isinstance(value, dict):
-                walk(value, f"{prefix}{key}.")
-            elif prefix + key not in NOT_THE_EXPERIMENT + tuple(ignore):
-                flat[prefix + key] = value
-    walk(config)
-    text = json.dumps(flat, sort_keys=True, default=repr)
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
-
-
-def checkpoint_identity(config):
-    """The identity a run's checkpoints carry (pipeline.training.checkpoint): its
-    experiment's fingerprint without train.steps, since the weights after step t do not
-    depend on how long the run is to go on (a run resumed with more steps continues)."""
-    return experiment_fingerprint(config, ignore=("train.steps",))

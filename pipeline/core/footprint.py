@@ -1,5 +1,5 @@
-"""How much memory a config's model and data set need, estimated before anything is
-built, so that a run too large for the machine is refused with one line naming the
+"""What this machine can hold: numbers in float32 (`not_float32`), and how much memory a
+config's model and data set need, estimated before anything is built, so that a run too large for the machine is refused with one line naming the
 figure and the limit, not killed by the kernel minutes later (exit 137).
 
 The estimate is deliberately rough and low: float32 weights with their gradients, the
@@ -61,9 +61,38 @@ def estimated_bytes(config):
                     + _data_values(data))
 
 
+# The largest and smallest normal float32: runs compute in float32 (train.precision's
+# variables included), where a value beyond them is inf or loses its digits on the way
+# to 0 (1e-50 is 0 there: a "finished" run that never moved).
+FLOAT32_MAX, FLOAT32_TINY = 3.4028234663852886e38, 1.1754943508222875e-38
+
+
+def not_float32(value):
+    """Why the finite number `value` is no number in float32 ('' if it is one)."""
+    if abs(value) > FLOAT32_MAX or 0 < abs(value) < FLOAT32_TINY:
+        return ("is not representable in float32, the precision runs compute in (magnitudes "
+                f"from {FLOAT32_TINY:.3g} to {FLOAT32_MAX:.3g}, or 0); give a value in that range")
+    return ""
+
+
 def machine_bytes():
     """The machine's physical memory in bytes (None where it cannot be read)."""
     try:
         return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
     except (ValueError, OSError, AttributeError):
         return None
+
+
+def too_large(config):
+    """Why `config`'s model or data set cannot fit in this machine's memory, with the
+    estimate and the limit ('' if it may fit, or the machine's memory is unknown)."""
+    limit, needed = machine_bytes(), estimated_bytes(config)
+    if limit is None or needed <= SHARE * limit:
+        return ""
+    model, data = config.model, config.data
+    return (f"this run needs at least ~{needed / 2 ** 30:,.1f} GiB (model.family="
+            f"{model.family}, model.depth={model.depth}, model.width_multiplier="
+            f"{model.width_multiplier:g}, data.batch_size={data.batch_size}, "
+            f"data.regression_dim={data.regression_dim}: weights, activations and data), "
+            f"more than {SHARE:.0%} of this machine's {limit / 2 ** 30:,.1f} GiB; make the "
+            "model or batch smaller")

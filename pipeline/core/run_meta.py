@@ -164,3 +164,27 @@ def meta_problem(meta):
     if meta.get("start_step", 0) > step:
         return f"its start_step is {meta['start_step']}, beyond its step ({step})"
     return ""
+
+
+def summary_row(meta, last_train=None, last_eval=None, broken=None):
+    """A run's one-row summary, which every table of runs (the sweep's, the notebooks',
+    the report's) selects from: status, steps done and planned, the step it diverged at
+    ('' if it did not), the last train loss, the last test loss and accuracy, wall time
+    (s), versions, and the error of a failed or broken run. `meta`: its `RunMeta`;
+    `last_train`, `last_eval`: its last train and eval records (None if it has none);
+    `broken`: why its files could not be read, if they could not (status `broken`)."""
+    nan = float("nan")
+    status = "broken" if broken else meta.status or "not started"
+    error = broken or ((meta.error or "") if status == "failed" else "")
+    return {"status": status, "step": meta.step, "steps": meta.steps,
+            "diverged_at": "" if meta.diverged_step is None else meta.diverged_step,
+            "train_loss": (last_train or {}).get("train/loss", nan),
+            "test_loss": (last_eval or {}).get("test/loss", nan),
+            "test_accuracy": (last_eval or {}).get("test/accuracy", nan),
+            "wall_s": round(meta.wall_time_s or 0.0, 1),
+            "versions": ", ".join(f"{k} {v}" for k, v in (meta.versions or {}).items()),
+            "error": error}
+
+
+def pick(row, columns):
+    return {column: row[column] for column in columns}

@@ -15,7 +15,6 @@ A killed run leaves at worst a torn last line, which readers skip and a resume r
 import errno
 import fcntl
 import json
-import math
 import os
 import stat
 import tempfile
@@ -366,33 +365,6 @@ class RunDirectory:
             limit = step + 1 if stream == "eval" else step
             keep_records(self.records_path(stream), lambda r, limit=limit: r["step"] < limit)
 
-    def check_streams(self, upto, config, meta, records=None):
-        """Raise `BrokenRunError` naming the file if a stream the run's `config` (a dict)
-        says it writes has a hole before step `upto`: a logged step (every
-        train.log_every), an evaluation (every
-        train.eval_every steps, and at the last) or a probe step (meta.json's
-        `probe_steps`) without its record. `records`: {stream: records} already read."""
-        train = config.get("train", {})
-        every, steps = train.get("eval_every"), train.get("steps")
-        expected = {}
-        if isinstance(train.get("log_every"), int) and train["log_every"] > 0:
-            expected["train"] = list(range(0, upto, train["log_every"]))
-        if isinstance(every, int) and isinstance(steps, int) and every > 0:
-            expected["eval"] = sorted({*range(every, min(upto, steps) + 1, every),
-                                       *([steps] if steps <= upto else [])})
-        for stream, probed in (meta.probe_steps or {}).items():
-            expected[stream] = [s for s in probed if s < upto]
-        for stream, wanted in expected.items():
-            found = {r["step"] for r in (records[stream] if records and stream in records
-                                         else self.records(stream))}
-            missing = sorted(set(wanted) - found)
-            if missing:
-                raise BrokenRunError(
-                    f"{self.records_path(stream)} misses the record of step {missing[0]} "
-                    f"({len(missing)} of the {len(wanted)} steps the run's config records "
-                    f"before step {upto}): records deleted or cut; restore the run's files, or "
-                    f"delete {self.path} to start that run over")
-
     def check_resumable(self, start, checkpointed, log_every):
         """Refuse to resume from step `start` (0: from scratch) records that do not lead up
         to it: `checkpointed`, the step meta.json says the last checkpoint holds, and no
@@ -420,37 +392,6 @@ class RunDirectory:
         if self._lock is not None:
             self._lock.close()  # releases the flock
             self._lock = None
-
-
-def differing_keys(a, b):
-    """Dotted keys whose values differ between two config dicts."""
-    keys = []
-    for key in sorted(set(a) | set(b)):
-        x, y = a.get(key), b.get(key)
-        if isinstance(x, dict) and isinstance(y, dict):
-            keys += [f"{key}.{k}" for k in differing_keys(x, y)]
-        elif x != y:
-            keys.append(key)
-    return keys
-
-
-class UnsealedConfig(BrokenRunError):
-    """A run's config.yaml no longer holds the config the run trained with."""
-
-
-def check_seal(path, config, meta):
-    """Raise `UnsealedConfig` if the config.yaml at `path` (read as `config`) differs from
-    the config the run trained with, sealed in its meta.json (`RunMeta.config`; runs from
-    before the seal have none, and pass)."""
-    if meta.config is None:
-        return
-    differing = differing_keys(meta.config, config)
-    if differing:
-        raise UnsealedConfig(
-            f"{path} no longer holds the config the run trained with (meta.json's seal; "
-            f"differing: {', '.join(differing)}): its results are not those of this config; "
-            "restore the file (meta.json's `config` holds the values it trained with), or "
-            "train the changed config as a new run in another folder")
 
 
 def read_saved_config(path):
@@ -521,61 +462,16 @@ def load_run(path):
     config_path = run.path / CONFIG_FILE
     if not config_path.exists():
         raise FileNotFoundError(f"{run.path} is not a run directory: it has no {CONFIG_FILE}")
+    from pipeline.core import run_checks
     config, meta = read_saved_config(config_path), run.read_meta()
-    check_seal(config_path, config, meta)
+    run_checks.check_seal(config_path, config, meta)
     records = {s: run.records(s) for s in run.streams()}
     if meta.status == "finished":  # a result: complete, and every number a number
-        run.check_streams(meta.steps or 0, config, meta, records)
+        run_checks.check_streams(run, meta.steps or 0, config, meta, records)
         for stream, rows in records.items():
-            _refuse_nonfinite(run.records_path(stream), rows)
+            run_checks.refuse_nonfinite(run.records_path(stream), rows)
     return LoadedRun(path=str(run.path), config=config, meta=meta,
                      records={s: pd.DataFrame(rows) for s, rows in records.items()})
-
-
-def _nonfinite_in(value):
-    if isinstance(value, float):
-        return not math.isfinite(value)
-    if isinstance(value, dict):
-        return any(map(_nonfinite_in, value.values()))
-    if isinstance(value, list):
-        return any(map(_nonfinite_in, value))
-    return False
-
-
-def _refuse_nonfinite(path, rows):
-    """A finished run's records hold finite numbers only (a diverged run's last loss is
-    its result; a NaN written into a finished one would move a claim's ratio)."""
-    for line, row in enumerate(rows, 1):
-        bad = sorted(key for key, value in row.items() if _nonfinite_in(value))
-        if bad:
-            raise BrokenRunError(
-                f"{path}, line {line} (step {row.get('step')}): {', '.join(bad)} is not a "
-                "finite number in a finished run; restore the run's files, or delete the run "
-                "directory to train it again")
-
-
-def summary_row(meta, last_train=None, last_eval=None, broken=None):
-    """A run's one-row summary, which every table of runs (the sweep's, the notebooks',
-    the report's) selects from: status, steps done and planned, the step it diverged at
-    ('' if it did not), the last train loss, the last test loss and accuracy, wall time
-    (s), versions, and the error of a failed or broken run. `meta`: its `RunMeta`;
-    `last_train`, `last_eval`: its last train and eval records (None if it has none);
-    `broken`: why its files could not be read, if they could not (status `broken`)."""
-    nan = float("nan")
-    status = "broken" if broken else meta.status or "not started"
-    error = broken or ((meta.error or "") if status == "failed" else "")
-    return {"status": status, "step": meta.step, "steps": meta.steps,
-            "diverged_at": "" if meta.diverged_step is None else meta.diverged_step,
-            "train_loss": (last_train or {}).get("train/loss", nan),
-            "test_loss": (last_eval or {}).get("test/loss", nan),
-            "test_accuracy": (last_eval or {}).get("test/accuracy", nan),
-            "wall_s": round(meta.wall_time_s or 0.0, 1),
-            "versions": ", ".join(f"{k} {v}" for k, v in (meta.versions or {}).items()),
-            "error": error}
-
-
-def pick(row, columns):
-    return {column: row[column] for column in columns}
 
 
 def default_workdir(config_path):

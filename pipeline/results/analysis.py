@@ -7,9 +7,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from pipeline.core.config import NOT_THE_EXPERIMENT, experiment_fingerprint
+from pipeline.core.fingerprint import NOT_THE_EXPERIMENT, experiment_fingerprint
 from pipeline.core.errors import InputError, UserError
-from pipeline.core.runs import find_runs, load_run, pick, summary_row
+from pipeline.core.run_meta import pick, summary_row
+from pipeline.core.runs import find_runs, load_run
 
 # The paper's names for the norms.
 NORM_NAMES = {"none": "standard", "batch": "BN", "noisy_batch": "noisy BN", "noise_only": "noise only",
@@ -139,7 +140,7 @@ def common_eval_step(runs):
 
 
 def runs_summary(runs, step=None):
-    """One row per loaded run (`runs.summary_row`): variant, norm, lr, seed, status, the
+    """One row per loaded run (`run_meta.summary_row`): variant, norm, lr, seed, status, the
     step it diverged at, test accuracy and loss: the final ones, or at `step`."""
     rows = []
     for run in runs:

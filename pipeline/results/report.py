@@ -5,7 +5,8 @@ import json
 from pathlib import Path
 
 from pipeline.core.errors import InputError, UserError
-from pipeline.core.runs import atomic_write_text, summary_row
+from pipeline.core.run_meta import summary_row
+from pipeline.core.runs import atomic_write_text
 from pipeline.results.report_folder import check_output, discard_staging, publish, start_staging
 
 NOTEBOOK_DIR = Path(__file__).resolve().parents[2] / "notebooks"
@@ -133,7 +134,7 @@ def _name_the_output_in_notebooks(staging, output_dir):
 
 
 def run_inventory(loaded):
-    """One row per run for the report (`runs.summary_row`): path, seed, steps, status,
+    """One row per run for the report (`run_meta.summary_row`): path, seed, steps, status,
     wall time, versions."""
     rows = []
     for run in loaded:

@@ -22,9 +22,9 @@ from pipeline.core import interrupts
 from pipeline.core.backend import BACKENDS
 from pipeline.core.config import AUTO, ConfigError, load_config, read_yaml_file, to_yaml
 from pipeline.core.errors import InputError, file_kind
-from pipeline.core.run_meta import RunMeta, is_done
-from pipeline.core.runs import (RunDirectory, default_workdir, make_folder,
-                                open_no_follow, pick, refuse_links_below, summary_row)
+from pipeline.core.run_meta import RunMeta, is_done, pick, summary_row
+from pipeline.core.runs import (RunDirectory, default_workdir, make_folder, open_no_follow,
+                                refuse_links_below)
 
 LOG_FILE = "train.log"   # a sweep's copy of each run's console output, in its run directory
 NAME_LENGTH = 48         # longest value in a run name; longer ones are cut and hashed
@@ -352,7 +352,7 @@ def could_not_start(run, error):
 
 
 def summarize(runs, unstarted=None):
-    """One row per run (`runs.summary_row`): status, steps done, last train loss, last
+    """One row per run (`run_meta.summary_row`): status, steps done, last train loss, last
     test metrics, wall time; `unstarted`: {run folder: why it could not start}, shown as
     its error (status broken)."""
     rows = []

@@ -17,7 +17,8 @@ from typing import Any, Callable
 import numpy as np
 
 from pipeline.core import interrupts
-from pipeline.core.config import AUTO, checkpoint_identity
+from pipeline.core.config import AUTO
+from pipeline.core.fingerprint import checkpoint_identity
 from pipeline.inputs.data import make_dataset
 from pipeline.inputs.tasks import task_of
 from pipeline.training.checkpoint import save_checkpoint

@@ -22,10 +22,11 @@ import yaml
 import pipeline
 from pipeline import engines
 from pipeline.core import interrupts
-from pipeline.core.config import checkpoint_identity, load_config, to_yaml
+from pipeline.core.config import load_config, to_yaml
 from pipeline.core.errors import InputError
-from pipeline.core.runs import (CONFIG_FILE, RunDirectory, check_seal, default_workdir,
-                                differing_keys, read_saved_config)
+from pipeline.core.fingerprint import checkpoint_identity
+from pipeline.core.run_checks import check_seal, check_streams, differing_keys
+from pipeline.core.runs import CONFIG_FILE, RunDirectory, default_workdir, read_saved_config
 from pipeline.engines import make_engine
 from pipeline.inputs.data import load_arrays
 from pipeline.inputs.tasks import task_of
@@ -160,7 +161,7 @@ def _resume_and_train(config, runtime, engine, run, probes_factory, echo=None):
     start = restore_latest(run.checkpoint_dir, model, optimizer, checkpoint_identity(config))
     if run.writable:
         run.check_resumable(start, meta.step, config.train.log_every)
-        run.check_streams(start, yaml.safe_load(to_yaml(config)), meta)
+        check_streams(run, start, yaml.safe_load(to_yaml(config)), meta)
     run.drop_records_after(start)
     previous = meta.backend
     if previous and previous != engine.backend and start > 0:
