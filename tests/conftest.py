@@ -155,3 +155,20 @@ def fails_cleanly(result, code, *phrases):
     assert "Traceback" not in result.stderr, result.stderr[-2000:]
     for phrase in phrases:
         assert phrase in result.stderr, result.stderr[-2000:]
+
+
+@pytest.fixture
+def interrupts_installed():
+    """The CLI's signal handling in this test process; the handlers and what they
+    received are restored afterwards."""
+    import signal
+
+    from pipeline.core import interrupts
+    saved = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
+    try:
+        interrupts.install()
+        yield interrupts
+    finally:
+        interrupts._received.clear()
+        signal.signal(signal.SIGINT, saved[0])
+        signal.signal(signal.SIGTERM, saved[1])
