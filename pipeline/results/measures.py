@@ -183,13 +183,6 @@ def transient_median(measure):
     return median
 
 
-def paper_reading(records):
-    """The paper's reading of `ProbeMeasure.records` of several runs: each run's maximum
-    over the curve after step 0 (the paper's figures start later), median over runs."""
-    late = records[records["step"] > 0]
-    return float(late.groupby("seed")["value"].max().median()) if len(late) else float("nan")
-
-
 # --- the landscape over its step-size grid -------------------------------------------
 
 def multiplier_of(entry, lr):
