@@ -181,7 +181,7 @@ def test_a_resumed_run_forgets_the_error_of_the_failed_attempt(tmp_path):
     from pipeline.training.train import train_and_evaluate
 
     class Interrupting:
-        name, schedule = "interrupting", Schedule(range(1000))
+        name, schedule = "curvature", Schedule(range(1000))  # a declared stream
 
         def __call__(self, step):
             if step == 5:

@@ -10,6 +10,7 @@ from typing import Callable
 import numpy as np
 import pandas as pd
 
+from pipeline.core.records import loss_key
 from pipeline.results.analysis import MILESTONE_WINDOW, first_crossing, probe_frame, records_frame
 
 # PROTOCOL.md section 8: a record at step t of a run of T steps is in the initial
@@ -272,7 +273,7 @@ def grid_end_shares(frame, field="beta", low=PAPER_GRID_FROM):
     return {end: float(np.mean(flags)) if flags else float("nan") for end, flags in ends.items()}
 
 
-LANDSCAPE_LOSS = "landscape/loss"
+LANDSCAPE_LOSS = loss_key("landscape")
 
 
 def landscape_measures(low):
@@ -292,15 +293,17 @@ def landscape_measures(low):
                              at_multiplier=entry_at("beta"), grid_from=low)}
 
 
-ICS_L2 = ProbeMeasure("ics", lambda f: f["ics/l2"], "ics/loss", per_layer=True)
-ICS_RELATIVE = ProbeMeasure("ics", lambda f: f["ics/relative_l2"], "ics/loss", per_layer=True)
-ICS_COSINE = ProbeMeasure("ics", lambda f: 1.0 - f["ics/cosine"], "ics/loss", per_layer=True)
+ICS_L2 = ProbeMeasure("ics", lambda f: f["ics/l2"], loss_key("ics"), per_layer=True)
+ICS_RELATIVE = ProbeMeasure("ics", lambda f: f["ics/relative_l2"], loss_key("ics"),
+                            per_layer=True)
+ICS_COSINE = ProbeMeasure("ics", lambda f: 1.0 - f["ics/cosine"], loss_key("ics"),
+                          per_layer=True)
 # The VGG's measures on the paper's grid (from LR/2); the DLN's grid is the paper's whole.
 VGG_LANDSCAPE = landscape_measures(PAPER_GRID_FROM)
 DLN_LANDSCAPE = landscape_measures(0.0)
 LOCAL_BETA = ProbeMeasure("landscape", local_beta, LANDSCAPE_LOSS)
 CURVATURE = ProbeMeasure("curvature", lambda f: np.abs(f["curvature/top_eigenvalue"]),
-                         "curvature/loss")
+                         loss_key("curvature"))
 
 
 def edge_of_stability(run):

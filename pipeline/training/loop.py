@@ -16,7 +16,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from pipeline.core import interrupts
+from pipeline.core import interrupts, records
 from pipeline.core.config import AUTO
 from pipeline.core.fingerprint import checkpoint_identity
 from pipeline.inputs.data import make_dataset
@@ -131,6 +131,7 @@ class Recorder:
         return min((step // every + 1) * every, self.total)
 
     def record(self, stream, step, values):
+        records.check(stream, values)  # the declared schema, before anything is written
         self.run.writer(stream).write({"step": step, **values})
         if self.tensorboard is not None:
             self.tensorboard.scalars(step, values)
@@ -194,7 +195,7 @@ def run_loop(state, start, probes):
     recording, evaluating and checkpointing as the config says; keeps `state.meta` up to
     date (its status `running` until the loop ends)."""
     config, engine = state.config, state.engine
-    t, task = config.train, task_of(config)
+    t, task = config.train, task_of(state.arrays)
     train_steps = engine.train_steps(state.model, state.optimizer, task, state.arrays, start)
     evaluate = make_evaluate(engine, config, state.model,
                              make_dataset(config, "test", arrays=state.arrays), state.arrays)
