@@ -190,9 +190,13 @@ def _figures(args, verbose):
 def _claims(args, verbose):
     from pipeline.results.analysis import load_runs
     from pipeline.results.claims import claims_table
-    from pipeline.results.claims_format import format_answer, format_claims, to_json
-    rows = claims_table(load_runs([Path(path).resolve() for path in args.runs]))
-    print(to_json(rows) if args.json else f"{format_answer(rows)}\n\n{format_claims(rows)}")
+    from pipeline.results.claims_format import (format_answer, format_claims,
+                                                format_other_networks, to_json)
+    runs = load_runs([Path(path).resolve() for path in args.runs])
+    rows = claims_table(runs)
+    others = format_other_networks(runs)
+    print(to_json(rows) if args.json else f"{format_answer(rows)}\n\n{format_claims(rows)}"
+          + (f"\n\n{others}" if others else ""))
     return 0
 
 

@@ -128,7 +128,7 @@ def training_state(config):
     from pipeline.training.train import build_training_state
     engine = make_engine(config, configure_runtime(config))
     arrays = load_arrays(config.data)
-    model, optimizer = build_training_state(config, arrays.num_classes, engine)
+    model, optimizer = build_training_state(config, arrays, engine)
     return engine, model, optimizer, arrays
 
 

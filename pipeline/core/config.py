@@ -21,10 +21,13 @@ from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
 
 from pipeline.core import footprint
 from pipeline.core.errors import InputError, file_kind
+from pipeline.core.user_code import split_function_path
 
 DATASETS = ("cifar10", "cifar100", "digits", "synthetic", "linear_regression")
 SOURCES = ("tfds", "binary")
-FAMILIES = ("vgg", "dln")
+# The built-in model families (pipeline.nets.families registers each, and checks at import
+# that it registers exactly these); a user's network is `model.factory` instead.
+FAMILIES = ("dln", "mlp", "resnet", "vgg")
 # The model layer's registries, by name (pipeline.nets.layers.NORM_LAYERS, pipeline.nets.models),
 # which check at import that they build exactly these.
 NORMS = ("batch", "group", "l1", "l2", "layer", "linf", "noise_only", "noisy_batch", "none")
@@ -76,8 +79,13 @@ class DataConfig:
     # DLN: targets A x with A_ij ~ N(0, scale^2); configs/dln.yaml sets the scale that
     # gives the paper's initial loss (PROTOCOL.md section 1)
     regression_target_scale: float = 1.0
+    # A user's data set, "package.module:function" (pipeline.inputs.data.load_user_arrays
+    # says what it returns); when set it replaces data.name's data set.
+    loader: Optional[str] = None
 
     def __post_init__(self):
+        if self.loader is not None:
+            split_function_path("data.loader", self.loader)
         _choice("data.name", self.name, DATASETS)
         _choice("data.source", self.source, SOURCES)
         for key in ("batch_size", "eval_batch_size", "n_train", "n_test",
@@ -116,13 +124,21 @@ class ModelConfig:
     hidden_units: int = 512
     sync_batch_norm: bool = False   # all-reduce BN statistics across replicas
     noise: NoiseConfig = field(default_factory=NoiseConfig)
+    # A user's network, "package.module:function" (pipeline.nets.families says what it is
+    # called with); when set it replaces model.family's network.
+    factory: Optional[str] = None
 
     def __post_init__(self):
+        if self.factory is not None:
+            split_function_path("model.factory", self.factory)
         _choice("model.family", self.family, FAMILIES)
         _choice("model.norm", self.norm, NORMS)
         _choice("model.head", self.head, HEADS)
         if self.family == "vgg":
             _choice("model.depth", self.depth, VGG_DEPTHS)
+        if self.family == "resnet" and (self.depth < 8 or (self.depth - 2) % 6):
+            raise ConfigError(f"model.depth={self.depth!r} is not a CIFAR ResNet's depth; it is "
+                              "6n + 2 (20, 32, 44, 56, 110)")
         _at_least("model.depth", self.depth, 1)
         if self.width_multiplier <= 0:
             raise ConfigError(f"model.width_multiplier={self.width_multiplier!r} must be > 0")
@@ -272,10 +288,12 @@ class Config:
             if not 0 <= value < 2 ** 32:
                 raise ConfigError(f"{key}={value!r} is out of range; it must be between 0 and "
                                   "2**32 - 1")
-        if (self.model.family == "dln") != (self.data.name == "linear_regression"):
+        regression = self.data.name == "linear_regression"
+        fits = {"dln": regression, "vgg": not regression, "resnet": not regression}
+        if not (self.model.factory or self.data.loader) and not fits.get(self.model.family, True):
             raise ConfigError(
                 f"model.family={self.model.family!r} does not fit data.name={self.data.name!r}: "
-                "the DLN trains on linear_regression and VGG on image data sets")
+                "the DLN trains on linear_regression, VGG and the ResNet on image data sets")
         too_large = footprint.too_large(self)  # before a model is built, not by the kernel
         if too_large:
             raise ConfigError(too_large)
@@ -479,9 +497,25 @@ def _merge_naming_the_source(schema, layers, overrides, parsed):
     return merged
 
 
+# BN Lab's own configs, found by name from any folder (`train your_model.yaml`).
+SHIPPED_CONFIGS = Path(__file__).resolve().parents[2] / "configs"
+
+
+def find_config(path):
+    """`path`, or where it is a bare file name that is not in the working folder, BN Lab's
+    config of that name (configs/), so a run started in a user's own folder can name
+    one; `path` unchanged if neither exists (the reader names it)."""
+    path = Path(path)
+    shipped = SHIPPED_CONFIGS / path.name
+    if not path.exists() and path.name == str(path) and shipped.is_file():
+        return shipped
+    return path
+
+
 def load_config(path=None, overrides=()):
-    """Load a YAML file (with its `base:` chain) and apply `section.key=value` overrides."""
-    layers = _read_yaml(path) if path else []
+    """Load a YAML file (with its `base:` chain; a bare name may be one of BN Lab's
+    configs, `find_config`) and apply `section.key=value` overrides."""
+    layers = _read_yaml(find_config(path)) if path else []
     return build_config(layers, overrides)
 
 

@@ -11,6 +11,9 @@ import json
 # and the CPU threads (kept from a run's first start on resume, PROTOCOL.md section 10).
 # Two runs that differ only in these are the same experiment.
 NOT_THE_EXPERIMENT = ("description", "train.progress", "train.steps_per_call", "train.threads")
+# Keys added after runs were made, left out while unset so that those runs' fingerprints
+# (and their checkpoints' identity) stay what they were.
+ADDED_UNSET = ("model.factory", "data.loader")
 
 
 def experiment_fingerprint(config, ignore=()):
@@ -26,6 +29,8 @@ def experiment_fingerprint(config, ignore=()):
         for key, value in node.items():
             if isinstance(value, dict):
                 walk(value, f"{prefix}{key}.")
+            elif prefix + key in ADDED_UNSET and value is None:
+                continue
             elif prefix + key not in NOT_THE_EXPERIMENT + tuple(ignore):
                 flat[prefix + key] = value
     walk(config)

@@ -53,12 +53,13 @@ def _data_values(data):
 def estimated_bytes(config):
     """Bytes a run of `config` needs at least (see the module's docstring)."""
     model, data = config.model, config.data
-    if model.family == "dln":
+    parameters = activations = 0  # a family without an estimate here: its data only
+    if model.factory is None and model.family == "dln":
         parameters, activations = _dln(model, data)
-    else:
+    elif model.factory is None and model.family == "vgg":
         parameters, activations = _vgg(model, data.batch_size)
-    return FLOAT * (WEIGHT_COPIES * parameters + ACTIVATION_COPIES * activations
-                    + _data_values(data))
+    data_values = 0 if data.loader is not None else _data_values(data)
+    return FLOAT * (WEIGHT_COPIES * parameters + ACTIVATION_COPIES * activations + data_values)
 
 
 # The largest and smallest normal float32: runs compute in float32 (train.precision's

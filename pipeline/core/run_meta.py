@@ -117,6 +117,16 @@ class RunMeta:
     host: str | None = _checked(TEXT)
     user: str | None = _checked(TEXT)
     platform: str | None = _checked(TEXT)
+    # The version of the record schema its records follow (pipeline.core.records).
+    record_schema: int | None = _checked(COUNT)
+    # The user's code a run's config names (model.factory, data.loader): {key: {function,
+    # file, sha256}}; the config cannot seal that code, so the run records which it ran.
+    user_code: dict | None = _checked(
+        (lambda v: isinstance(v, dict) and all(isinstance(c, dict) for c in v.values()),
+         "an object of {function, file, sha256} objects"))
+    # Which batch the probes measured on: the step's own (the training loop) or a fixed
+    # batch given to pipeline.probes.callback.ProbeCallback under model.fit (with why).
+    probe_batch: str | None = _checked(TEXT)
     # Fields this version does not know (a newer one may add some): kept as they are.
     extra: dict = field(default_factory=dict)
 

@@ -435,7 +435,8 @@ class LoadedRun:
 
     @property
     def family(self):
-        return self.config["model"]["family"]
+        """The registered family, or the user's factory ("package.module:function")."""
+        return self.config["model"].get("factory") or self.config["model"]["family"]
 
     @property
     def norm(self):

@@ -20,6 +20,7 @@ import tensorflow as tf
 
 from pipeline.core.config import DATASETS, ConfigError
 from pipeline.core.errors import UserError
+from pipeline.inputs import user_data
 
 AUGMENT_PAD = 4  # pixels of zero padding before the random 32x32 crop
 
@@ -52,6 +53,17 @@ class Arrays:
     @property
     def is_image(self):
         return self.x_train.ndim == 4
+
+    @property
+    def input_shape(self):
+        """One example's input shape, e.g. (32, 32, 3)."""
+        return tuple(self.x_train.shape[1:])
+
+    @property
+    def num_outputs(self):
+        """Outputs a network gives an example: one logit a class, or the regression's
+        target dimension."""
+        return self.num_classes or int(self.y_train.shape[1])
 
     def train_inputs(self, standardize):
         """The training inputs preprocessed once per data set (a float32 tensor), shared
@@ -230,8 +242,10 @@ if tuple(LOADERS) != DATASETS:
 
 
 def load_arrays(config):
-    """Load the data set of `config.data` (a `DataConfig`) as `Arrays`, subset to n_train/n_test."""
-    arrays = LOADERS[config.name](config)
+    """Load the data set of `config.data` (a `DataConfig`) as `Arrays`, subset to
+    n_train/n_test: the user's `data.loader` if set (pipeline.inputs.user_data), else data.name's."""
+    arrays = (Arrays(*user_data.load(config)) if config.loader
+              else LOADERS[config.name](config))
     return Arrays(arrays.x_train[:config.n_train], arrays.y_train[:config.n_train],
                   arrays.x_test[:config.n_test], arrays.y_test[:config.n_test],
                   arrays.num_classes)

@@ -1,10 +1,12 @@
-"""The two learning tasks of the paper, each in one place: its loss, its metrics and
-the defaults its probes use. Written with `keras.ops`, so the same code runs in the
-training step, the evaluation and the probes on either backend.
+"""The two learning tasks, each in one place: its loss, its metrics and the step sizes
+its landscape probe uses. Written with `keras.ops`, so the same code runs in the
+training step, the evaluation and the probes on either backend. The data decide the
+task (`task_of`), whatever network learns it:
 
-- `vgg`: image classification, mean cross-entropy over the global batch, accuracy.
-- `dln`: the deep linear network's regression, the squared l2 error *summed* over the
-  samples (PROTOCOL.md section 1), no accuracy.
+- `classification` (integer labels): mean cross-entropy of logits over the global
+  batch, accuracy. The paper's VGG experiments.
+- `regression` (real-valued targets): the squared l2 error *summed* over the samples
+  (PROTOCOL.md section 1), no accuracy. The paper's deep linear network.
 """
 
 import keras
@@ -13,9 +15,7 @@ from keras import ops
 
 
 class Classification:
-    family = "vgg"
-    # PROTOCOL.md sections 3-4, as 1-based weight-layer indices ("layer #i").
-    default_layers = {"ics": [5, 10], "distributions": [3, 11]}
+    kind = "classification"
     # Landscape step sizes as multiples of the LR: the paper's {0.5, 1, 2, 4} ({0.05..0.4}
     # at LR 0.1), extended down to 1/16 so that the effective beta (its maximum over the
     # grid, usually at the smallest step) measures the curvature rather than the grid:
@@ -49,8 +49,7 @@ class Classification:
 
 
 class Regression:
-    family = "dln"
-    default_layers = {"ics": [9, 17], "distributions": [1, 11, 24]}
+    kind = "regression"
     # A log grid over [1/100, 30] x LR.
     landscape_multipliers = np.geomspace(0.01, 30, 8).tolist()
 
@@ -80,9 +79,10 @@ class Regression:
         return [float(eigenvalues[:len(eigenvalues) - k].sum()) for k in range(len(eigenvalues))]
 
 
-TASKS = {task.family: task for task in (Classification(), Regression())}
+TASKS = {task.kind: task for task in (Classification(), Regression())}
 
 
-def task_of(config):
-    """The task of `config.model.family`."""
-    return TASKS[config.model.family]
+def task_of(arrays):
+    """The task of a data set (`pipeline.inputs.data.Arrays`): a classification of
+    `num_classes` classes, or a regression where it has none (0)."""
+    return TASKS["classification" if arrays.num_classes else "regression"]

@@ -12,9 +12,11 @@ inputs), so a "unit" is a channel of a conv layer or a neuron of a dense layer.
 """
 
 import contextlib
+import contextvars
 import math
 
 import keras
+import numpy as np
 from keras import ops
 
 from pipeline.core.config import NORMS, NoiseConfig
@@ -324,23 +326,60 @@ if tuple(sorted(NORM_LAYERS)) != NORMS:
     raise ImportError("pipeline.core.config.NORMS must list the names of NORM_LAYERS, sorted")
 
 
-def make_norm_layer(norm, channels, name, seed=None, synchronized=False, noise=None, axis=-1):
-    """Build the normalization layer called `norm` for `channels` units, or None.
+def layer_seed(run_seed, layer_index):
+    """The seed of noise layer `layer_index` in the run seeded `run_seed`: a hash of the
+    pair (NumPy's SeedSequence), so that no two (run, layer) pairs share a stream. With
+    `run_seed + layer_index`, run s+1's layer k drew run s's layer k+1 noise."""
+    return int(np.random.SeedSequence([run_seed, layer_index]).generate_state(1)[0] >> 1)
+
+
+# The run's norm settings while a family's factory builds its model (`norm_settings`):
+# a factory calls make_norm_layer(norm, channels) and the layer gets the run's noise
+# seeds, BN synchronization and noise constants without the factory passing them on.
+_RUN_SETTINGS = contextvars.ContextVar("norm_settings", default=None)
+
+
+@contextlib.contextmanager
+def norm_settings(seed, synchronized=False, noise=None):
+    """Within: `make_norm_layer` calls that leave out `seed`, `synchronized` or `noise`
+    take the run's: its k-th such layer draws noise from `layer_seed(seed, k)`."""
+    token = _RUN_SETTINGS.set({"seed": seed, "synchronized": synchronized, "noise": noise,
+                               "count": 0})
+    try:
+        yield
+    finally:
+        _RUN_SETTINGS.reset(token)
+
+
+def make_norm_layer(norm, channels, name=None, seed=None, synchronized=None, noise=None,
+                    axis=-1):
+    """Build the normalization layer called `norm` for `channels` units, or None (for
+    "none": the factory then leaves the norm out).
 
     Args:
-        norm: a key of `NORM_LAYERS`.
+        norm: a key of `NORM_LAYERS` (a factory passes on the norm it is given).
         channels: units of the normalized axis.
-        name: the layer's name (stable names let probes find it).
-        seed: noise seed for `noisy_batch` / `noise_only`.
-        synchronized: BatchNorm statistics all-reduced across replicas.
+        name: the layer's name (Keras makes one when None).
+        seed: noise seed for `noisy_batch` / `noise_only`; the run's next layer seed
+            inside `norm_settings` (a family's build), else 0.
+        synchronized: BatchNorm statistics all-reduced across replicas (the run's
+            model.sync_batch_norm inside `norm_settings`, else False).
         noise: Algorithm-1 settings (dict with n_mu, n_sigma, r_mu, r_sigma and
-            optionally noise_at_inference); the paper's when None.
+            optionally noise_at_inference); the run's inside `norm_settings`, else the
+            paper's.
         axis: the normalized (unit) axis; the others (batch, height, width) are
             reduced over. Not 0 (the batch) for the norms of `BATCH_AXIS_0_ONLY`.
     """
     if norm not in NORM_LAYERS:
         raise ValueError(
             f"Unknown norm {norm!r}. Valid norms: {', '.join(sorted(NORM_LAYERS))}.")
+    run = _RUN_SETTINGS.get()
+    if run is not None and seed is None:
+        seed = layer_seed(run["seed"], run["count"])
+        run["count"] += 1
+    seed = 0 if seed is None else seed
+    synchronized = (run or {}).get("synchronized", False) if synchronized is None else synchronized
+    noise = (run or {}).get("noise") if noise is None else noise
     builder = NORM_LAYERS[norm]
     if builder is None:
         return None

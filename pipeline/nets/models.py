@@ -1,19 +1,27 @@
-"""Model factories: VGG (conv -> norm -> ReLU) and the deep linear network (DLN).
+"""Model factories: VGG (conv -> norm -> ReLU) and the deep linear network (DLN), and
+their entries in the family registry (pipeline.nets.families).
 
-Layer names are stable so that probes can find layers by name:
+Layer names are stable (probes find layers by role, `weight_layers`, not by name):
 VGG `block{b}_conv{i}`, `block{b}_norm{i}`, `block{b}_relu{i}`, `block{b}_pool`,
 `head_flatten`, `head_dense` (or `head_dense1..3` for the MLP head);
 DLN `dense{i}` and `norm{i}` (1-based; feature-major activations inside,
-pipeline.nets.feature_major). `weight_layers(model)` lists the conv/dense layers in
+pipeline.nets.feature_major). `weight_layers(model)` lists the layers with a kernel in
 forward order: "layer #i" of PROTOCOL.md is `weight_layers(model)[i - 1]`.
 """
 
 import keras
-import numpy as np
 
 from pipeline.core.config import HEADS, VGG_DEPTHS
+from pipeline.nets.families import noise_settings, register_family
 from pipeline.nets.feature_major import FeatureMajorDense, Transpose
-from pipeline.nets.layers import BATCH_AXIS_0_ONLY, make_norm_layer
+from pipeline.nets.layers import (BATCH_AXIS_0_ONLY, CovariateShiftNoise, LpNormalization,
+                                   StatefulNorm, layer_seed, make_norm_layer)
+
+NORM_CLASSES = (StatefulNorm, CovariateShiftNoise, LpNormalization,
+                keras.layers.BatchNormalization, keras.layers.LayerNormalization,
+                keras.layers.GroupNormalization, keras.layers.UnitNormalization)
+# Layers between a weight layer and its norm that only move the data.
+DATA_MOVING = (Transpose, keras.layers.Reshape, keras.layers.Permute)
 
 # Channel specs, "M" = 2x2 max-pool (Simonyan & Zisserman 2015, configs A, B, D, E).
 VGG_SPECS = {
@@ -26,13 +34,6 @@ VGG_SPECS = {
 }
 if tuple(VGG_SPECS) != VGG_DEPTHS:
     raise ImportError("pipeline.core.config.VGG_DEPTHS must list the depths of VGG_SPECS")
-
-
-def layer_seed(run_seed, layer_index):
-    """The seed of noise layer `layer_index` in the run seeded `run_seed`: a hash of the
-    pair (NumPy's SeedSequence), so that no two (run, layer) pairs share a stream. With
-    `run_seed + layer_index`, run s+1's layer k drew run s's layer k+1 noise."""
-    return int(np.random.SeedSequence([run_seed, layer_index]).generate_state(1)[0] >> 1)
 
 
 def build_vgg(depth=16, norm="batch", width_multiplier=1.0, num_classes=10,
@@ -121,7 +122,57 @@ def build_dln(depth=25, width=10, norm="none", seed=0, sync_batch_norm=False, no
     return keras.Model(inputs, outputs, name=f"dln{depth}_{norm}")
 
 
+# PROTOCOL.md sections 3-4: the paper's layers, 1-based weight-layer numbers.
+@register_family("vgg", layers={"ics": [5, 10], "distributions": [3, 11]})
+def vgg(config, input_shape, num_outputs, norm):
+    m = config.model
+    return build_vgg(m.depth, norm=norm, width_multiplier=m.width_multiplier,
+                     num_classes=num_outputs, input_shape=input_shape, head=m.head,
+                     hidden_units=m.hidden_units, seed=config.seed,
+                     sync_batch_norm=m.sync_batch_norm, noise=noise_settings(config))
+
+
+@register_family("dln", layers={"ics": [9, 17], "distributions": [1, 11, 24]})
+def dln(config, input_shape, num_outputs, norm):
+    if input_shape != (num_outputs,):
+        raise ValueError(f"the DLN maps R^d to R^d; the data gives inputs {input_shape} and "
+                         f"{num_outputs} targets")
+    return build_dln(config.model.depth, num_outputs, norm=norm, seed=config.seed,
+                     sync_batch_norm=config.model.sync_batch_norm, noise=noise_settings(config))
+
+
 def weight_layers(model):
-    """Conv and dense layers in forward order ("layer #i" = index i - 1)."""
-    return [layer for layer in model.layers
-            if isinstance(layer, (keras.layers.Conv2D, keras.layers.Dense))]
+    """The layers holding a kernel (a weight matrix: conv, dense, any user layer with a
+    `kernel` variable), in forward order, inside nested models and layers too: "layer
+    #i" = index i - 1. Found by role, so the probes work on any network."""
+    found = []
+    for layer in model._flatten_layers(include_self=False, recursive=True):
+        kernel = getattr(layer, "kernel", None)
+        if isinstance(kernel, keras.Variable) and kernel.trainable:
+            found.append(layer)
+    return found
+
+
+def is_norm_layer(layer):
+    """A normalization layer: one `make_norm_layer` builds (BN, noisy BN, the noise,
+    l_p) or Keras' own (layer, group, unit, batch)."""
+    return isinstance(layer, NORM_CLASSES)
+
+
+def norm_after(model, layer):
+    """The norm layer that normalizes `layer`'s output, found by role in the model's
+    graph: the first consumer of its output, through layers that only move the data
+    (the DLN's transposes, a reshape) while each has one consumer; `layer` itself when
+    no norm follows it (the standard network, the output layer)."""
+    current = layer
+    for _ in range(4):  # a norm sits at most a transpose or two away
+        consumers = [node.operation for node in getattr(current, "_outbound_nodes", [])
+                     if node.operation in model._flatten_layers()]
+        if len(consumers) != 1:
+            return layer
+        current = consumers[0]
+        if is_norm_layer(current):
+            return current
+        if not isinstance(current, DATA_MOVING):
+            return layer
+    return layer

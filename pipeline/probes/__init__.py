@@ -18,6 +18,7 @@ import pkgutil
 
 from pipeline.core.probe_settings import SETTINGS
 from pipeline.inputs.tasks import task_of
+from pipeline.nets.families import family_of
 from pipeline.probes.stateless import BatchSource, ProbeContext, StatelessObjective
 
 
@@ -41,9 +42,9 @@ __all__ = ["REGISTRY", "make_probes"]
 
 def make_probes(config, engine, model, optimizer, arrays):
     """The probes `config.probes` switches on, sharing one batch source and objective."""
-    task = task_of(config)
+    task = task_of(arrays)
     context = ProbeContext(config, engine, model, optimizer, task,
                            StatelessObjective(engine, model, task, config.data.batch_size),
-                           BatchSource(config, arrays, engine))
+                           BatchSource(config, arrays, engine), family_of(config))
     return [module.Probe(getattr(config.probes, name), context)
             for name, module in REGISTRY.items() if getattr(config.probes, name).enabled]

@@ -1,7 +1,8 @@
 """Activation and weight distributions of chosen layers over training (paper Fig 1, 2, 6, 8).
 
-For each layer #i: its normalized output (the norm layer after it, or the layer's own
-output when there is none), computed in training mode as the training step sees it
+For each layer #i: its normalized output (the norm layer after it, found by role in the
+model's graph, `pipeline.nets.models.norm_after`, or the layer's own output when there
+is none), computed in training mode as the training step sees it
 (batch statistics, noise) without touching any state. Recorded: quantiles, mean, std,
 per-channel means and variances (their change between records is paper Fig 8), a fixed
 seeded sample of raw values (for histogram/ridge plots) and the kernel's quantiles, one
@@ -14,22 +15,13 @@ import numpy as np
 
 from pipeline.core.probe_settings import DistributionsConfig
 from pipeline.nets.feature_major import batch_major
+from pipeline.nets.models import norm_after
 from pipeline.probes.schedule import Schedule
 from pipeline.probes.stateless import resolve_layers, to_python
 
 NAME = "distributions"
 Config = DistributionsConfig  # its settings, the config section probes.distributions
 QUANTILES = (0.05, 0.15, 0.5, 0.85, 0.95)
-
-
-def normalized_output_layer(model, layer):
-    """The norm layer that follows `layer` by the factories' naming (`block2_conv1` ->
-    `block2_norm1`, `dense3` -> `norm3`), else `layer` itself."""
-    name = layer.name.replace("conv", "norm").replace("dense", "norm")
-    try:
-        return model.get_layer(name)
-    except ValueError:
-        return layer
 
 
 class Probe:
@@ -39,12 +31,12 @@ class Probe:
         config, model, self.engine = context.config, context.model, context.engine
         self.schedule = Schedule.of(probe_config, context.config.train.steps)
         self.batches = context.batches
-        chosen = resolve_layers(probe_config.layers, NAME, context.task, model)
+        chosen = resolve_layers(probe_config.layers, NAME, context)
         self.indices = [index for index, _ in chosen]
+        self.names = [layer.name for _, layer in chosen]
         self.kernels = [layer.kernel for _, layer in chosen]
         # Batch-major, as the statistics below read them (the DLN's are feature-major).
-        outputs = [batch_major(normalized_output_layer(model, layer).output)
-                   for _, layer in chosen]
+        outputs = [batch_major(norm_after(model, layer).output) for _, layer in chosen]
         self.taps = keras.Model(model.inputs, outputs)  # shares the model's variables
         rng = np.random.default_rng(config.seed)
         per_example = [int(np.prod(o.shape[1:])) for o in outputs]
@@ -63,12 +55,13 @@ class Probe:
         trainable = self.engine.values(self.taps.trainable_variables)
         non_trainable = self.engine.values(self.taps.non_trainable_variables)
         per_layer = []
-        for index, kernel, positions, out in zip(self.indices, self.kernels, self.sample_positions,
-                                                 self._measure(x, trainable, non_trainable)):
+        for index, name, kernel, positions, out in zip(
+                self.indices, self.names, self.kernels, self.sample_positions,
+                self._measure(x, trainable, non_trainable)):
             values = np.asarray(out).astype(np.float64)
             channels = values.reshape(-1, values.shape[-1])
             per_layer.append({
-                "layer": index, "quantiles": np.quantile(values, QUANTILES),
+                "layer": index, "name": name, "quantiles": np.quantile(values, QUANTILES),
                 "mean": values.mean(), "std": values.std(),
                 "channel_mean": channels.mean(axis=0), "channel_var": channels.var(axis=0),
                 "sample": values.reshape(-1)[positions],

@@ -34,10 +34,10 @@ class Probe:
         model = context.model
         positions = {id(v): k for k, v in enumerate(model.trainable_variables)}
         self.layers = []
-        for index, layer in resolve_layers(probe_config.layers, NAME, context.task, model):
+        for index, layer in resolve_layers(probe_config.layers, NAME, context):
             own = [positions[id(v)] for v in layer.trainable_variables]
             # "Before layer i" = every trainable variable earlier in forward order.
-            self.layers.append((index, own, min(own)))
+            self.layers.append((index, layer.name, own, min(own)))
         self.update = context.engine.optimizer_update(context.optimizer,
                                                       model.trainable_variables)
         self._measure = context.engine.compile(self._measure_graph)
@@ -48,7 +48,7 @@ class Probe:
         _, next_grads = self.objective.loss_and_grads(updated, non_trainable, x, y)
         next_cosine = dot(grads, next_grads) / (global_norm(grads) * global_norm(next_grads))
         results = []
-        for _, own, first in self.layers:
+        for _, _, own, first in self.layers:
             shifted = [u if k < first else w
                        for k, (u, w) in enumerate(zip(updated, trainable))]
             _, shifted_grads = self.objective.loss_and_grads(shifted, non_trainable, x, y)
@@ -65,5 +65,6 @@ class Probe:
         loss, next_cosine, measured = self._measure(x, y, *self.objective.values(),
                                                     self.update.state())
         return to_python({"ics/loss": loss, "ics/next_cosine": next_cosine, "ics/per_layer": [
-            {"layer": index, "l2": l2, "relative_l2": relative, "cosine": cosine}
-            for (index, _, _), (l2, relative, cosine) in zip(self.layers, np.asarray(measured))]})
+            {"layer": index, "name": name, "l2": l2, "relative_l2": relative, "cosine": cosine}
+            for (index, name, _, _), (l2, relative, cosine) in zip(self.layers,
+                                                                  np.asarray(measured))]})

@@ -62,7 +62,8 @@ class ProbeContext:
     optimizer: Any
     task: Any        # pipeline.inputs.tasks
     objective: StatelessObjective
-    batches: BatchSource
+    batches: Any     # step -> (x, y): a BatchSource, or a fixed batch (ProbeCallback)
+    family: Any      # pipeline.nets.families.Family: the default layers of its probes
 
 
 def global_norm(tensors):
@@ -74,14 +75,17 @@ def dot(a, b):
     return sum(ops.sum(ops.cast(x, "float32") * ops.cast(y, "float32")) for x, y in zip(a, b))
 
 
-def resolve_layers(requested, probe, task, model):
-    """1-based weight-layer indices -> (index, layer) pairs, with a clear error."""
-    indices = list(requested) if requested else task.default_layers[probe]
-    layers = weight_layers(model)
+def resolve_layers(requested, probe, context):
+    """1-based weight-layer numbers ("layer #i": the i-th layer with a kernel in forward
+    order, `weight_layers`) -> (number, layer) pairs: `requested`, else the family's
+    defaults; a clear error for a number the model does not have."""
+    layers = weight_layers(context.model)
+    indices = list(requested) if requested else context.family.default_layers(probe, len(layers))
     bad = [i for i in indices if not 1 <= i <= len(layers)]
     if bad:
         raise ConfigError(f"probes.{probe}.layers={indices}: {bad} out of range; this "
-                         f"{task.family} model has weight layers 1..{len(layers)}")
+                          f"{context.family.name} model has {len(layers)} weight layers "
+                          f"(layers with a kernel), numbered 1..{len(layers)}")
     return [(i, layers[i - 1]) for i in indices]
 
 
@@ -95,6 +99,9 @@ def to_python(values):
             continue
         if isinstance(value, (int, np.integer)):  # an index (a layer's), kept whole
             out[key] = int(value)
+            continue
+        if isinstance(value, str):  # a name (a layer's)
+            out[key] = value
             continue
         value = np.asarray(value)
         out[key] = float(value) if value.ndim == 0 else value.astype(float).tolist()

@@ -85,3 +85,35 @@ def format_answer(rows):
 def to_json(rows):
     """The rows as strict JSON (no NaN), ready for other tools."""
     return json.dumps([row.to_json() for row in rows], indent=2, allow_nan=False)
+
+
+# The families the paper's claims are about; runs of any other network are summarized.
+PAPER_FAMILIES = ("vgg", "dln")
+
+
+def format_other_networks(runs):
+    """Lines summarizing runs of networks the paper's claims are not about (ResNet, MLP,
+    a user's factory, a model.fit run): per family, norm and LR, the runs, how they
+    ended, the median last training loss and test accuracy; '' if there are none."""
+    import numpy as np
+    groups = {}
+    for run in runs:
+        if run.family not in PAPER_FAMILIES:
+            groups.setdefault((run.family, run.norm, run.lr), []).append(run)
+    if not groups:
+        return ""
+
+    def last(run, stream, key):
+        frame = run.records.get(stream)
+        return float(frame[key].iloc[-1]) if frame is not None and key in frame and len(
+            frame) else float("nan")
+    lines = ["Runs of networks beyond the paper's (no claims: compare them in the figures, "
+             "python -m pipeline figures RUNS --notebooks your_model):"]
+    for (family, norm, lr), chosen in sorted(groups.items(), key=lambda item: str(item[0])):
+        statuses = sorted({run.status or "unknown" for run in chosen})
+        loss = np.nanmedian([last(r, "train", "train/loss") for r in chosen] + [np.nan])
+        accuracy = np.nanmedian([last(r, "eval", "test/accuracy") for r in chosen] + [np.nan])
+        lines.append(f"  {family}, norm {norm}, LR {lr:g}: {len(chosen)} run(s) "
+                     f"({', '.join(statuses)}), last train loss {number(loss)}, "
+                     f"test accuracy {number(accuracy)} (medians)")
+    return "\n".join(lines)

@@ -54,7 +54,7 @@ def _fresh_state(config):
     runtime = configure_runtime(config)
     engine = make_engine(config, runtime)
     arrays = load_arrays(config.data)
-    model, optimizer = build_training_state(config, arrays.num_classes, engine)
+    model, optimizer = build_training_state(config, arrays, engine)
     return runtime, engine, arrays, model, optimizer
 
 
@@ -68,7 +68,7 @@ def _floor(config):
     _, engine, arrays, model, optimizer = _fresh_state(config)
     count = FLOOR_STEPS[config.model.family]
     batch = TrainStream(config, arrays).batch(0)
-    return engine.bare_loop(model, optimizer, task_of(config), batch, count), count
+    return engine.bare_loop(model, optimizer, task_of(arrays), batch, count), count
 
 
 def floors(config_path, norms, overrides):
@@ -229,7 +229,7 @@ def probe_costs(config_path, overrides=(), steps=30, repeats=5):
     enable = [f"probes.{name}.enabled=true" for name in REGISTRY]
     config = _quiet(config_path, [*enable, *overrides])
     _, engine, arrays, model, optimizer = _fresh_state(config)
-    train_steps = engine.train_steps(model, optimizer, task_of(config), arrays, 0)
+    train_steps = engine.train_steps(model, optimizer, task_of(arrays), arrays, 0)
     step_seconds = _median_seconds(lambda: train_steps(1), steps, warmup=3)
     rows, costs = [("training step", step_seconds, 1.0, "")], {}
     for probe in make_probes(config, engine, model, optimizer, arrays):

@@ -94,7 +94,7 @@ def make_evaluate(engine, config, model, test_dataset, arrays):
     names; with `recomputed` and BN-family layers, also `test/moving_stats_loss` and
     `test/moving_stats_accuracy` (the moving averages), so the gap can be shown.
     """
-    task = task_of(config)
+    task = task_of(arrays)
     recompute = config.eval.bn_statistics == "recomputed"
     statistics = (RecomputedStatistics(engine, model, config, arrays, config.eval.bn_batches)
                   if recompute else None)

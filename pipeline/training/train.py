@@ -21,16 +21,17 @@ import yaml
 
 import pipeline
 from pipeline import engines
-from pipeline.core import interrupts
+from pipeline.core import interrupts, records
 from pipeline.core.config import load_config, to_yaml
 from pipeline.core.errors import InputError
 from pipeline.core.fingerprint import checkpoint_identity
 from pipeline.core.run_checks import check_seal, check_streams, differing_keys
+from pipeline.core.user_code import describe_callable, import_callable
 from pipeline.core.runs import CONFIG_FILE, RunDirectory, default_workdir, read_saved_config
 from pipeline.engines import make_engine
 from pipeline.inputs.data import load_arrays
 from pipeline.inputs.tasks import task_of
-from pipeline.nets.models import build_dln, build_vgg
+from pipeline.nets.families import build_model
 from pipeline.training.checkpoint import checkpoints, restore_latest
 from pipeline.training.loop import TrainingState, run_loop
 from pipeline.training.runtime import configure_runtime
@@ -38,19 +39,6 @@ from pipeline.training.runtime import configure_runtime
 
 class RunConfigMismatch(InputError):
     """The work directory holds a run made with another config."""
-
-
-def build_model(config, num_classes):
-    """The model `config.model` describes (VGG logits or DLN outputs)."""
-    m = config.model
-    noise = dataclasses.asdict(m.noise)
-    noise["noise_at_inference"] = noise.pop("at_inference")
-    if m.family == "dln":
-        return build_dln(m.depth, config.data.regression_dim, norm=m.norm, seed=config.seed,
-                         sync_batch_norm=m.sync_batch_norm, noise=noise)
-    return build_vgg(m.depth, norm=m.norm, width_multiplier=m.width_multiplier,
-                     num_classes=num_classes, head=m.head, hidden_units=m.hidden_units,
-                     seed=config.seed, sync_batch_norm=m.sync_batch_norm, noise=noise)
 
 
 def make_optimizer(config):
@@ -63,14 +51,22 @@ def make_optimizer(config):
     return optimizer
 
 
-def build_training_state(config, num_classes, engine):
-    """Model and built optimizer, their variables placed by `engine`."""
+def build_training_state(config, arrays, engine):
+    """Model (its family's, for `arrays`' inputs and outputs) and built optimizer, their
+    variables placed by `engine`."""
     def build():
-        model = build_model(config, num_classes)
+        model = build_model(config, arrays.input_shape, arrays.num_outputs)
         optimizer = make_optimizer(config)
         optimizer.build(model.trainable_variables)
         return model, optimizer
     return engine.build(build)
+
+
+def user_code(config):
+    """{key: {function, file, sha256}} of the user's functions `config` names."""
+    named = {"model.factory": config.model.factory, "data.loader": config.data.loader}
+    return {key: describe_callable(import_callable(key, path))
+            for key, path in named.items() if path}
 
 
 def _git_revision():
@@ -154,10 +150,11 @@ def _resume_and_train(config, runtime, engine, run, probes_factory, echo=None):
     meta = run.read_meta()
     if meta.done:
         return meta
-    run.write_text(CONFIG_FILE, to_yaml(config))
-
+    # The data and the network before anything is written: a user's loader or factory
+    # that fails is an error in the config, and leaves no run behind.
     arrays = load_arrays(config.data)
-    model, optimizer = build_training_state(config, arrays.num_classes, engine)
+    model, optimizer = build_training_state(config, arrays, engine)
+    run.write_text(CONFIG_FILE, to_yaml(config))
     start = restore_latest(run.checkpoint_dir, model, optimizer, checkpoint_identity(config))
     if run.writable:
         run.check_resumable(start, meta.step, config.train.log_every)
@@ -181,7 +178,9 @@ def _resume_and_train(config, runtime, engine, run, probes_factory, echo=None):
         start_step=start, step=start, steps=config.train.steps,
         restarts=0 if meta.restarts is None else meta.restarts + 1,
         # The DLN's plateaus (pipeline.inputs.tasks), for the claims; None elsewhere.
-        loss_levels=task_of(config).reference_levels(arrays))
+        loss_levels=task_of(arrays).reference_levels(arrays),
+        record_schema=records.VERSION, user_code=user_code(config) or None,
+        probe_batch=records.STEP_BATCH)
     run.write_meta(meta)
     if echo:
         _announce(echo, run, meta, start)
