@@ -11,7 +11,7 @@ from pipeline.results.report_folder import check_output, discard_staging, publis
 
 NOTEBOOK_DIR = Path(__file__).resolve().parents[2] / "notebooks"
 # Analysis notebooks in report order (the Colab quick-start is not part of the report).
-NOTEBOOKS = ("training", "distributions", "ics", "landscape", "lp_variants", "dln")
+NOTEBOOKS = ("training", "distributions", "ics", "landscape", "lp_variants", "dln", "your_model")
 CAPTIONS = "captions.json"
 
 
