@@ -56,7 +56,8 @@ def _parser():
     train.add_argument("config", help="YAML config file")
     train.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                        help="override a config value, e.g. --set optim.lr=0.5 (repeatable)")
-    train.add_argument("--workdir", help="run directory (default: runs/<config name>)")
+    train.add_argument("--workdir", help="run directory (default: runs/<config name>; for a "
+                       "model.factory, runs/<factory>-<norm>)")
 
     sweep = commands.add_parser("sweep", help="a grid of runs x seeds, resumable")
     sweep.add_argument("config", nargs="?", help="YAML config file (or give --plan)")
@@ -162,9 +163,11 @@ def _run(args):
     from pipeline.core.console import verbose_requested
     verbose = verbose_requested(args.verbose)
     if args.command == "train":
+        from pipeline.core.config import load_config
         from pipeline.core.runs import default_workdir, refuse_if_busy
-        # Before the frameworks' imports, which take seconds.
-        refuse_if_busy(args.workdir or default_workdir(args.config))
+        # Before the frameworks' imports, which take seconds (the config is checked too).
+        refuse_if_busy(args.workdir or default_workdir(args.config,
+                                                       load_config(args.config, args.set)))
     if args.command in FRAMEWORK_COMMANDS:
         start_frameworks(verbose)
     return COMMANDS[args.command](args, verbose)

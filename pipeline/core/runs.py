@@ -475,9 +475,14 @@ def load_run(path):
                      records={s: pd.DataFrame(rows) for s, rows in records.items()})
 
 
-def default_workdir(config_path):
+def default_workdir(config_path, config=None):
     """Where a run or sweep of the config file at `config_path` goes when no folder is
-    given: runs/<config name> (runs/default without a file)."""
+    given: runs/<config name> (runs/default without a file); for a run of a user's
+    network (`config.model.factory`), runs/<factory>-<norm>, a folder for each variant
+    (runs/my_net.build-batch), so the same command with another model.norm trains
+    beside it."""
+    if config is not None and config.model.factory:
+        return Path("runs") / f"{config.model.factory.replace(':', '.')}-{config.model.norm}"
     return Path("runs") / (Path(config_path).stem if config_path else "default")
 
 

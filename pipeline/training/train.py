@@ -125,14 +125,18 @@ def train_and_evaluate(config, workdir, probes_factory=None, echo=None):
     before steps; `echo(line)`, if given, is told where and how the run starts.
     """
     # A resumed run keeps the runtime it recorded (thread count: its numerics).
-    recorded = RunDirectory(workdir).read_meta().runtime if Path(workdir).is_dir() else None
-    runtime = configure_runtime(config, recorded)
+    recorded = RunDirectory(workdir).read_meta() if Path(workdir).is_dir() else None
+    runtime = configure_runtime(config, recorded.runtime if recorded else None)
     engine = make_engine(config, runtime)
+    # The data and the network before the run's folder is touched: a user's loader or
+    # factory that fails is an error in the config and leaves nothing behind. (A run
+    # that has its result is not built again.)
+    built = None if recorded is not None and recorded.done else _load_and_build(config, engine)
     run = RunDirectory(workdir, writable=engine.is_chief)
     if run.writable:
         run.lock()
     try:
-        return _resume_and_train(config, runtime, engine, run, probes_factory, echo)
+        return _resume_and_train(config, runtime, engine, run, built, probes_factory, echo)
     finally:
         run.close()  # also releases the lock, whatever happened
 
@@ -145,15 +149,18 @@ def _announce(echo, run, meta, start):
          + (f"resuming at step {start} of {meta.steps}" if start else f"{meta.steps} steps"))
 
 
-def _resume_and_train(config, runtime, engine, run, probes_factory, echo=None):
+def _load_and_build(config, engine):
+    """(arrays, model, optimizer) of `config`."""
+    arrays = load_arrays(config.data)
+    return (arrays, *build_training_state(config, arrays, engine))
+
+
+def _resume_and_train(config, runtime, engine, run, built, probes_factory, echo=None):
     _check_same_config(run, config)
     meta = run.read_meta()
     if meta.done:
         return meta
-    # The data and the network before anything is written: a user's loader or factory
-    # that fails is an error in the config, and leaves no run behind.
-    arrays = load_arrays(config.data)
-    model, optimizer = build_training_state(config, arrays, engine)
+    arrays, model, optimizer = built or _load_and_build(config, engine)
     run.write_text(CONFIG_FILE, to_yaml(config))
     start = restore_latest(run.checkpoint_dir, model, optimizer, checkpoint_identity(config))
     if run.writable:
@@ -216,5 +223,5 @@ def train_from_file(path, overrides=(), workdir=None, echo=None):
     probes the config switches on."""
     from pipeline.probes import make_probes
     config = load_config(path, overrides)
-    workdir = workdir or default_workdir(path)
+    workdir = workdir or default_workdir(path, config)
     return train_and_evaluate(config, workdir, probes_factory=make_probes, echo=echo)

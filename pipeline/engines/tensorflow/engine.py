@@ -6,11 +6,32 @@ Keras 3 (keras-team/keras#20585): a step run with `strategy.run` over
 `distribute_datasets_from_function`, with Keras models, optimizers and losses.
 """
 
+import contextlib
+
 import keras
 import tensorflow as tf
+from tensorflow.python.eager import context
 
 from pipeline.engines.tensorflow.strategy import describe_devices, make_strategy, strategy_name
 from pipeline.inputs.data import make_dataset
+
+
+@contextlib.contextmanager
+def _without_arithmetic_rewrites():
+    """Grappler's arithmetic optimizer off for the functions called within (TensorFlow
+    reads the option when it instantiates a function, and keeps one instance a set of
+    options). The options as they were are restored exactly (public API can set a
+    value, not remove one: setting it back to on would re-instantiate the training
+    step under other options)."""
+    options = context.context()._optimizer_experimental_options
+    saved = dict(options)
+    tf.config.optimizer.set_experimental_options({"arithmetic_optimization": False})
+    try:
+        yield
+    finally:
+        options.clear()
+        options.update(saved)
+        context.context()._thread_local_data.function_call_options = None
 
 
 class Engine:
@@ -128,7 +149,17 @@ class Engine:
     # The probes' primitives.
 
     def compile(self, fn):
-        return tf.function(fn)
+        """`fn` as a `tf.function`, run without Grappler's arithmetic rewrites: on a
+        large probe graph (ICS on a ResNet with noisy BN: three forward and backward
+        passes, ~10,000 nodes) they regroup sums in an order that changes from one
+        process to the next, so the probe's last bits did (measured: three processes,
+        three different records; with the rewrites off, the same)."""
+        compiled = tf.function(fn)
+
+        def call(*args):
+            with _without_arithmetic_rewrites():
+                return compiled(*args)
+        return call
 
     def values(self, variables):
         """Copies of the variables' current values (`v.value` is the variable itself)."""
