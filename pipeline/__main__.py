@@ -256,7 +256,7 @@ def _sweep(args, verbose):
 
 
 def _worker(args, verbose):
-    from pipeline.sweeps.worker import serve
+    from pipeline.training.worker import serve
     return serve(main)
 
 

@@ -216,7 +216,7 @@ def test_a_run_on_an_earlier_seeds_programs_writes_the_records_of_a_run_alone(
     # states), every probe (the curvature probe's seeded start) and mini-batches (seeded
     # order): seed 1 on seed 0's programs must write the records of seed 1 alone.
     from pipeline.engines.jax import engine as jax_engine
-    from pipeline.sweeps.worker import forget_the_run
+    from pipeline.training.worker import forget_the_run
     common = ["data.name=linear_regression", "model.family=dln", "model.depth=3",
               "model.norm=noisy_batch", "data.regression_dim=4", "data.regression_train_size=32",
               "data.batch_size=16", "data.eval_batch_size=32", "data.regression_test_size=32",

@@ -254,7 +254,10 @@ def load_arrays(config):
 def channel_stats(arrays):
     """Per-channel mean and std of the training images on the 0..1 scale, shape (3,)."""
     x = arrays.x_train.astype(np.float64) / 255.0
-    return x.mean(axis=(0, 1, 2)), x.std(axis=(0, 1, 2))
+    std = x.std(axis=(0, 1, 2))
+    # A channel with one value throughout (a user's grey images) is centred, not divided
+    # by 0 into NaN inputs.
+    return x.mean(axis=(0, 1, 2)), np.where(std > 0, std, 1.0)
 
 
 def _preprocess(standardize, stats):

@@ -23,6 +23,7 @@ from pipeline.core.backend import BACKENDS
 from pipeline.core.config import AUTO, ConfigError, load_config, read_yaml_file, to_yaml
 from pipeline.core.errors import InputError, file_kind
 from pipeline.core.run_meta import RunMeta, is_done, pick, summary_row
+from pipeline.core.threads import cpu_threads, xla_flags
 from pipeline.core.runs import (RunDirectory, default_workdir, make_folder, open_no_follow,
                                 refuse_links_below)
 
@@ -67,15 +68,7 @@ class PlannedRun:
     @property
     def cpu_threads(self):
         """Intra-op threads the run uses on a CPU (train.threads: auto is 1; 0 is all)."""
-        return 1 if self.threads == AUTO else self.threads
-
-
-# XLA's CPU client sizes its thread pool to the machine: two JAX runs side by side on
-# two cores then fight over four threads. One thread per run, as train.threads asks
-# (TensorFlow honours it in-process; XLA reads its flags once, before the process's first
-# computation, so they go in the environment). The records are byte-identical either way
-# (measured on the DLN with every probe); a DLN run's steps are ~20 % faster alone.
-ONE_CPU_THREAD = "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
+        return cpu_threads(self.threads)
 
 
 STOP_SECONDS = 60  # how long a stopped run may take to write its last records
@@ -97,8 +90,10 @@ def run_environment(run, devices=None):
             env.pop("PYTHONPATH")
     if devices is not None:
         env["CUDA_VISIBLE_DEVICES"] = devices
-    if run.cpu_threads == 1 and run.backend_name == "jax":
-        env["XLA_FLAGS"] = f"{env.get('XLA_FLAGS', '')} {ONE_CPU_THREAD}".strip()
+    if run.backend_name == "jax":
+        env["XLA_FLAGS"] = xla_flags(run.cpu_threads, env.get("XLA_FLAGS", ""))
+        if not env["XLA_FLAGS"]:
+            env.pop("XLA_FLAGS")
     return env
 
 

@@ -17,7 +17,9 @@ def accelerator():
 
 
 def resolve(train, on_cpu, recorded):
-    """(xla, deterministic, threads): see the module docstring (threads 0: XLA's own)."""
+    """(xla, deterministic, threads): see the module docstring. Threads 0: XLA sizes its
+    pool when JAX starts, so the one-thread rule reaches it as flags in the process's
+    environment (pipeline.core.threads.xla_flags, set by the sweeps)."""
     deterministic = on_cpu if train.deterministic == AUTO else train.deterministic
     return True, deterministic, 0
 

@@ -5,6 +5,7 @@ import tensorflow as tf
 
 from pipeline.core.config import AUTO
 from pipeline.core.errors import ThreadsError
+from pipeline.core.threads import run_threads
 from pipeline.engines.tensorflow.strategy import accelerator_kind
 
 
@@ -17,10 +18,7 @@ def resolve(train, on_cpu, recorded):
     (op determinism on, XLA off, also the faster setting there), speed first elsewhere;
     one intra-op thread per run on a CPU, so the numerics do not depend on how the run
     was launched (a resumed run keeps its recorded count where threads is auto)."""
-    threads = train.threads if train.threads != AUTO else int(on_cpu)
-    if train.threads == AUTO and (recorded or {}).get("backend") == "tensorflow" and (
-            "threads" in recorded):
-        threads = recorded["threads"]
+    threads = run_threads(train, on_cpu, recorded)  # pipeline/core/threads.py
     # XLA has no deterministic max-pool gradient, so an explicit xla=true rules it out.
     deterministic = train.deterministic if train.deterministic != AUTO else (
         on_cpu and train.xla is not True)
