@@ -5,7 +5,7 @@ Code map (each package imports only those before it; tests/test_imports.py check
     core/       config, errors, backend chooser, console, signals, run directories
     inputs/     data sets, the tf.data input pipeline, the tasks (classification, DLN)
     engines/    one package per Keras backend: compiled steps, kernels, process settings
-    nets/       VGG, the deep linear network, BN / noisy BN / l_p layers
+    nets/       the family registry (VGG, DLN, ResNet, MLP, a user's factory), norm layers
     probes/     ICS, loss landscape, curvature, activation distributions
     training/   the training loop, resume, checkpoints, evaluation, runtime
     sweeps/     grids and plans of runs, local and Slurm launchers

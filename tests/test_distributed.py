@@ -94,4 +94,7 @@ def test_mirrored_strategy_on_two_replicas_matches_one_device_with_every_probe(t
         for a, b in zip(map(flatten, one), map(flatten, two)):
             assert a.keys() == b.keys()
             for key in a:
+                if isinstance(a[key], str):  # a layer's name
+                    assert a[key] == b[key], key
+                    continue
                 np.testing.assert_allclose(a[key], b[key], rtol=1e-3, atol=1e-5, err_msg=key)

@@ -16,41 +16,49 @@ from pipeline.nets.families import built_in_families
 from pipeline.probes import make_probes
 from pipeline.training.train import train_and_evaluate
 
-# Each family at a size that trains in seconds; with BN, so that a resume must restore
-# the moving statistics and evaluation recomputes them (a noisy BN run's resume, its
-# random state too, is tested on the paper's networks: test_train.py, test_faults.py).
+# Each family at a size that trains in seconds, with BN (a resume must restore the
+# moving statistics; evaluation recomputes them). The paper's networks, tested at length
+# elsewhere (test_probes.py, test_train.py, test_faults.py: noisy BN, kills), run here on
+# TensorFlow at their smallest with their layers named; the families written through the
+# registry (ResNet-20, the MLP) on both backends with their default layers.
 FAMILY_SETTINGS = {
-    "vgg": ["model.depth=11", "model.width_multiplier=0.0625"],
-    "dln": ["model.family=dln", "model.depth=25", "data.name=linear_regression",
-            "data.regression_train_size=64", "data.regression_test_size=32", "optim.lr=1e-4"],
-    "resnet": ["model.family=resnet", "model.depth=20", "model.width_multiplier=0.125"],
-    "mlp": ["model.family=mlp", "model.depth=4", "model.hidden_units=16"],
+    "vgg": ["model.depth=11", "model.width_multiplier=0.0625", "probes.ics.layers=[2,5]",
+            "probes.distributions.layers=[3,9]"],
+    "dln": ["model.family=dln", "model.depth=4", "data.name=linear_regression",
+            "data.regression_dim=4", "data.regression_train_size=64",
+            "data.regression_test_size=32", "optim.lr=1e-3", "probes.ics.layers=[2,3]",
+            "probes.distributions.layers=[1,3]"],
+    "resnet": ["model.family=resnet", "model.depth=20", "model.width_multiplier=0.125",
+               "probes.ics.layers=null", "probes.distributions.layers=null"],
+    "mlp": ["model.family=mlp", "model.depth=4", "model.hidden_units=16",
+            "probes.ics.layers=null", "probes.distributions.layers=null"],
 }
 EVERY_PROBE = [f"probes.{name}.{key}" for name in ("ics", "landscape", "distributions", "curvature")
                for key in ("enabled=true", "every=3")] + [
-    "probes.ics.layers=null", "probes.distributions.layers=null",  # the family's defaults
     "probes.curvature.iterations=3", "probes.distributions.sample_size=16"]
 COMMON = ["model.norm=batch", "train.steps=6", "train.log_every=1", "train.eval_every=3",
           "train.checkpoint_every=3", *EVERY_PROBE]
+ON_BOTH_BACKENDS = ("resnet", "mlp")
 
 
-class _InterruptedAt:
-    """A probe that stops the run (Ctrl-C) when it is next due at `step`."""
-
-    def __init__(self, probe, step):
-        self.probe, self.step = probe, step
-        self.name, self.schedule = probe.name, probe.schedule
-
-    def __call__(self, step):
-        if step == self.step:
-            raise KeyboardInterrupt
-        return self.probe(step)
-
-
-def _records(path):
+def _records(path, before=None):
     run = RunDirectory(path)
-    return {stream: [json.dumps(r, sort_keys=True) for r in run.records(stream)]
+    return {stream: [json.dumps(r, sort_keys=True) for r in run.records(stream)
+                     if before is None or r["step"] < before]
             for stream in STREAMS if run.records_path(stream).exists()}
+
+
+def _as_killed_after(source, target, step):
+    """`target`: a copy of the finished run `source` as a kill after its checkpoint of
+    `step` leaves it: that checkpoint the newest, meta.json `running` at that step, the
+    records written after it still there (a resume drops them)."""
+    import shutil
+    shutil.copytree(source, target)
+    run = RunDirectory(target)
+    for checkpoint in run.checkpoint_dir.glob("ckpt-*.npz"):
+        if int(checkpoint.stem.split("-")[1]) > step:
+            checkpoint.unlink()
+    run.write_meta(run.read_meta().with_(status="running", step=step))
 
 
 @pytest.mark.both_backends
@@ -59,35 +67,45 @@ def _records(path):
 def test_every_registered_family_trains_probes_resumes_evaluates_and_is_read(family, tmp_path):
     assert set(FAMILY_SETTINGS) == set(built_in_families())  # every family is in this test
     from pipeline import engines
-    if engines.backend_in_use() == "jax":
-        # As a sweep's worker does: the interrupted and resumed runs reuse the programs
-        # the first run compiled (the same records to the byte, tests/test_sweep.py),
-        # rather than compiling a ResNet's probes three times over.
-        engines.module("engine").reuse_programs()
+    if engines.backend_in_use() == "jax" and family not in ON_BOTH_BACKENDS:
+        pytest.skip("the paper's networks run on JAX in test_backends.py and test_train.py")
     config = load_config(SMOKE, COMMON + FAMILY_SETTINGS[family])
     straight = train_and_evaluate(config, tmp_path / "straight", probes_factory=make_probes)
     assert straight.status == "finished"
-
-    def interrupted(*args):
-        return [_InterruptedAt(probe, 3) for probe in make_probes(*args)]
-    with pytest.raises(KeyboardInterrupt):
-        train_and_evaluate(config, tmp_path / "resumed", probes_factory=interrupted)
-    assert RunDirectory(tmp_path / "resumed").read_meta().status == "interrupted"
-    resumed = train_and_evaluate(config, tmp_path / "resumed", probes_factory=make_probes)
-    assert resumed.status == "finished" and resumed.start_step == 3
     records = _records(tmp_path / "straight")
     assert set(records) == {"train", "eval", "ics", "landscape", "distributions", "curvature"}
-    assert records == _records(tmp_path / "resumed")  # byte for byte, every stream
+
+    # Killed after the checkpoint of step 3 and resumed: the training and evaluation
+    # records of the uninterrupted run, to the byte (the probes' records follow from the
+    # same weights; that they resume exactly is tested on the paper's networks, and
+    # resuming without them spares tracing them again).
+    _as_killed_after(tmp_path / "straight", tmp_path / "resumed", 3)
+    resumed = train_and_evaluate(config, tmp_path / "resumed")
+    assert resumed.status == "finished" and resumed.start_step == 3
+    again = _records(tmp_path / "resumed")
+    assert {s: again[s] for s in ("train", "eval")} == {s: records[s] for s in ("train", "eval")}
+    assert again == {**_records(tmp_path / "straight", before=3), "train": again["train"],
+                     "eval": again["eval"]}  # the probes' records before the kill, kept
 
     run = load_run(tmp_path / "straight")  # read as claims and figures read it
     assert [r["step"] for r in RunDirectory(tmp_path / "straight").records("eval")] == [3, 6]
     assert np.isfinite(run.records["eval"]["test/loss"]).all()
-    # The family's default layers, each named by number and Keras name.
     ics = RunDirectory(tmp_path / "straight").records("ics")[0]["ics/per_layer"]
     assert all(entry["name"] and entry["layer"] >= 1 for entry in ics)
-    if family in ("vgg", "dln"):  # the paper's layers (PROTOCOL.md sections 3-4)
-        assert [e["layer"] for e in ics] == {"vgg": [5, 10], "dln": [9, 17]}[family][:len(ics)]
     _claims_and_plots_read(run, family)
+
+
+def test_the_paper_families_default_to_the_papers_layers_and_others_spread_them():
+    families = built_in_families()
+    # PROTOCOL.md sections 3-4 (VGG16: 16 weight layers; the DLN: 25).
+    assert families["vgg"].default_layers("ics", 16) == [5, 10]
+    assert families["vgg"].default_layers("distributions", 16) == [3, 11]
+    assert families["dln"].default_layers("ics", 25) == [9, 17]
+    assert families["dln"].default_layers("distributions", 25) == [1, 11, 24]
+    # ResNet-20 (20 weight layers): a third and two thirds; first, middle, last but one.
+    assert families["resnet"].default_layers("ics", 20) == [7, 13]
+    assert families["resnet"].default_layers("distributions", 20) == [1, 10, 19]
+    assert families["mlp"].default_layers("ics", 2) == [1]
 
 
 def _claims_and_plots_read(run, family):

@@ -1,21 +1,16 @@
-"""End-to-end training: run-directory contents, determinism, resume after SIGKILL,
-divergence as a result, failures recorded."""
+"""End-to-end training: run-directory contents, determinism, divergence as a result,
+failures recorded (resume after SIGKILL: test_resume_faults.py)."""
 
 import json
-import os
-import signal
-import subprocess
-import sys
-import time
 
 import keras
 import numpy as np
 import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from conftest import REPO, SMOKE, call_cli, make_config, training_state
+from conftest import SMOKE, call_cli, make_config, training_state
 from pipeline.core.config import load_config
-from pipeline.core.runs import RunDirectory, read_records
+from pipeline.core.runs import RunDirectory
 from pipeline.inputs.tasks import task_of
 from pipeline.probes import make_probes
 from pipeline.probes.schedule import Schedule
@@ -81,45 +76,6 @@ def test_other_config_in_same_workdir_is_refused(tmp_path):
     train_and_evaluate(load_config(SMOKE, ["train.steps=2"]), tmp_path)
     with pytest.raises(RunConfigMismatch, match=r"another config \(differing: train.steps\)"):
         train_and_evaluate(load_config(SMOKE, ["train.steps=3"]), tmp_path)
-
-
-@pytest.mark.both_backends
-@pytest.mark.skipif(keras.backend.backend() == "tensorflow",
-                    reason="on TensorFlow the stronger test_faults.py test kills such a run at "
-                           "2 random moments")
-@pytest.mark.slow
-def test_sigkill_then_rerun_gives_the_uninterrupted_records(tmp_path):
-    overrides = ["--set", "train.steps=30", "--set", "train.log_every=1",
-                 "--set", "train.checkpoint_every=7", "--set", "train.eval_every=10",
-                 "--set", "model.norm=noisy_batch"]
-    killed = tmp_path / "killed"
-    # A killed process cannot remove its temporary folder: keep it in the test's own.
-    temporary = tmp_path / "temporary"
-    temporary.mkdir()
-    process = subprocess.Popen([sys.executable, "-m", "pipeline", "train", str(SMOKE), *overrides,
-                                "--workdir", str(killed)], cwd=REPO, stdout=subprocess.DEVNULL,
-                               stderr=subprocess.DEVNULL, env={**os.environ, "TMPDIR": str(temporary)})
-    train_log = killed / "records" / "train.jsonl"
-    deadline = time.time() + 240
-    while len(read_records(train_log)) < 15 and process.poll() is None and time.time() < deadline:
-        time.sleep(0.02)
-    os.kill(process.pid, signal.SIGKILL)
-    process.wait()
-    interrupted_at = len(read_records(train_log))
-    # Killed past a checkpoint (step 14) and an evaluation (step 10), before the end.
-    assert 15 <= interrupted_at < 30, "the run was not killed mid-way"
-    killed_meta = RunDirectory(killed).read_meta()
-    assert killed_meta.status == "running" and killed_meta.wall_time_s > 0
-    # The resume and the uninterrupted run need no process of their own (the kill did).
-    call_cli("train", SMOKE, *overrides, "--workdir", killed)
-    call_cli("train", SMOKE, *overrides, "--workdir", tmp_path / "clean")
-    for stream in ("train", "eval"):
-        resumed = RunDirectory(killed).records(stream)
-        clean = RunDirectory(tmp_path / "clean").records(stream)
-        assert _strip(resumed) == _strip(clean), stream
-    assert [r["step"] for r in RunDirectory(killed).records("train")] == list(range(30))
-    meta = RunDirectory(killed).read_meta()
-    assert meta.status == "finished" and meta.restarts == 1 and meta.start_step > 0
 
 
 @pytest.mark.both_backends
