@@ -38,7 +38,8 @@ UNDER_CONTRACT_ELSEWHERE = {
 EVERY_PROBE = [f"probes.{name}.{key}" for name in ("ics", "landscape", "distributions", "curvature")
                for key in ("enabled=true", "every=3")] + [
     "probes.curvature.iterations=3", "probes.distributions.sample_size=16"]
-COMMON = ["model.norm=batch", "train.steps=6", "train.log_every=1", "train.eval_every=3",
+COMMON = ["model.norm=batch", "eval.bn_batches=2", "train.steps=6", "train.log_every=1",
+          "train.eval_every=3",
           "train.checkpoint_every=3", *EVERY_PROBE]
 
 

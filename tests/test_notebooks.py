@@ -24,6 +24,10 @@ DLN = ["data.regression_train_size=64", "data.regression_test_size=64", "data.ba
        "train.steps=8", "train.log_every=2", "train.eval_every=4", "train.progress=false",
        "probes.landscape.enabled=true", "probes.landscape.every=2"]
 
+YOURS = ["model.factory=pipeline.nets.mlp:mlp", "model.depth=3", "model.hidden_units=16",
+         "probes.ics.layers=null",
+         "probes.ics.enabled=true", "probes.ics.every=4", *LANDSCAPE]
+
 
 @pytest.fixture(scope="module")
 def sweep(tmp_path_factory):
@@ -34,6 +38,9 @@ def sweep(tmp_path_factory):
     for norm in ("none", "batch"):
         train_and_evaluate(load_config(REPO / "configs" / "dln.yaml", [f"model.norm={norm}", *DLN]),
                            root / "dln" / norm, probes_factory=make_probes)
+    # A network named by its factory (model.factory), as a user's: your_model's figures.
+    train_and_evaluate(load_config(SMOKE, YOURS), root / "yours" / "batch",
+                       probes_factory=make_probes)
     return root
 
 
@@ -44,7 +51,8 @@ def test_every_notebook_makes_its_figures_and_the_report(sweep, tmp_path):
     expected = ["training_accuracy", "training_loss", "activations_layer3", "activations_layer9",
                 "ics", "ics_vs_loss_layer2", "ics_vs_loss_layer5", "landscape",
                 "gradient_change_vs_step", "loss_band_vs_loss", "beta_max_vs_loss", "curvature",
-                "lp_training", "lp_landscape", "dln_loss", "dln_landscape"]
+                "lp_training", "lp_landscape", "dln_loss", "dln_landscape",
+                "your_model_training", "your_model_landscape", "your_model_ics"]
     # The ratios per step size need matched loss bins, which these few-step runs lack:
     # no such figure, rather than an empty one (tests/test_plots.py draws it).
     assert not (figures / "landscape_per_eta.png").exists()
