@@ -17,6 +17,11 @@ class InputError(UserError, ValueError):
     exit_code = 2
 
 
+class ConfigError(InputError):
+    """An invalid configuration; the message says which key and what to do (importable
+    from pipeline.core.config too)."""
+
+
 class ThreadsError(UserError, RuntimeError):
     """The process already computes with another thread count than the run's (a
     framework fixes it once it starts): start the run in a new process."""

@@ -20,10 +20,11 @@ from typing import Optional
 
 from pipeline.core import interrupts
 from pipeline.core.backend import BACKENDS
-from pipeline.core.config import AUTO, ConfigError, load_config, read_yaml_file, to_yaml
+from pipeline.core.config import AUTO, ConfigError, load_config, to_yaml
 from pipeline.core.errors import InputError, file_kind
 from pipeline.core.run_meta import RunMeta, is_done, pick, summary_row
 from pipeline.core.threads import cpu_threads, xla_flags
+from pipeline.core.yaml_files import read_yaml_file
 from pipeline.core.runs import (RunDirectory, default_workdir, make_folder, open_no_follow,
                                 refuse_links_below)
 
