@@ -289,3 +289,15 @@ def test_the_fit_callbacks_probes_equal_the_loops_on_the_same_weights_and_batch(
     np.testing.assert_allclose(recorded["landscape"]["landscape/loss"], float(loss), rtol=1e-6)
     assert np.isclose(recorded["landscape"]["landscape/per_eta"][0]["eta"],
                       recorded["landscape"]["landscape/per_eta"][0]["multiplier"] * 0.05)
+
+
+def test_a_sweep_from_a_users_folder_finds_bn_labs_config_by_name(tmp_path):
+    """`sweep your_model.yaml` from a folder without it: each run is given the path of
+    BN Lab's config (the runs of a sweep start in processes of their own)."""
+    code, out, err = _main_in(tmp_path, ["sweep", "your_model.yaml", "--set",
+                                         "model.factory=my_net:build", "--grid",
+                                         "model.norm=none,batch", "--list", "--sweep-dir", "sw"])
+    assert code == 0, err
+    commands = [line for line in out.splitlines() if " train " in line]
+    assert len(commands) == 2 and all(str(REPO / "configs" / "your_model.yaml") in line
+                                      for line in commands), out

@@ -20,7 +20,7 @@ from typing import Optional
 
 from pipeline.core import interrupts
 from pipeline.core.backend import BACKENDS
-from pipeline.core.config import AUTO, ConfigError, load_config, to_yaml
+from pipeline.core.config import AUTO, ConfigError, find_config, load_config, to_yaml
 from pipeline.core.errors import InputError, file_kind
 from pipeline.core.run_meta import RunMeta, is_done, pick, summary_row
 from pipeline.core.threads import cpu_threads, xla_flags
@@ -209,7 +209,9 @@ def plan_sweep(config_path, grid_items=(), seeds=1, sweep_dir=None, overrides=()
             if same != name:
                 raise ConfigError(f"the runs {same} and {name} are the same run (their values "
                                   "are equal once read, e.g. 0.1 and 1e-1); give each value once")
-            runs.append(PlannedRun(name, Path(config_path), items, sweep_dir / name,
+            # The file itself: a bare name of BN Lab's configs is found from any folder
+            # once, here, and each run gets its path (config.find_config).
+            runs.append(PlannedRun(name, find_config(config_path), items, sweep_dir / name,
                                    config.train.steps, config.train.threads, backend))
     _refuse_shared_folders(runs)
     _refuse_links(runs, sweep_dir)
