@@ -82,7 +82,7 @@ def _resolve(parts, node):
         return []
     base = node.module or ""
     if node.level:
-        package = list(parts[:-1]) if parts[-1] != "__init__" else list(parts[:-1])
+        package = list(parts[:-1])  # a module's package; an __init__'s is its own
         package = package[:len(package) - (node.level - 1)]
         base = ".".join(package + ([node.module] if node.module else []))
     return [base] + [f"{base}.{a.name}" for a in node.names]

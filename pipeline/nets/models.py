@@ -164,10 +164,10 @@ def norm_after(model, layer):
     graph: the first consumer of its output, through layers that only move the data
     (the DLN's transposes, a reshape) while each has one consumer; `layer` itself when
     no norm follows it (the standard network, the output layer)."""
-    current = layer
+    current, in_model = layer, {id(each) for each in model._flatten_layers()}
     for _ in range(4):  # a norm sits at most a transpose or two away
         consumers = [node.operation for node in getattr(current, "_outbound_nodes", [])
-                     if node.operation in model._flatten_layers()]
+                     if id(node.operation) in in_model]
         if len(consumers) != 1:
             return layer
         current = consumers[0]

@@ -5,6 +5,8 @@ numbers are printed by its claim's kind (pipeline.results.claim_kinds)."""
 
 import json
 
+import numpy as np
+
 from pipeline.results.claim_kinds import kinds
 
 # The figure (pipeline/results/report.py: figures/<name>.png) that shows each headline row.
@@ -95,7 +97,6 @@ def format_other_networks(runs):
     """Lines summarizing runs of networks the paper's claims are not about (ResNet, MLP,
     a user's factory, a model.fit run): per family, norm and LR, the runs, how they
     ended, the median last training loss and test accuracy; '' if there are none."""
-    import numpy as np
     groups = {}
     for run in runs:
         if run.family not in PAPER_FAMILIES:
