@@ -31,11 +31,15 @@ setup: $(STAMP)
 # the end. Beside it, on one worker, the tests marked both_backends again on JAX (Keras
 # picks its backend per process): it takes the CPU time the TensorFlow workers leave
 # while they wait on the processes their tests start (they use ~1.7 of the 2 cores), so
-# the two passes together take less time than one after the other. The JAX pass's
-# report is printed after the TensorFlow pass's, and either one failing fails the target.
+# the two passes together take less time than one after the other. At a lower priority
+# (nice 5): the TensorFlow pass is the longer one, so when the two compete for a core it
+# goes first, and the JAX pass fills the gaps it leaves rather than ending ~200 s before
+# it (at equal priority it did, and the TensorFlow pass then left a core idle at times).
+# At nice 10 the JAX pass ended 20-50 s after the other, alone on one core. The JAX
+# pass's report is printed after the TensorFlow pass's; either one failing fails the target.
 JAX_TEST_LOG := $(VENV)/jax-tests.log
 test: $(STAMP)
-	@KERAS_BACKEND=jax $(PY) -m pytest -m both_backends tests > $(JAX_TEST_LOG) 2>&1 & jax=$$!; \
+	@KERAS_BACKEND=jax nice -n 5 $(PY) -m pytest -m both_backends tests > $(JAX_TEST_LOG) 2>&1 & jax=$$!; \
 	$(PY) -m pytest -n 2 --dist worksteal tests; tensorflow=$$?; \
 	wait $$jax; jax=$$?; \
 	echo "--- the same tests on the JAX backend (tests marked both_backends):"; \

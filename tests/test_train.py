@@ -164,6 +164,7 @@ def test_dln_records_do_not_depend_on_the_steps_per_call(tmp_path):
 
 
 @pytest.mark.both_backends
+@pytest.mark.slow  # ~20 s of compiling: first, not at the end of the JAX pass
 @pytest.mark.skipif(keras.backend.backend() != "jax", reason="the JAX engine's programs")
 def test_a_run_on_an_earlier_seeds_programs_writes_the_records_of_a_run_alone(
         tmp_path, monkeypatch):
