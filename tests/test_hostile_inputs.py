@@ -73,13 +73,12 @@ def test_a_run_log_or_lock_that_is_a_fifo_is_refused_at_once(tmp_path):
     ("not json", "the worker reads one JSON request a line"),
     ('{"argv": ["train"]}', "a worker request needs \"argv\" (a list of text) and \"log\""),
 ])
-def test_the_warm_worker_answers_a_bad_request_in_one_line(line, phrase):
-    import subprocess
+def test_the_warm_worker_answers_a_bad_request_in_one_line(line, phrase, monkeypatch):
+    import io
     import sys
-    from conftest import REPO, clean_environment
-    result = subprocess.run([sys.executable, "-m", "pipeline", "worker"], input=line + "\n",
-                            cwd=REPO, env=clean_environment(), capture_output=True, text=True,
-                            timeout=120)
+    # In this process (a worker's process would start the frameworks to read one line).
+    monkeypatch.setattr(sys, "stdin", io.StringIO(line + "\n"))
+    result = call_cli("worker", check=False)
     fails_cleanly(result, 2, phrase)
     assert result.stderr.strip().count("\n") == 0  # one line
 
