@@ -44,6 +44,18 @@ def make_config(*overrides):
 
 
 @pytest.fixture(autouse=True)
+def programs_reused_only_within_the_test():
+    """A test that turns on the JAX engine's reuse of programs (`reuse_programs()`, as a
+    sweep's worker does) leaves it as it found it."""
+    from pipeline import engines
+    engine = engines.module("engine") if engines.backend_in_use() == "jax" else None
+    reuse = engine and engine._REUSE
+    yield
+    if engine:
+        engine._REUSE = reuse
+
+
+@pytest.fixture(autouse=True)
 def float32_policy():
     """A test that trains in mixed precision must not leave the global policy behind."""
     yield

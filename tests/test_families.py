@@ -69,15 +69,14 @@ def _as_killed_after(source, target, step):
 @pytest.mark.both_backends
 @pytest.mark.slow
 @pytest.mark.parametrize("family", sorted(FAMILY_SETTINGS))
-def test_every_registered_family_trains_probes_resumes_evaluates_and_is_read(
-        family, tmp_path, monkeypatch):
+def test_every_registered_family_trains_probes_resumes_evaluates_and_is_read(family, tmp_path):
     # Every registered family is under contract, here or in the tests it names.
     assert set(FAMILY_SETTINGS) | set(UNDER_CONTRACT_ELSEWHERE) == set(built_in_families())
     from pipeline import engines
     if engines.backend_in_use() == "jax":
         # As a sweep's worker does: the resumed run reuses the programs the first one
         # compiled (the same records to the byte, tests/test_sweep.py). This test only.
-        monkeypatch.setattr(engines.module("engine"), "_REUSE", True)
+        engines.module("engine").reuse_programs()
     config = load_config(SMOKE, COMMON + FAMILY_SETTINGS[family])
     straight = train_and_evaluate(config, tmp_path / "straight", probes_factory=make_probes)
     assert straight.status == "finished"
@@ -149,7 +148,8 @@ def test_the_ics_probe_of_a_resnet_with_noise_gives_the_same_bits_each_time_it_i
     to the next): the probe's last bits did. The engine runs probes without them."""
     from conftest import training_state
     config = load_config(SMOKE, FAMILY_SETTINGS["resnet"] + [
-        "model.depth=20", "model.norm=noise_only", "probes.ics.enabled=true", "probes.ics.layers=[2]"])
+        "model.depth=20", "model.norm=noise_only", "probes.ics.enabled=true",
+        "probes.ics.layers=[2]"])
     engine, model, optimizer, arrays = training_state(config)
     values = [json.dumps(make_probes(config, engine, model, optimizer, arrays)[0](0))
               for _ in range(2)]

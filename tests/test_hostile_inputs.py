@@ -76,12 +76,8 @@ def test_a_run_log_or_lock_that_is_a_fifo_is_refused_at_once(tmp_path):
 def test_the_warm_worker_answers_a_bad_request_in_one_line(line, phrase, monkeypatch):
     import io
     import sys
-    from pipeline import engines
     # In this process (a worker's process would start the frameworks to read one line).
     monkeypatch.setattr(sys, "stdin", io.StringIO(line + "\n"))
-    if engines.backend_in_use() == "jax":  # a worker turns on the reuse of programs
-        engine = engines.module("engine")
-        monkeypatch.setattr(engine, "_REUSE", engine._REUSE)  # restored afterwards
     result = call_cli("worker", check=False)
     fails_cleanly(result, 2, phrase)
     assert result.stderr.strip().count("\n") == 0  # one line

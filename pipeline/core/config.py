@@ -131,10 +131,10 @@ class ModelConfig:
         _choice("model.family", self.family, FAMILIES)
         _choice("model.norm", self.norm, NORMS)
         _choice("model.head", self.head, HEADS)
-        # A factory replaces the family: its depth is the factory's to read.
-        if self.family == "vgg" and self.factory is None:
+        family = None if self.factory else self.family  # a factory reads its own depth
+        if family == "vgg":
             _choice("model.depth", self.depth, VGG_DEPTHS)
-        if self.family == "resnet" and self.factory is None and (self.depth < 8 or (self.depth - 2) % 6):
+        if family == "resnet" and (self.depth < 8 or (self.depth - 2) % 6):
             raise ConfigError(f"model.depth={self.depth!r} is not a CIFAR ResNet's depth; it is "
                               "6n + 2 (20, 32, 44, 56, 110)")
         _at_least("model.depth", self.depth, 1)
