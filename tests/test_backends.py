@@ -43,6 +43,13 @@ def test_a_second_backend_in_one_process_is_refused_with_what_to_do():
     assert select_backend(keras.backend.backend()) == keras.backend.backend()
 
 
+# The JAX run compiled without LLVM's optimizations: the same XLA programs, ~30 % less
+# CPU to compile them (the VGG's from 38 to 26 s), and this test compares within float32
+# rounding (~1e-7 apart from the optimized programs' values), not to the bit. Byte-exact
+# records (resumes, seeds, probes) are tested on the programs users run.
+QUICK_TO_COMPILE = {"XLA_FLAGS": "--xla_backend_optimization_level=0"}
+
+
 def _overrides(items):
     """`--set` flags for `items`."""
     return [flag for item in items for flag in ("--set", item)]
@@ -96,7 +103,7 @@ def test_same_weights_and_batches_give_the_same_losses_and_probes_on_both_backen
     call_cli("--backend", "tensorflow", "train", SMOKE, *_overrides(overrides),
              "--workdir", folders["tensorflow"])
     run_cli("--backend", "jax", "train", SMOKE, *_overrides(overrides),
-            "--workdir", folders["jax"], timeout=600)
+            "--workdir", folders["jax"], timeout=600, env=QUICK_TO_COMPILE)
     runs = {backend: RunDirectory(folder) for backend, folder in folders.items()}
     assert runs["jax"].read_meta().backend == "jax"
     assert runs["jax"].read_meta().start_step == 0  # it started from the shared weights
@@ -141,7 +148,8 @@ def test_jax_data_parallel_on_two_devices_matches_one_device(tmp_path):
     import json
     import subprocess
     import sys
-    env = {**clean_environment(), "KERAS_BACKEND": "jax", "XLA_FLAGS": TWO_HOST_DEVICES}
+    env = {**clean_environment(), "KERAS_BACKEND": "jax",
+           "XLA_FLAGS": f"{TWO_HOST_DEVICES} {QUICK_TO_COMPILE['XLA_FLAGS']}"}
     # A BN deep linear network: what is tested (one program over the global batch, BN
     # statistics of the global batch) does not depend on the layers, and XLA compiles
     # it in a fraction of the smoke VGG's time, once per device count.
