@@ -23,12 +23,18 @@ _OWN_TEMPORARY = tempfile.mkdtemp(prefix="bnlab-tests-")
 os.environ["TMPDIR"] = tempfile.tempdir = _OWN_TEMPORARY
 atexit.register(shutil.rmtree, _OWN_TEMPORARY, ignore_errors=True)
 
-# The frameworks start as a command starts them: quietly (their start-up logging would
-# otherwise follow the test report). A run fixes TensorFlow's intra-op threads before
-# TensorFlow starts (train.threads: 1 on a CPU); tests that use TensorFlow before their
-# first run need the same count.
-__import__("pipeline.core.backend").core.backend.start_frameworks()
-__import__("tensorflow").config.threading.set_intra_op_parallelism_threads(1)
+
+def pytest_configure(config):
+    """The frameworks start as a command starts them: quietly (their start-up logging
+    would otherwise follow the test report), before the test modules are collected. A
+    run fixes TensorFlow's intra-op threads before TensorFlow starts (train.threads: 1 on
+    a CPU); tests that use TensorFlow before their first run need the same count. Not in
+    the process that hands tests to xdist's workers (`-n`): it runs none, and starting
+    TensorFlow there cost ~6 s of CPU while the workers start theirs."""
+    if config.getoption("numprocesses", None) and not hasattr(config, "workerinput"):
+        return
+    __import__("pipeline.core.backend").core.backend.start_frameworks()
+    __import__("tensorflow").config.threading.set_intra_op_parallelism_threads(1)
 
 
 def pytest_collection_modifyitems(items):
