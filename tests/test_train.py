@@ -52,11 +52,18 @@ def test_smoke_run_writes_every_run_directory_file(tmp_path):
 @pytest.mark.both_backends
 @pytest.mark.slow
 def test_same_seed_same_records_other_seed_other_records(tmp_path):
-    config = load_config(SMOKE, ["model.norm=noisy_batch", "train.steps=6"])
+    # A noisy-BN DLN in mini-batches: the seed draws its weights, its batches' order and
+    # its noise. (XLA compiles the noisy VGG's step for ~10 s, most of it the random draws
+    # of its 8 noise layers; the VGG's runs are compared to the byte on both backends by
+    # the resume tests, tests/test_resume_faults.py.)
+    common = ["data.name=linear_regression", "model.family=dln", "model.depth=4",
+              "model.norm=noisy_batch", "data.regression_dim=4", "data.regression_train_size=64",
+              "data.batch_size=16", "data.eval_batch_size=32", "data.regression_test_size=32",
+              "optim.lr=1e-3", "train.steps=6", "train.log_every=1", "train.eval_every=3"]
+    config = load_config(SMOKE, common)
     train_and_evaluate(config, tmp_path / "a")
     train_and_evaluate(config, tmp_path / "b")
-    train_and_evaluate(load_config(SMOKE, ["model.norm=noisy_batch", "train.steps=6", "seed=1"]),
-                       tmp_path / "c")
+    train_and_evaluate(load_config(SMOKE, [*common, "seed=1"]), tmp_path / "c")
     a, b, c = (RunDirectory(tmp_path / n).records("train") for n in "abc")
     assert _strip(a) == _strip(b) and _strip(a) != _strip(c)
 
