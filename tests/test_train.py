@@ -17,6 +17,14 @@ from pipeline.probes.schedule import Schedule
 from pipeline.training.train import RunConfigMismatch, train_and_evaluate
 
 
+# A small noisy-BN DLN in mini-batches: its seed draws the weights, the batches' order
+# and the noise, and XLA compiles it in a fraction of the noisy VGG's time.
+NOISY_DLN = ["data.name=linear_regression", "model.family=dln", "model.depth=3",
+             "model.norm=noisy_batch", "data.regression_dim=4", "data.regression_train_size=32",
+             "data.batch_size=16", "data.eval_batch_size=32", "data.regression_test_size=32",
+             "optim.lr=1e-3"]
+
+
 def _strip(records):
     return [json.dumps(r, sort_keys=True) for r in records]
 
@@ -52,14 +60,10 @@ def test_smoke_run_writes_every_run_directory_file(tmp_path):
 @pytest.mark.both_backends
 @pytest.mark.slow
 def test_same_seed_same_records_other_seed_other_records(tmp_path):
-    # A noisy-BN DLN in mini-batches: the seed draws its weights, its batches' order and
-    # its noise. (XLA compiles the noisy VGG's step for ~10 s, most of it the random draws
-    # of its 8 noise layers; the VGG's runs are compared to the byte on both backends by
-    # the resume tests, tests/test_resume_faults.py.)
-    common = ["data.name=linear_regression", "model.family=dln", "model.depth=4",
-              "model.norm=noisy_batch", "data.regression_dim=4", "data.regression_train_size=64",
-              "data.batch_size=16", "data.eval_batch_size=32", "data.regression_test_size=32",
-              "optim.lr=1e-3", "train.steps=6", "train.log_every=1", "train.eval_every=3"]
+    # On NOISY_DLN: XLA compiles the noisy VGG's step for ~10 s, most of it the random
+    # draws of its 8 noise layers; the VGG's runs are compared to the byte on both
+    # backends by the resume tests (tests/test_resume_faults.py).
+    common = [*NOISY_DLN, "train.steps=6", "train.log_every=1", "train.eval_every=3"]
     config = load_config(SMOKE, common)
     train_and_evaluate(config, tmp_path / "a")
     train_and_evaluate(config, tmp_path / "b")
@@ -186,10 +190,7 @@ def test_a_run_on_an_earlier_seeds_programs_writes_the_records_of_a_run_alone(
     # order): seed 1 on seed 0's programs must write the records of seed 1 alone.
     from pipeline.engines.jax import engine as jax_engine
     from pipeline.training.worker import forget_the_run
-    common = ["data.name=linear_regression", "model.family=dln", "model.depth=3",
-              "model.norm=noisy_batch", "data.regression_dim=4", "data.regression_train_size=32",
-              "data.batch_size=16", "data.eval_batch_size=32", "data.regression_test_size=32",
-              "optim.lr=1e-3", "train.steps=12", "train.log_every=1", "train.eval_every=5",
+    common = [*NOISY_DLN, "train.steps=12", "train.log_every=1", "train.eval_every=5",
               "train.checkpoint_every=6", "train.progress=false", "probes.ics.layers=[2,3]",
               "probes.distributions.layers=[1,3]",
               *(f"probes.{name}.{key}" for name in ("ics", "landscape", "curvature", "distributions")
