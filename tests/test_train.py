@@ -60,9 +60,9 @@ def test_smoke_run_writes_every_run_directory_file(tmp_path):
 @pytest.mark.both_backends
 @pytest.mark.slow
 def test_same_seed_same_records_other_seed_other_records(tmp_path):
-    # On NOISY_DLN: XLA compiles the noisy VGG's step for ~10 s, most of it the random
-    # draws of its 8 noise layers; the VGG's runs are compared to the byte on both
-    # backends by the resume tests (tests/test_resume_faults.py).
+    # On NOISY_DLN: XLA compiles the noisy VGG's step for ~6 s on JAX (the BN VGG's for
+    # ~2.5 s), much of it the random draws of its 8 noise layers; the VGG's runs are
+    # compared to the byte on both backends by the resume tests (test_resume_faults.py).
     common = [*NOISY_DLN, "train.steps=6", "train.log_every=1", "train.eval_every=3"]
     config = load_config(SMOKE, common)
     train_and_evaluate(config, tmp_path / "a")

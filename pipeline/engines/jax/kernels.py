@@ -1,5 +1,7 @@
 """JAX's versions of the layers' backend-specific parts (see the TensorFlow module)."""
 
+import math
+
 import jax
 import keras
 
@@ -11,14 +13,24 @@ SYNCHRONIZED_BATCH_NORM = False
 def shift_noise(shape, unit_shape, seed_generator, n_mu, n_sigma, r_mu, r_sigma, dtype):
     """`pipeline.nets.layers.sample_shift_noise` on JAX: the seeds are JAX keys folded from one
     draw of the generator; the draws themselves are keras.random's. Every element of the
-    global batch gets its own draw."""
+    global batch gets its own draw.
+
+    Each draw is made flat and reshaped: the same numbers (JAX's counter-based draws
+    number the elements in row-major order, so the draw of a shape is the flat draw
+    reshaped), but XLA compiles a flat draw ~4x faster than one over a 4-D index space
+    (~0.3 s against ~1.3 s of CPU), and each noise layer puts four in every program that
+    runs the network (the step, the probes).
+    """
     base = seed_generator.next()
     unit_mu, unit_sigma, element_shift, element_scale = (
         jax.random.fold_in(base, k) for k in range(4))
-    mu = keras.random.uniform(unit_shape, -n_mu, n_mu, dtype=dtype, seed=unit_mu)
-    sigma = keras.random.uniform(unit_shape, 1.0, n_sigma, dtype=dtype, seed=unit_sigma)
-    uniform = keras.random.uniform(shape, dtype=dtype, seed=element_shift)
-    normal = keras.random.normal(shape, dtype=dtype, seed=element_scale)
+
+    def flat(draw, shape, seed, *bounds):
+        return draw((math.prod(shape),), *bounds, dtype=dtype, seed=seed).reshape(shape)
+    mu = flat(keras.random.uniform, unit_shape, unit_mu, -n_mu, n_mu)
+    sigma = flat(keras.random.uniform, unit_shape, unit_sigma, 1.0, n_sigma)
+    uniform = flat(keras.random.uniform, shape, element_shift)
+    normal = flat(keras.random.normal, shape, element_scale)
     return normal * r_sigma + sigma, uniform * (2.0 * r_mu) + (mu - r_mu)
 
 
