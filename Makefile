@@ -26,10 +26,14 @@ $(STAMP): requirements.lock pyproject.toml
 
 setup: $(STAMP)
 
-# The TensorFlow pass on two workers, one per core; worksteal hands a worker that runs
-# dry the queued tests of the other, so the few long tests do not leave one core idle at
-# the end. Beside it, on one worker, the tests marked both_backends again on JAX (Keras
-# picks its backend per process): it takes the CPU time the TensorFlow workers leave
+# The TensorFlow pass on two workers, one per core, each handed its next test when it is
+# done with one (load, one test at a time; the slow tests come first, tests/conftest.py):
+# the long tests are dealt out in turn and the short ones fill in at the end, so both
+# workers end within a short test of each other. (worksteal split the tests in two
+# halves up front: one worker ran most of the long tests and ended ~25 s after the other,
+# its last test a kill-and-resume that leaves a core idle while it waits.) Beside it,
+# on one worker, the tests marked both_backends again on JAX (Keras picks its backend
+# per process): it takes the CPU time the TensorFlow workers leave
 # while they wait on the processes their tests start (they use ~1.7 of the 2 cores), so
 # the two passes together take less time than one after the other. At a lower priority
 # (nice 5): the TensorFlow pass is the longer one, so when the two compete for a core it
@@ -40,7 +44,7 @@ setup: $(STAMP)
 JAX_TEST_LOG := $(VENV)/jax-tests.log
 test: $(STAMP)
 	@KERAS_BACKEND=jax nice -n 5 $(PY) -m pytest -m both_backends tests > $(JAX_TEST_LOG) 2>&1 & jax=$$!; \
-	$(PY) -m pytest -n 2 --dist worksteal tests; tensorflow=$$?; \
+	$(PY) -m pytest -n 2 --dist load --maxschedchunk 1 tests; tensorflow=$$?; \
 	wait $$jax; jax=$$?; \
 	echo "--- the same tests on the JAX backend (tests marked both_backends):"; \
 	cat $(JAX_TEST_LOG); rm -f $(JAX_TEST_LOG); \

@@ -38,9 +38,9 @@ def pytest_configure(config):
 
 
 def pytest_collection_modifyitems(items):
-    """Tests marked `slow` first, otherwise in collection order: xdist's worksteal then
-    hands the short tests around at the end, rather than one long test keeping a core
-    busy after the other worker has run out of tests."""
+    """Tests marked `slow` first, otherwise in collection order: xdist's workers, each
+    handed one test at a time (Makefile), then end on short tests, rather than one long
+    test keeping a core busy after the other worker has run out of tests."""
     items.sort(key=lambda item: item.get_closest_marker("slow") is None)
 
 
