@@ -118,7 +118,10 @@ def test_the_paper_families_default_to_the_papers_layers_and_others_spread_them(
     # ResNet-20 (20 weight layers): a third and two thirds; first, middle, last but one.
     assert families["resnet"].default_layers("ics", 20) == [7, 13]
     assert families["resnet"].default_layers("distributions", 20) == [1, 10, 19]
-    assert families["mlp"].default_layers("ics", 2) == [1]
+    # Never layer 1 of several for ICS: nothing before it moves, its ICS is 0.
+    assert families["mlp"].default_layers("ics", 2) == [2]
+    assert families["mlp"].default_layers("ics", 4) == [2, 3]
+    assert families["mlp"].default_layers("ics", 1) == [1]
 
 
 def _claims_and_plots_read(run, family):

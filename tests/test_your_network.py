@@ -106,7 +106,7 @@ def test_the_readme_example_trains_a_users_network_resumes_after_a_kill_and_is_r
     assert meta.status == "finished" and meta.user_code["model.factory"]["sha256"]
     assert meta.probe_batch and meta.record_schema >= 2
     ics = RunDirectory(layer).records("ics")[0]["ics/per_layer"]
-    assert [(e["layer"], e["name"]) for e in ics] == [(1, "conv2d"), (3, "conv2d_2")]  # of 4
+    assert [(e["layer"], e["name"]) for e in ics] == [(2, "conv2d_1"), (3, "conv2d_2")]  # of 4
     # The claims and the figures read them.
     code, out, err = _main_in(mine, ["claims", "runs"])
     assert code == 0 and "my_net:build, norm batch" in out and "my_net:build, norm layer" in out

@@ -46,9 +46,11 @@ class Family:
 
 def spread_layers(probe, count):
     """Layers at a third and two thirds of the depth for ICS (the paper's VGG16 #5, #10
-    and DLN #9, #17 sit there), the first, the middle and the last but one for the
-    activation distributions (the last one's outputs are the logits)."""
-    third = {max(1, round(count / 3)), max(1, round(2 * count / 3))}
+    and DLN #9, #17 sit there), never the first of several: no layer comes before it,
+    so its ICS is 0 by definition (Definition 2.1). The first, the middle and the last
+    but one for the activation distributions (the last one's outputs are the logits)."""
+    lowest = min(2, count)
+    third = {max(lowest, round(count / 3)), max(lowest, round(2 * count / 3))}
     spread = {1, max(1, (count + 1) // 2), max(1, count - 1)}
     return sorted(third if probe == "ics" else spread)
 

@@ -70,7 +70,8 @@ class ProbeCallback(keras.callbacks.Callback):
             curvature.
         every: steps between probes (step 0 included).
         layers: {"ics": [...], "distributions": [...]}: 1-based weight-layer numbers; by
-            default a third and two thirds of the depth (ICS), first, middle, last but one.
+            default a third and two thirds of the depth (ICS; never layer 1 of several,
+            whose ICS is 0), first, middle, last but one.
         test_data: (x, y) for the run's one evaluation at the end (default: `batch`).
         seed, description: recorded in the run's config.
         settings: further config values as "section.key=value" (e.g.
