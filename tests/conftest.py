@@ -1,7 +1,8 @@
 """Shared test helpers: small configs and deterministic TensorFlow.
 
 Tests marked `both_backends` run a second time on JAX: `make test` runs them again in a
-process with KERAS_BACKEND=jax (Keras picks its backend once per process)."""
+process with KERAS_BACKEND=jax (Keras picks its backend once per process). Tests marked
+`backend_free` (they train nothing) run once, in that process, which has CPU to spare."""
 
 import atexit
 import os

@@ -7,6 +7,8 @@ import pytest
 from conftest import REPO, SMOKE, call_cli
 from pipeline.core.config import Config, ConfigError, load_config, to_yaml
 
+pytestmark = pytest.mark.backend_free  # trains nothing: run once, in the JAX pass
+
 # Sweep plans (*_plan.yaml) list runs of these configs; tests/test_sweep.py checks them.
 CONFIGS = sorted(p for p in (REPO / "configs").glob("*.yaml") if not p.stem.endswith("_plan"))
 

@@ -8,6 +8,8 @@ import pytest
 from conftest import SMOKE, call_cli, fails_cleanly
 from pipeline.core.config import load_config
 
+pytestmark = pytest.mark.backend_free  # trains nothing: run once, in the JAX pass
+
 
 def test_a_run_folder_that_is_a_symlink_is_refused_before_anything_is_written(tmp_path):
     from pipeline.core.runs import SymlinkRefused

@@ -6,7 +6,11 @@ import re
 import subprocess
 import sys
 
+import pytest
+
 from conftest import REPO, clean_environment, fake_run
+
+pytestmark = pytest.mark.backend_free  # trains nothing: run once, in the JAX pass
 
 CHECK = """
 import json, sys

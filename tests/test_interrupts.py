@@ -7,6 +7,8 @@ import pytest
 from conftest import SMOKE
 from pipeline.core.config import load_config
 
+pytestmark = pytest.mark.backend_free  # trains nothing: run once, in the JAX pass
+
 
 def test_an_interrupt_swallowed_on_its_way_is_raised_again_between_steps(interrupts_installed):
     import signal

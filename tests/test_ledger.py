@@ -8,6 +8,8 @@ from pipeline.results.claim_kinds import speedup_kept
 from pipeline.results.claims import CLAIMS, HEADLINE, claims_table
 from test_claims import _run
 
+pytestmark = pytest.mark.backend_free  # trains nothing: run once, in the JAX pass
+
 
 # The paper's own numbers (PROTOCOL.md section 6), one run each, recomputed here from
 # the figures' readings as the statistic each row's paper value is of (maximum against

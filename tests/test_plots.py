@@ -10,6 +10,8 @@ from pipeline.core.config import to_yaml
 from pipeline.results import analysis, plots
 from pipeline.results.report import build_report, save_captioned
 
+pytestmark = pytest.mark.backend_free  # trains nothing: run once, in the JAX pass
+
 
 def write_fake_run(path, norm, lr, seed, steps=(0, 10, 20, 30), diverged=False, evaluated=True):
     """A run directory with deterministic records (no training)."""

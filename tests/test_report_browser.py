@@ -10,8 +10,8 @@ import pytest
 from conftest import fake_run
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-pytestmark = pytest.mark.skipif(
-    CHROMIUM is None, reason="needs Chromium: sudo apt-get install chromium (.ci/run does)")
+pytestmark = [pytest.mark.backend_free, pytest.mark.skipif(
+    CHROMIUM is None, reason="needs Chromium: sudo apt-get install chromium (.ci/run does)")]
 
 
 def _figure(path):
