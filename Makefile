@@ -40,9 +40,10 @@ setup: $(STAMP)
 # goes first, and the JAX pass fills the gaps it leaves rather than ending ~200 s before
 # it (at equal priority it did, and the TensorFlow pass then left a core idle at times).
 # At nice 10 the JAX pass ended 20-50 s after the other, alone on one core. It still
-# ended ~85 s before the TensorFlow pass, so the tests that train nothing and read no
-# backend (marked backend_free: the claims, plots, config, floor plan...; ~30 s of CPU)
-# run once, there. The JAX pass's report is printed after the TensorFlow pass's; either
+# ended ~85 s before the TensorFlow pass, so some tests that train nothing and read no
+# backend (marked backend_free: the ledger, plots, config...) run once, there. With
+# the claims and floor-plan tests too (~30 s of CPU) it ended ~30 s after the other,
+# which at its priority is ~15 s of CPU too many. The JAX pass's report is printed after the TensorFlow pass's; either
 # one failing fails the target.
 JAX_TEST_LOG := $(VENV)/jax-tests.log
 test: $(STAMP)

@@ -14,8 +14,6 @@ from pipeline.results.claims_format import format_answer, format_claims, to_json
 from pipeline.results.measures import levels_passed, mean_log_loss, steps_to_accuracy
 from pipeline.results.rules import RULES, bootstrap_ratio, verdict
 
-pytestmark = pytest.mark.backend_free  # trains nothing: run once, in the JAX pass
-
 
 def _run(norm, seed, reach_step=10, lr=0.1, steps=100, family="vgg", loss=None, band=None,
          ics=None, curvature=None, meta=None, test_accuracy=None):

@@ -6,11 +6,7 @@ import re
 import subprocess
 import sys
 
-import pytest
-
 from conftest import REPO, clean_environment, fake_run
-
-pytestmark = pytest.mark.backend_free  # trains nothing: run once, in the JAX pass
 
 CHECK = """
 import json, sys
