@@ -25,8 +25,9 @@ def shift_noise(shape, unit_shape, seed_generator, n_mu, n_sigma, r_mu, r_sigma,
     unit_mu, unit_sigma, element_shift, element_scale = (
         jax.random.fold_in(base, k) for k in range(4))
 
-    def flat(draw, shape, seed, *bounds):
-        return draw((math.prod(shape),), *bounds, dtype=dtype, seed=seed).reshape(shape)
+    def flat(draw, drawn_shape, seed, *bounds):
+        return draw((math.prod(drawn_shape),), *bounds, dtype=dtype, seed=seed).reshape(
+            drawn_shape)
     mu = flat(keras.random.uniform, unit_shape, unit_mu, -n_mu, n_mu)
     sigma = flat(keras.random.uniform, unit_shape, unit_sigma, 1.0, n_sigma)
     uniform = flat(keras.random.uniform, shape, element_shift)
