@@ -29,22 +29,18 @@ setup: $(STAMP)
 # The TensorFlow pass on two workers, one per core, each handed its next test when it is
 # done with one (load, one test at a time; the slow tests come first, tests/conftest.py):
 # the long tests are dealt out in turn and the short ones fill in at the end, so both
-# workers end within a short test of each other. (worksteal split the tests in two
-# halves up front: one worker ran most of the long tests and ended ~25 s after the other,
-# its last test a kill-and-resume that leaves a core idle while it waits.) Beside it,
-# on one worker, the tests marked both_backends again on JAX (Keras picks its backend
-# per process): it takes the CPU time the TensorFlow workers leave
-# while they wait on the processes their tests start (they use ~1.7 of the 2 cores), so
-# the two passes together take less time than one after the other. At a lower priority
-# (nice 5): the TensorFlow pass is the longer one, so when the two compete for a core it
-# goes first, and the JAX pass fills the gaps it leaves rather than ending ~200 s before
-# it (at equal priority it did, and the TensorFlow pass then left a core idle at times).
-# At nice 10 the JAX pass ended 20-50 s after the other, alone on one core. It still
-# ended ~85 s before the TensorFlow pass, so some tests that train nothing and read no
-# backend (marked backend_free: the ledger, plots, config...) run once, there. With
-# the claims and floor-plan tests too (~30 s of CPU) it ended ~30 s after the other,
-# which at its priority is ~15 s of CPU too many. The JAX pass's report is printed after the TensorFlow pass's; either
-# one failing fails the target.
+# workers end within a short test of each other (worksteal split the tests in two halves
+# up front, and one worker ended ~25 s after the other). Beside it, on one worker, the
+# JAX pass: the tests marked both_backends again on JAX (Keras picks its backend per
+# process), taking the CPU time the TensorFlow workers leave while they wait on the
+# processes their tests start (they use ~1.7 of the 2 cores). At a lower priority (nice
+# 5), so that when the two compete for a core the longer TensorFlow pass goes first: at
+# equal priority the JAX pass ended ~200 s early and the TensorFlow pass left a core idle
+# at times; at nice 10 it ended ~90 s late, alone on one core. It still ended ~85 s
+# early, so it also runs, once, some tests that train nothing (marked backend_free: the
+# ledger, plots, config...); with the claims and floor-plan tests too it ended ~30 s
+# late. The JAX pass's report is printed after the TensorFlow pass's; either one failing
+# fails the target.
 JAX_TEST_LOG := $(VENV)/jax-tests.log
 test: $(STAMP)
 	@KERAS_BACKEND=jax nice -n 5 $(PY) -m pytest -m "both_backends or backend_free" tests \
